@@ -1,0 +1,70 @@
+# Sessionvault build and test entry points. `make help` lists them.
+SHELL := /bin/bash
+GO ?= go
+WASM := build/vault.wasm
+# Size budget of the wasm module (DESIGN.md section 8), decimal bytes.
+WASM_MAX_RAW := 2900000
+WASM_MAX_BROTLI := 700000
+WASM_FLAGS := GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0
+WASM_BUILD := $(GO) build -buildmode=c-shared -trimpath -ldflags="-s -w"
+
+.PHONY: help wasm test test-go test-js deps check size bench fuzz dev clean
+
+help:
+	@echo "make dev    run the demo on 127.0.0.1:8080 (embedded bbolt store)"
+	@echo "make test   everything: deps, wasm, Go tests (wazero, stores, server), JS tests"
+	@echo "make check  gofmt, go vet, go mod tidy, wasm size budget"
+	@echo "make bench  benchmarks (native, wazero, peers)"
+	@echo "make fuzz   each fuzz target for FUZZTIME (default 20s)"
+	@echo "make wasm   build $(WASM)"
+
+# The wasm module: reproducible (-trimpath, no build ID differences), rebuilt when any Go file
+# it is made from changes.
+WASM_SRC := $(shell find internal/protocol internal/vault wasm/worker -name '*.go' ! -name '*_test.go' 2>/dev/null) go.mod
+$(WASM): $(WASM_SRC)
+	@mkdir -p build
+	$(WASM_FLAGS) $(WASM_BUILD) -o $@ ./wasm/worker
+
+wasm: $(WASM)
+
+# deps installs what the tests need where it can (root on Debian), else names what is missing.
+deps:
+	@./scripts/deps.sh
+
+test: deps wasm test-go test-js
+
+test-go: $(WASM)
+	SV_WASM=$(CURDIR)/$(WASM) $(GO) test -count=1 -timeout 20m ./...
+
+test-js: $(WASM)
+	@if [ -d js/test ]; then cd js && SV_WASM=$(CURDIR)/$(WASM) node --test test/; fi
+
+size: $(WASM)
+	@raw=$$(stat -c %s $(WASM)); br=$$(brotli -c -q 11 $(WASM) | wc -c); \
+	echo "wasm size: raw $$raw bytes (budget $(WASM_MAX_RAW)), brotli $$br bytes (budget $(WASM_MAX_BROTLI))"; \
+	test $$raw -le $(WASM_MAX_RAW) || { echo "FAIL: raw size over budget"; exit 1; }; \
+	test $$br -le $(WASM_MAX_BROTLI) || { echo "FAIL: brotli size over budget"; exit 1; }
+
+check: size
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(WASM_FLAGS) $(GO) vet ./wasm/worker
+	@cp go.mod /tmp/sv-go.mod.bak; cp go.sum /tmp/sv-go.sum.bak 2>/dev/null || true; \
+	$(GO) mod tidy; \
+	if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changed go.mod/go.sum"; git --no-pager diff -- go.mod go.sum; exit 1; fi
+	@echo "check: ok"
+
+BENCHTIME ?= 1s
+bench: $(WASM)
+	SV_WASM=$(CURDIR)/$(WASM) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./internal/... ./wasm/... ./server/...
+
+FUZZTIME ?= 20s
+fuzz:
+	@for t in $$($(GO) test -list '^Fuzz' ./internal/protocol | grep ^Fuzz); do \
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./internal/protocol || exit 1; done
+
+dev: $(WASM)
+	$(GO) run ./cmd/devserver
+
+clean:
+	rm -rf build

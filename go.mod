@@ -1,0 +1,3 @@
+module github.com/sessionvault/sessionvault
+
+go 1.26

@@ -1,0 +1,346 @@
+package protocol
+
+import (
+	"crypto/hkdf"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding"
+	"encoding/base64"
+	"hash"
+	"io"
+)
+
+// Sizes of the protocol's fixed-length values.
+const (
+	PublicKeySize = 32 // X25519 public key
+	KeySize       = 32 // epoch key and every derived key
+	LaneIDSize    = 16 // lane identifier
+	TagSize       = 32 // HMAC-SHA256 output
+)
+
+// Domain-separation labels. Every derivation and every MAC of the protocol starts with its own
+// label, so that no value made for one purpose verifies for another.
+const (
+	labelLogin         = "sessionvault/v1 login"
+	labelJoin          = "sessionvault/v1 join"
+	labelRotate        = "sessionvault/v1 rotate"
+	labelEpochKey      = "sessionvault/v1 epoch-key"
+	labelSign          = "sessionvault/v1 sign"
+	labelEvent         = "sessionvault/v1 event"
+	labelChain         = "sessionvault/v1 chain"
+	labelConfirm       = "sessionvault/v1 confirm"
+	labelEventMAC      = "sessionvault/v1 event-mac"
+	labelSocketAuth    = "sessionvault/v1 socket-auth"
+	labelTicket        = "sessionvault/v1 ticket"
+	labelSessionHandle = "sessionvault/v1 handle"
+)
+
+// Handshake kinds, bound into the transcript.
+const (
+	HandshakeLogin = iota + 1
+	HandshakeJoin
+)
+
+// LaneID names one lane (one worker's key under a session). It is public: it travels in every
+// request's keyid. It is not the session ID, which never leaves the server.
+type LaneID [LaneIDSize]byte
+
+// String returns the unpadded base64url form used in keyid.
+func (l LaneID) String() string { return base64.RawURLEncoding.EncodeToString(l[:]) }
+
+// Key is a 32-byte secret. Its zero value is "no key". Wipe zeroes it in place.
+type Key [KeySize]byte
+
+// Wipe zeroes k.
+func (k *Key) Wipe() { clear(k[:]) }
+
+// IsZero reports whether k holds no key.
+func (k *Key) IsZero() bool {
+	var z Key
+	return subtle.ConstantTimeCompare(k[:], z[:]) == 1
+}
+
+// Ephemeral is one X25519 key pair used for a single handshake or rotation. Wipe zeroes the
+// scalar; an Ephemeral is single-use (the exchange wipes it).
+type Ephemeral struct {
+	scalar [32]byte
+	pub    [PublicKeySize]byte
+	live   bool
+}
+
+// NewEphemeral generates a key pair from rand (crypto/rand, the WASI random source in the wasm
+// module, or a fixed source in vectors).
+func NewEphemeral(rand io.Reader) (*Ephemeral, error) {
+	e := &Ephemeral{live: true}
+	if _, err := io.ReadFull(rand, e.scalar[:]); err != nil {
+		return nil, err
+	}
+	if err := x25519(&e.pub, &e.scalar, &basePoint); err != nil {
+		e.Wipe()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Public returns the public half.
+func (e *Ephemeral) Public() [PublicKeySize]byte { return e.pub }
+
+// Wipe zeroes the private scalar. The Ephemeral cannot be used for an exchange afterwards.
+func (e *Ephemeral) Wipe() {
+	clear(e.scalar[:])
+	e.live = false
+}
+
+// shared returns X25519(e, peer). It refuses invalid or low-order peer keys.
+func (e *Ephemeral) shared(peer []byte) ([]byte, error) {
+	if e == nil || !e.live {
+		return nil, &parseError{what: "ephemeral key already used", class: ErrKeyAgreement}
+	}
+	if len(peer) != PublicKeySize {
+		return nil, &parseError{what: "public key must be 32 bytes", offset: len(peer), class: ErrKeyAgreement}
+	}
+	var p, out [32]byte
+	copy(p[:], peer)
+	if err := x25519(&out, &e.scalar, &p); err != nil {
+		clear(out[:])
+		return nil, &parseError{what: "invalid or low-order public key", class: ErrKeyAgreement}
+	}
+	return out[:], nil
+}
+
+// HandshakeTranscript is SHA-256 over the handshake's public values (PROTOCOL.md section 3):
+//
+//	label || 0x00 || client public || server public || lane ID || SHA-256(ticket)   (join only)
+func HandshakeTranscript(kind int, clientPub, serverPub [PublicKeySize]byte, lane LaneID, ticket []byte) [32]byte {
+	h := sha256.New()
+	switch kind {
+	case HandshakeJoin:
+		h.Write([]byte(labelJoin))
+	default:
+		h.Write([]byte(labelLogin))
+	}
+	h.Write([]byte{0})
+	h.Write(clientPub[:])
+	h.Write(serverPub[:])
+	h.Write(lane[:])
+	if kind == HandshakeJoin {
+		t := sha256.Sum256(append([]byte(labelTicket), ticket...))
+		h.Write(t[:])
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// RotateTranscript is SHA-256(label || 0x00 || lane || u32be(newEpoch) || client public || server public).
+func RotateTranscript(lane LaneID, newEpoch uint32, clientPub, serverPub [PublicKeySize]byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(labelRotate))
+	h.Write([]byte{0})
+	h.Write(lane[:])
+	var e [4]byte
+	putU32(e[:], newEpoch)
+	h.Write(e[:])
+	h.Write(clientPub[:])
+	h.Write(serverPub[:])
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// epochKey = HKDF-SHA256(ikm, salt, info = label || lane || u32be(epoch)).
+func epochKey(ikm, salt []byte, lane LaneID, epoch uint32) Key {
+	var info [len(labelEpochKey) + LaneIDSize + 4]byte
+	n := copy(info[:], labelEpochKey)
+	n += copy(info[n:], lane[:])
+	putU32(info[n:], epoch)
+	b, err := hkdf.Key(sha256.New, ikm, salt, string(info[:]), KeySize)
+	if err != nil {
+		panic("protocol: hkdf: " + err.Error()) // only for impossible lengths
+	}
+	var k Key
+	copy(k[:], b)
+	clear(b)
+	return k
+}
+
+// Handshake completes a login or join key agreement from one side: own is this side's ephemeral,
+// peerPub the other side's public key, and the transcript binds both publics, the lane and the
+// ticket. The result is the epoch-0 key of the lane. own is wiped.
+func Handshake(own *Ephemeral, peerPub [PublicKeySize]byte, transcript [32]byte, lane LaneID) (Key, error) {
+	s, err := own.shared(peerPub[:])
+	own.Wipe()
+	if err != nil {
+		return Key{}, err
+	}
+	k := epochKey(s, transcript[:], lane, 0)
+	clear(s)
+	return k, nil
+}
+
+// Ratchet derives the key of epoch newEpoch from the previous epoch's key and a fresh X25519
+// exchange: own is this side's new ephemeral, peerPub the other side's, transcript is
+// [RotateTranscript]. Knowing prev alone is not enough: an observer who stole prev but did not take
+// part in the exchange cannot follow the lane past this rotation. own is wiped.
+//
+//	K(e+1) = HKDF-SHA256(ikm = X25519 || transcript, salt = Expand(K(e), "chain"), info = epoch-key || lane || u32be(e+1))
+func Ratchet(prev *Key, own *Ephemeral, peerPub [PublicKeySize]byte, transcript [32]byte, lane LaneID, newEpoch uint32) (Key, error) {
+	s, err := own.shared(peerPub[:])
+	own.Wipe()
+	if err != nil {
+		return Key{}, err
+	}
+	chain := deriveSub(prev, labelChain)
+	ikm := append(s, transcript[:]...)
+	k := epochKey(ikm, chain[:], lane, newEpoch)
+	clear(ikm)
+	clear(s)
+	chain.Wipe()
+	return k, nil
+}
+
+// SignKey is the lane's RFC 9421 hmac-sha256 key for an epoch: HKDF-Expand(K(e), "sign", 32).
+func SignKey(k *Key) Key { return deriveSub(k, labelSign) }
+
+// EventKey is the key that MACs server-to-worker events of an epoch: HKDF-Expand(K(e), "event", 32).
+func EventKey(k *Key) Key { return deriveSub(k, labelEvent) }
+
+// Confirm is the server's key confirmation for a handshake or rotation:
+// HMAC(HKDF-Expand(K, "confirm", 32), transcript). The worker refuses a key whose confirmation
+// does not match, so a substituted server public key is caught before any request is signed.
+func Confirm(k *Key, transcript [32]byte) [TagSize]byte {
+	c := deriveSub(k, labelConfirm)
+	defer c.Wipe()
+	return macOnce(&c, transcript[:])
+}
+
+// CheckConfirm compares a received confirmation with the expected one in constant time.
+func CheckConfirm(k *Key, transcript [32]byte, got []byte) error {
+	want := Confirm(k, transcript)
+	if subtle.ConstantTimeCompare(want[:], got) != 1 {
+		return &parseError{what: "key confirmation does not match", class: ErrBadSignature}
+	}
+	return nil
+}
+
+// SocketAuth is the lane's answer to an event-socket challenge:
+// HMAC(sign key, label || 0x00 || lane || u32be(epoch) || challenge).
+func SocketAuth(signKey *Key, lane LaneID, epoch uint32, challenge []byte) [TagSize]byte {
+	var e [4]byte
+	putU32(e[:], epoch)
+	return macOnce(signKey, []byte(labelSocketAuth), []byte{0}, lane[:], e[:], challenge)
+}
+
+// SessionHandle is a non-reversible, non-secret name for a session ID, fit for logs and admin
+// views: base64url(SHA-256(label || id))[:16]. The raw ID never appears in a log line.
+func SessionHandle(id []byte) string {
+	s := sha256.Sum256(append([]byte(labelSessionHandle), id...))
+	return base64.RawURLEncoding.EncodeToString(s[:12])
+}
+
+// deriveSub = HKDF-Expand(epoch key, label, 32).
+func deriveSub(k *Key, label string) Key {
+	b, err := hkdf.Expand(sha256.New, k[:], label, KeySize)
+	if err != nil {
+		panic("protocol: hkdf: " + err.Error())
+	}
+	var out Key
+	copy(out[:], b)
+	clear(b)
+	return out
+}
+
+// MAC is HMAC-SHA256 under a fixed key, with the key's inner and outer states precomputed so that
+// each Sum costs only the message's blocks. Wipe zeroes every key-derived byte it holds (pads,
+// saved states, hash states). A MAC is not safe for concurrent use.
+type MAC struct {
+	inner, outer           hash.Hash
+	innerState, outerState []byte
+	sum                    [sha256.Size]byte
+}
+
+type stateHash interface {
+	hash.Hash
+	encoding.BinaryMarshaler
+	encoding.BinaryUnmarshaler
+}
+
+// NewMAC returns a MAC keyed with key (any length; RFC 2104 rules).
+func NewMAC(key []byte) *MAC {
+	var pad [sha256.BlockSize]byte
+	defer clear(pad[:])
+	if len(key) > sha256.BlockSize {
+		s := sha256.Sum256(key)
+		copy(pad[:], s[:])
+		clear(s[:])
+	} else {
+		copy(pad[:], key)
+	}
+	m := &MAC{inner: sha256.New(), outer: sha256.New()}
+	for i := range pad {
+		pad[i] ^= 0x36
+	}
+	m.inner.Write(pad[:])
+	for i := range pad {
+		pad[i] ^= 0x36 ^ 0x5c
+	}
+	m.outer.Write(pad[:])
+	var err error
+	if m.innerState, err = m.inner.(stateHash).MarshalBinary(); err != nil {
+		panic("protocol: sha256 state: " + err.Error())
+	}
+	if m.outerState, err = m.outer.(stateHash).MarshalBinary(); err != nil {
+		panic("protocol: sha256 state: " + err.Error())
+	}
+	return m
+}
+
+// Reset prepares m for a new message.
+func (m *MAC) Reset() {
+	if err := m.inner.(stateHash).UnmarshalBinary(m.innerState); err != nil {
+		panic("protocol: mac used after Wipe")
+	}
+}
+
+// Write adds message bytes. Call Reset first.
+func (m *MAC) Write(p []byte) { m.inner.Write(p) }
+
+// WriteString adds message bytes.
+func (m *MAC) WriteString(s string) { io.WriteString(m.inner, s) }
+
+// Sum finishes the message and returns the tag (valid until the next Sum).
+func (m *MAC) Sum() *[TagSize]byte {
+	in := m.inner.Sum(m.sum[:0])
+	if err := m.outer.(stateHash).UnmarshalBinary(m.outerState); err != nil {
+		panic("protocol: mac used after Wipe")
+	}
+	m.outer.Write(in)
+	m.outer.Sum(m.sum[:0])
+	return &m.sum
+}
+
+// Equal reports, in constant time, whether the last Sum equals tag.
+func (m *MAC) Equal(tag []byte) bool { return subtle.ConstantTimeCompare(m.sum[:], tag) == 1 }
+
+// Wipe zeroes every key-derived byte; m must not be used afterwards.
+func (m *MAC) Wipe() {
+	clear(m.innerState)
+	clear(m.outerState)
+	clear(m.sum[:])
+	if m.inner != nil {
+		m.inner.Reset()
+		m.outer.Reset()
+	}
+}
+
+// macOnce computes HMAC(key, parts...) with a throwaway MAC that is wiped before returning.
+func macOnce(key *Key, parts ...[]byte) [TagSize]byte {
+	m := NewMAC(key[:])
+	m.Reset()
+	for _, p := range parts {
+		m.Write(p)
+	}
+	out := *m.Sum()
+	m.Wipe()
+	return out
+}

@@ -1,0 +1,89 @@
+// Command worker is the Sessionvault wasm module: a WASI reactor (GOOS=wasip1 GOARCH=wasm
+// -buildmode=c-shared) that holds one lane's key in its linear memory and exposes the vault
+// through a three-function ABI. js/worker.js loads it in a Web Worker; the tests in this
+// directory load the very same file under wazero.
+//
+// # ABI
+//
+//	alloc(n u32) u32          a pinned buffer of n bytes (0 if n is 0 or above the message limit)
+//	free(p u32)               releases a buffer from alloc or from a call's result
+//	call(p u32, n u32) u64    runs one ABI request (PROTOCOL.md section 7) read from [p, p+n);
+//	                          returns result pointer << 32 | result length. The result is a
+//	                          pinned buffer the host copies out, then frees.
+//
+// The host must call _initialize once before anything else. Calls must not overlap (a worker is
+// single-threaded). Every export recovers from panics and reports them as an "internal" status,
+// so no input can trap the instance.
+package main
+
+import (
+	"time"
+	"unsafe"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/internal/vault"
+)
+
+func main() {}
+
+var (
+	// pinned keeps every buffer handed to the host reachable until it is freed. Go's GC does not
+	// move heap objects, so the address stays valid.
+	pinned = map[uint32][]byte{}
+	v      = vault.New(wasiRandom{}, time.Now)
+)
+
+func ptr(b []byte) uint32 { return uint32(uintptr(unsafe.Pointer(unsafe.SliceData(b)))) }
+
+//go:wasmexport alloc
+func alloc(n uint32) (p uint32) {
+	defer func() {
+		if recover() != nil {
+			p = 0
+		}
+	}()
+	if n == 0 || n > protocol.MaxMessageSize {
+		return 0
+	}
+	b := make([]byte, n)
+	p = ptr(b)
+	pinned[p] = b
+	return p
+}
+
+//go:wasmexport free
+func free(p uint32) {
+	defer func() { recover() }()
+	if b, ok := pinned[p]; ok {
+		clear(b) // requests and replies may hold bodies and signatures; leave nothing behind
+		delete(pinned, p)
+	}
+}
+
+//go:wasmexport call
+func call(p, n uint32) (res uint64) {
+	defer func() {
+		if recover() != nil {
+			res = result(internalError)
+		}
+	}()
+	in, ok := pinned[p]
+	if !ok || n > uint32(len(in)) {
+		return result(badPointer)
+	}
+	return result(v.Call(in[:n]))
+}
+
+var (
+	badPointer    = []byte{protocol.CodecVersion, vault.StatusOf(vault.CodeBadMessage), 1, 23, 'b', 'u', 'f', 'f', 'e', 'r', ' ', 'n', 'o', 't', ' ', 'f', 'r', 'o', 'm', ' ', 'a', 'l', 'l', 'o', 'c', '(', ')'}
+	internalError = []byte{protocol.CodecVersion, vault.StatusOf(vault.CodeInternal), 1, 14, 'i', 'n', 't', 'e', 'r', 'n', 'a', 'l', ' ', 'f', 'a', 'u', 'l', 't'}
+)
+
+// result pins a copy of out and packs its address and length.
+func result(out []byte) uint64 {
+	b := make([]byte, len(out))
+	copy(b, out)
+	p := ptr(b)
+	pinned[p] = b
+	return uint64(p)<<32 | uint64(len(b))
+}
