@@ -23,6 +23,7 @@ const (
 const (
 	labelLogin         = "sessionvault/v1 login"
 	labelJoin          = "sessionvault/v1 join"
+	labelRekey         = "sessionvault/v1 rekey"
 	labelRotate        = "sessionvault/v1 rotate"
 	labelEpochKey      = "sessionvault/v1 epoch-key"
 	labelSign          = "sessionvault/v1 sign"
@@ -37,8 +38,9 @@ const (
 
 // Handshake kinds, bound into the transcript.
 const (
-	HandshakeLogin = iota + 1
-	HandshakeJoin
+	HandshakeLogin = iota + 1 // a new session from credentials
+	HandshakeJoin             // a new lane of a session, from a join ticket
+	HandshakeRekey            // a new session replacing the current one, requested under its key
 )
 
 // LaneID names one lane (one worker's key under a session). It is public: it travels in every
@@ -116,6 +118,8 @@ func HandshakeTranscript(kind int, clientPub, serverPub [PublicKeySize]byte, lan
 	switch kind {
 	case HandshakeJoin:
 		h.Write([]byte(labelJoin))
+	case HandshakeRekey:
+		h.Write([]byte(labelRekey))
 	default:
 		h.Write([]byte(labelLogin))
 	}

@@ -8,7 +8,7 @@ import (
 // status (0 ok, otherwise [StatusOf] an error code, with the message in field 1).
 const (
 	OpPolicy       = 0x01 // 1 self, 2 origins (list), 3 prefixes (list), 4 methods (list) -> -
-	OpBegin        = 0x02 // 1 kind (1 login, 2 join) -> 1 public key
+	OpBegin        = 0x02 // 1 kind (1 login, 2 join, 3 rekey) -> 1 public key
 	OpFinish       = 0x03 // 1 lane, 2 server public, 3 confirm, 4 server time ms, 5 expires ms, 6 ticket -> 1 state, 2 epoch
 	OpSign         = 0x04 // 1 method, 2 origin, 3 path, 4 query, 5 body (present iff the request has one) -> 1 signature-input, 2 signature, 3 content-digest
 	OpRotateBegin  = 0x05 // - -> 1 public key
@@ -153,7 +153,7 @@ func (v *Vault) dispatch(m *protocol.Message) ([]byte, *Error) {
 		if e != nil {
 			return nil, e
 		}
-		if kind > 2 {
+		if kind > 3 {
 			return nil, errf(CodeBadInput, "unknown handshake kind")
 		}
 		pub, err := v.Begin(int(kind))

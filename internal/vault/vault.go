@@ -93,6 +93,7 @@ type Vault struct {
 
 	eph    *protocol.Ephemeral
 	kind   int
+	rekey  bool // a re-key handshake is pending while the current key stays active
 	ticket []byte
 
 	lane      protocol.LaneID
@@ -254,21 +255,29 @@ func (v *Vault) allowed(method, origin, path string) error {
 	return errf(CodePolicyDenied, "method is outside the policy")
 }
 
-// Begin starts a login or join handshake (kind is protocol.HandshakeLogin or HandshakeJoin) and
-// returns the ephemeral public key to send. It is allowed in states empty, pending (a retry gets
-// a fresh key) and wiped.
+// Begin starts a handshake and returns the ephemeral public key to send. Login and join
+// (protocol.HandshakeLogin, HandshakeJoin) are allowed in states empty, pending (a retry gets a
+// fresh key) and wiped. Re-key (protocol.HandshakeRekey) is allowed only while active: the vault
+// keeps signing under the current key (the rekey request itself is signed) until [Vault.Finish]
+// replaces it.
 func (v *Vault) Begin(kind int) ([protocol.PublicKeySize]byte, error) {
 	var pub [protocol.PublicKeySize]byte
 	if v.policy == nil {
 		return pub, errf(CodeBadState, "bind a policy first")
 	}
-	if kind != protocol.HandshakeLogin && kind != protocol.HandshakeJoin {
-		return pub, errf(CodeBadInput, "unknown handshake kind")
-	}
-	switch v.state {
-	case StateEmpty, StatePending, StateWiped:
+	switch kind {
+	case protocol.HandshakeLogin, protocol.HandshakeJoin:
+		switch v.state {
+		case StateEmpty, StatePending, StateWiped:
+		default:
+			return pub, errf(CodeBadState, "a session is active; log out first")
+		}
+	case protocol.HandshakeRekey:
+		if v.state != StateActive {
+			return pub, errf(CodeBadState, "re-key needs an active session")
+		}
 	default:
-		return pub, errf(CodeBadState, "a session is active; log out first")
+		return pub, errf(CodeBadInput, "unknown handshake kind")
 	}
 	eph, err := protocol.NewEphemeral(v.rand)
 	if err != nil {
@@ -277,7 +286,12 @@ func (v *Vault) Begin(kind int) ([protocol.PublicKeySize]byte, error) {
 	if v.eph != nil {
 		v.eph.Wipe()
 	}
-	v.eph, v.kind, v.state = eph, kind, StatePending
+	v.eph, v.kind = eph, kind
+	if kind == protocol.HandshakeRekey {
+		v.rekey = true
+	} else {
+		v.state = StatePending
+	}
 	return eph.Public(), nil
 }
 
@@ -294,8 +308,11 @@ type Handshake struct {
 // Finish completes the handshake begun by [Vault.Begin]. On a confirmation mismatch the vault
 // returns to empty and holds nothing.
 func (v *Vault) Finish(h Handshake) error {
-	if v.state != StatePending || v.eph == nil {
+	if v.eph == nil || !(v.state == StatePending || v.rekey && v.state == StateActive) {
 		return errf(CodeBadState, "no handshake in progress")
+	}
+	if v.rekey {
+		return v.finishRekey(h)
 	}
 	if v.kind == protocol.HandshakeJoin && len(h.Ticket) == 0 {
 		return errf(CodeBadInput, "join needs the ticket")
@@ -324,6 +341,34 @@ func (v *Vault) Finish(h Handshake) error {
 	v.expiresMs = h.Expires
 	v.reason = ""
 	v.state = StateActive
+	return nil
+}
+
+// finishRekey completes a re-key: on success the new lane replaces the old one; on failure the
+// vault keeps the old lane (the server has not replaced it unless it answered with a valid
+// confirmation, which is exactly what failed).
+func (v *Vault) finishRekey(h Handshake) error {
+	eph := v.eph
+	v.eph, v.rekey = nil, false
+	tr := protocol.HandshakeTranscript(protocol.HandshakeRekey, eph.Public(), h.ServerPub, h.Lane, nil)
+	k, err := protocol.Handshake(eph, h.ServerPub, tr, h.Lane)
+	if err != nil {
+		return errf(CodeBadInput, "server public key refused")
+	}
+	if err := protocol.CheckConfirm(&k, tr, h.Confirm); err != nil {
+		k.Wipe()
+		return errf(CodeBadConfirm, "server key confirmation failed")
+	}
+	v.wipeKeys()
+	v.install(&k, h.Lane, 0)
+	k.Wipe()
+	v.seq, v.eventSeq = 0, 0
+	if h.ServerTime > 0 {
+		v.offsetMs = h.ServerTime - v.now().UnixMilli()
+	}
+	if h.Expires > 0 {
+		v.expiresMs = h.Expires
+	}
 	return nil
 }
 
@@ -403,6 +448,9 @@ func (v *Vault) BeginRotate() ([protocol.PublicKeySize]byte, error) {
 	case StateRotating:
 		return v.eph.Public(), nil
 	case StateActive:
+		if v.rekey {
+			return [protocol.PublicKeySize]byte{}, errf(CodeBadState, "a re-key is in progress")
+		}
 	default:
 		return [protocol.PublicKeySize]byte{}, errf(CodeNoSession, "no session")
 	}
@@ -543,6 +591,7 @@ func (v *Vault) wipeKeys() {
 		v.eph.Wipe()
 		v.eph = nil
 	}
+	v.rekey = false
 	clear(v.ticket)
 	v.ticket = nil
 	v.lane = protocol.LaneID{}

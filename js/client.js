@@ -1,0 +1,121 @@
+// Sessionvault's page API: an ES module with no dependencies. The page talks to the vault worker
+// through this class and never holds a key.
+//
+//   import { Vault } from "/sv/client.js";
+//   const vault = await Vault.create({ workerURL: "/sv/worker.js" });
+//   vault.addEventListener("revoked", (e) => showLogin(e.detail.reason));
+//   await vault.login({ user: "alice", password: "..." });
+//   const res = await vault.fetch("/api/profile");   // a standard Response
+
+/** An Error with a machine-readable code ("no_session", "policy_denied", "rate_limited", ...). */
+export class VaultError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "VaultError";
+    this.code = code;
+  }
+}
+
+const EVENTS = new Set(["ready", "active", "rotated", "rekeyed", "expiring", "expired", "revoked", "fatal"]);
+const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+
+export class Vault extends EventTarget {
+  #worker;
+  #next = 1;
+  #pending = new Map();
+  #dead = null;
+
+  /** Use Vault.create. */
+  constructor(worker) {
+    super();
+    this.#worker = worker;
+    worker.addEventListener("message", (e) => this.#onMessage(e.data));
+    worker.addEventListener("error", (e) => {
+      e.preventDefault?.();
+      this.#die("the vault worker failed to start");
+    });
+  }
+
+  /**
+   * Starts the worker and binds its policy (first write wins, for the worker's whole life).
+   * @param {{workerURL?: string|URL, prefix?: string, policy?: {origins?: string[], prefixes?: string[], methods?: string[]}}} [opts]
+   * @returns {Promise<Vault>}
+   */
+  static async create(opts = {}) {
+    const url = opts.workerURL || "/sv/worker.js";
+    const v = new Vault(new Worker(url, { type: "module", name: "sessionvault" }));
+    const init = { op: "init", policy: opts.policy || {} };
+    if (opts.prefix) init.prefix = opts.prefix;
+    await v.#call(init);
+    return v;
+  }
+
+  /** Logs in; resolves with the status once the key is active. */
+  login(credentials) {
+    return this.#call({ op: "login", credentials });
+  }
+
+  /** Logs out; the worker wipes its key whatever the server answers. */
+  logout() {
+    return this.#call({ op: "logout" });
+  }
+
+  /** @returns {Promise<{state: string, epoch: number, expires?: number, reason?: string}>} */
+  status() {
+    return this.#call({ op: "status" });
+  }
+
+  /**
+   * A signed fetch through the worker. Signed API calls go without cookies (credentials: "omit").
+   * @param {string|URL} input
+   * @param {{method?: string, headers?: HeadersInit, body?: string|ArrayBuffer|ArrayBufferView|Blob|null}} [init]
+   * @returns {Promise<Response>}
+   */
+  async fetch(input, init = {}) {
+    const msg = { op: "fetch", url: String(input), method: (init.method || "GET").toUpperCase() };
+    if (init.headers) msg.headers = [...new Headers(init.headers)];
+    let body = init.body;
+    if (body instanceof Blob) body = await body.arrayBuffer();
+    else if (ArrayBuffer.isView(body)) body = new Uint8Array(body.buffer, body.byteOffset, body.byteLength).slice();
+    if (body !== undefined && body !== null) msg.body = body;
+    const r = await this.#call(msg);
+    return new Response(NULL_BODY.has(r.status) ? null : r.body, { status: r.status, statusText: r.statusText, headers: r.headers });
+  }
+
+  /** Stops the worker; its memory, key included, goes with it. */
+  terminate() {
+    this.#worker.terminate();
+    this.#die("the vault was terminated");
+  }
+
+  #call(msg) {
+    if (this.#dead) return Promise.reject(new VaultError("fatal", this.#dead));
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      this.#worker.postMessage({ ...msg, id });
+    });
+  }
+
+  #onMessage(m) {
+    if (m === null || typeof m !== "object") return;
+    if (typeof m.event === "string") {
+      if (!EVENTS.has(m.event)) return;
+      if (m.event === "fatal") this.#die("the vault module failed");
+      this.dispatchEvent(new CustomEvent(m.event, { detail: m.detail || {} }));
+      return;
+    }
+    const p = this.#pending.get(m.id);
+    if (!p) return;
+    this.#pending.delete(m.id);
+    if (m.ok) p.resolve(m.result);
+    else p.reject(new VaultError(String(m.error?.code || "internal"), String(m.error?.message || "vault error")));
+  }
+
+  #die(reason) {
+    if (this.#dead) return;
+    this.#dead = reason;
+    for (const p of this.#pending.values()) p.reject(new VaultError("fatal", reason));
+    this.#pending.clear();
+  }
+}

@@ -1,0 +1,58 @@
+/** An Error with a machine-readable code. */
+export declare class VaultError extends Error {
+  readonly code:
+    | "bad_message" | "unknown_op" | "bad_state" | "policy_bound" | "policy_denied" | "no_session"
+    | "bad_input" | "bad_confirm" | "bad_event" | "replayed_event" | "too_large" | "internal"
+    | "rate_limited" | "fatal" | "bad_reply" | "busy"
+    | (string & {}); // server refusal reasons such as "bad_credentials", "revoked", "expired"
+  constructor(code: string, message: string);
+}
+
+export interface Policy {
+  /** Origins the worker signs for. Default: its own origin only. */
+  origins?: string[];
+  /** Path prefixes it signs for ("/api/"). Default: every path. */
+  prefixes?: string[];
+  /** Methods it signs for. Default: GET, HEAD, POST, PUT, PATCH, DELETE. */
+  methods?: string[];
+}
+
+export interface CreateOptions {
+  /** URL of the worker boot script, same origin. Default "/sv/worker.js". */
+  workerURL?: string | URL;
+  /** Prefix of the session endpoints. Default "/sv/". */
+  prefix?: string;
+  /** Bound once, when the worker starts; it cannot be changed afterwards. */
+  policy?: Policy;
+}
+
+export interface Status {
+  state: "empty" | "pending" | "active" | "rotating" | "wiped";
+  epoch: number;
+  /** Absolute expiry, Unix ms on the server's clock. */
+  expires?: number;
+  /** Why the key was wiped ("logout", "revoked", "expired", ...). */
+  reason?: string;
+}
+
+export interface VaultEventMap {
+  ready: CustomEvent<{}>;
+  active: CustomEvent<{ expires?: number }>;
+  rotated: CustomEvent<{ epoch: number }>;
+  rekeyed: CustomEvent<{}>;
+  expiring: CustomEvent<{ deadline: number }>;
+  expired: CustomEvent<{ reason: string }>;
+  revoked: CustomEvent<{ reason: string }>;
+  fatal: CustomEvent<{ reason?: string }>;
+}
+
+export declare class Vault extends EventTarget {
+  static create(opts?: CreateOptions): Promise<Vault>;
+  login(credentials: unknown): Promise<Status>;
+  logout(): Promise<Status>;
+  status(): Promise<Status>;
+  fetch(input: string | URL, init?: { method?: string; headers?: HeadersInit; body?: string | ArrayBuffer | ArrayBufferView | Blob | null }): Promise<Response>;
+  terminate(): void;
+  addEventListener<K extends keyof VaultEventMap>(type: K, listener: (ev: VaultEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+}

@@ -1,0 +1,362 @@
+// The worker's message router: the only code that turns page messages into vault operations and
+// network requests. Every message is hostile until validated; an invalid one gets a typed error
+// and changes nothing. No reply or event ever carries key material, a ticket or a session ID:
+// the module cannot return them, and this file never asks.
+
+import { OP, STATES, VaultError, num, str } from "./abi.js";
+
+export const LIMITS = Object.freeze({
+  maxBody: 4 << 20, // bytes of a request body from the page
+  maxURL: 8192,
+  maxHeaders: 64,
+  maxHeaderLen: 8192,
+  maxCredentials: 16384, // bytes of JSON
+  rate: 50, // operations per second, sustained
+  burst: 100,
+});
+
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+// Headers the page may not set: ours, and ones that would change who is speaking.
+const FORBIDDEN = new Set(["signature", "signature-input", "content-digest", "cookie", "sv-action", "sv-error"]);
+// Headers stripped from responses before the page sees them.
+const STRIP = new Set(["sv-action", "sv-error", "signature", "signature-input"]);
+const END_REASONS = new Set(["revoked", "logout", "reuse_detected", "rekeyed", "limit_evicted", "unknown_session", "expired", "user_agent_mismatch"]);
+
+const b64url = {
+  encode(bytes) {
+    let s = "";
+    for (const b of bytes) s += String.fromCharCode(b);
+    return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  },
+  decode(s, n) {
+    if (typeof s !== "string" || !/^[A-Za-z0-9_-]*$/.test(s)) throw new VaultError("bad_reply", "server reply is malformed");
+    const bin = atob(s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4));
+    const out = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+    if (n !== undefined && out.length !== n) throw new VaultError("bad_reply", "server reply is malformed");
+    return out;
+  },
+};
+
+const isPlain = (o) => o !== null && typeof o === "object" && Object.getPrototypeOf(o) === Object.prototype;
+const fail = (code, message) => {
+  throw new VaultError(code, message);
+};
+
+function strings(v, what, max = 32) {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.length > max || !v.every((s) => typeof s === "string" && s.length <= 256)) {
+    fail("bad_input", what + " must be an array of at most " + max + " short strings");
+  }
+  return v.slice();
+}
+
+export class Router {
+  /**
+   * @param {object} o
+   * @param {import("./abi.js").Instance} o.instance
+   * @param {typeof fetch} o.fetch
+   * @param {(msg: any, transfer?: Transferable[]) => void} o.post   posts to the page
+   * @param {string} o.origin  the worker's own origin
+   * @param {() => number} [o.now]
+   * @param {(socket: {keyid: string}) => void} [o.onActive]  called when a lane becomes active
+   */
+  constructor(o) {
+    this.vault = o.instance;
+    this.fetch = o.fetch;
+    this.post = o.post;
+    this.origin = o.origin;
+    this.now = o.now || (() => performance.now());
+    this.prefix = null; // bound by init, with the policy
+    this.tokens = LIMITS.burst;
+    this.last = this.now();
+    this.rotating = null;
+    this.rekeying = null;
+  }
+
+  /** Handles one message from the page and posts exactly one reply for it. */
+  async onMessage(msg) {
+    let id = null;
+    try {
+      if (!isPlain(msg)) fail("bad_message", "message must be a plain object");
+      id = msg.id;
+      if (!Number.isSafeInteger(id) || id < 0) {
+        id = null;
+        fail("bad_message", "message id must be a non-negative integer");
+      }
+      this.take();
+      const result = await this.dispatch(msg);
+      this.post({ id, ok: true, result: result.value }, result.transfer || []);
+    } catch (e) {
+      const code = e instanceof VaultError ? e.code : "internal";
+      const message = e instanceof VaultError ? e.message : "unexpected failure";
+      this.post({ id, ok: false, error: { code, message } });
+    }
+  }
+
+  take() {
+    const t = this.now();
+    this.tokens = Math.min(LIMITS.burst, this.tokens + ((t - this.last) / 1000) * LIMITS.rate);
+    this.last = t;
+    if (this.tokens < 1) fail("rate_limited", "too many operations; slow down");
+    this.tokens -= 1;
+  }
+
+  emit(event, detail = {}) {
+    this.post({ event, detail });
+  }
+
+  async dispatch(msg) {
+    switch (msg.op) {
+      case "init":
+        return { value: this.init(msg) };
+      case "login":
+        return { value: await this.login(msg) };
+      case "fetch":
+        return this.signedFetch(msg);
+      case "logout":
+        return { value: await this.logout() };
+      case "status":
+        return { value: this.status() };
+      default:
+        fail("unknown_op", "unknown operation");
+    }
+  }
+
+  init(msg) {
+    const p = msg.policy === undefined ? {} : msg.policy;
+    if (!isPlain(p)) fail("bad_input", "policy must be a plain object");
+    for (const k of Object.keys(p)) {
+      if (!["origins", "prefixes", "methods"].includes(k)) fail("bad_input", "unknown policy field");
+    }
+    const prefix = msg.prefix === undefined ? "/sv/" : msg.prefix;
+    if (typeof prefix !== "string" || !/^\/[A-Za-z0-9._~\/-]{0,64}\/$/.test(prefix)) fail("bad_input", "prefix must look like /sv/");
+    const origins = strings(p.origins, "origins");
+    this.vault.call(OP.policy, [
+      [1, this.origin],
+      ...(origins.length ? [[2, origins]] : []),
+      ...(p.prefixes ? [[3, strings(p.prefixes, "prefixes")]] : []),
+      ...(p.methods ? [[4, strings(p.methods, "methods")]] : []),
+    ]);
+    this.prefix = prefix; // only after the module accepted the (first) policy
+    return { bound: true };
+  }
+
+  endpoint(name) {
+    if (this.prefix === null) fail("bad_state", "send init first");
+    return new URL(this.prefix + name, this.origin).href;
+  }
+
+  async login(msg) {
+    if (!("credentials" in msg)) fail("bad_input", "login needs credentials");
+    let creds;
+    try {
+      creds = JSON.stringify(msg.credentials);
+    } catch {
+      fail("bad_input", "credentials must be JSON-serializable");
+    }
+    if (creds === undefined || creds.length > LIMITS.maxCredentials) fail("bad_input", "credentials missing or too large");
+    const url = this.endpoint("login");
+    const pub = this.vault.call(OP.begin, [[1, 1]]).get(1);
+    const res = await this.fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: '{"pub":"' + b64url.encode(pub) + '","credentials":' + creds + "}",
+      credentials: "same-origin",
+      redirect: "error",
+      cache: "no-store",
+    });
+    const reply = await this.json(res);
+    this.finish(reply);
+    this.emit("active", { expires: reply.expires });
+    return this.status();
+  }
+
+  async json(res) {
+    let body = null;
+    try {
+      body = await res.json();
+    } catch {
+      /* handled below */
+    }
+    if (!res.ok) {
+      const reason = (body && typeof body.error === "string" && body.error.slice(0, 64)) || "http_" + res.status;
+      fail(reason, "server refused the request (" + res.status + ")");
+    }
+    if (!isPlain(body)) fail("bad_reply", "server reply is malformed");
+    return body;
+  }
+
+  finish(reply) {
+    const fields = [
+      [1, b64url.decode(reply.lane, 16)],
+      [2, b64url.decode(reply.pub, 32)],
+      [3, b64url.decode(reply.confirm, 32)],
+      [4, this.int(reply.serverTime)],
+    ];
+    if (reply.expires !== undefined) fields.push([5, this.int(reply.expires)]);
+    return this.vault.call(OP.finish, fields);
+  }
+
+  int(v) {
+    if (!Number.isSafeInteger(v) || v < 0) fail("bad_reply", "server reply is malformed");
+    return v;
+  }
+
+  /** Resolves and checks a page request, signs it and sends it. */
+  async signedFetch(msg) {
+    if (typeof msg.url !== "string" || msg.url.length > LIMITS.maxURL) fail("bad_input", "url must be a string of at most 8 KB");
+    let url;
+    try {
+      url = new URL(msg.url, this.origin + "/");
+    } catch {
+      fail("bad_input", "url does not parse");
+    }
+    if (url.username || url.password) fail("policy_denied", "urls with credentials are refused");
+    const method = msg.method === undefined ? "GET" : msg.method;
+    if (typeof method !== "string" || !METHODS.has(method)) fail("bad_input", "method must be an upper-case HTTP method");
+    const headers = new Headers();
+    if (msg.headers !== undefined) {
+      if (!Array.isArray(msg.headers) || msg.headers.length > LIMITS.maxHeaders) fail("bad_input", "headers must be an array of [name, value] pairs");
+      for (const h of msg.headers) {
+        if (!Array.isArray(h) || h.length !== 2 || typeof h[0] !== "string" || typeof h[1] !== "string" || h[0].length + h[1].length > LIMITS.maxHeaderLen) {
+          fail("bad_input", "headers must be an array of [name, value] string pairs");
+        }
+        if (FORBIDDEN.has(h[0].toLowerCase())) fail("bad_input", "header " + h[0].toLowerCase() + " is reserved");
+        try {
+          headers.append(h[0], h[1]);
+        } catch {
+          fail("bad_input", "invalid header");
+        }
+      }
+    }
+    let body = null;
+    if (msg.body !== undefined && msg.body !== null) {
+      if (typeof msg.body === "string") body = new TextEncoder().encode(msg.body);
+      else if (msg.body instanceof ArrayBuffer) body = new Uint8Array(msg.body);
+      else if (msg.body instanceof Uint8Array) body = msg.body;
+      else fail("bad_input", "body must be a string, ArrayBuffer or Uint8Array");
+      if (body.length > LIMITS.maxBody) fail("too_large", "body too large");
+      if (method === "GET" || method === "HEAD") fail("bad_input", "GET and HEAD requests have no body");
+    }
+    const res = await this.send(method, url, headers, body);
+    return this.toPage(res);
+  }
+
+  /** Signs and sends; reacts to Sv-Action and Sv-Error. */
+  async send(method, url, headers, body) {
+    const fields = [
+      [1, method],
+      [2, url.origin],
+      [3, url.pathname],
+    ];
+    if (url.search.length > 1) fields.push([4, url.search.slice(1)]);
+    if (body !== null) fields.push([5, body]);
+    const sig = this.vault.call(OP.sign, fields);
+    headers.set("Signature-Input", str(sig.get(1)));
+    headers.set("Signature", str(sig.get(2)));
+    if (sig.has(3)) headers.set("Content-Digest", str(sig.get(3)));
+    const res = await this.fetch(url.href, {
+      method,
+      headers,
+      body,
+      credentials: "omit",
+      redirect: "error",
+      cache: "no-store",
+      mode: url.origin === this.origin ? "same-origin" : "cors",
+      referrerPolicy: "no-referrer",
+    });
+    this.react(res);
+    return res;
+  }
+
+  react(res) {
+    const err = res.headers.get("Sv-Error");
+    if (err && END_REASONS.has(err)) {
+      this.vault.call(OP.wipe);
+      this.emit(err === "expired" ? "expired" : "revoked", { reason: err });
+      return;
+    }
+    const action = res.headers.get("Sv-Action");
+    if (action === "rotate") this.rotate().catch(() => {});
+    if (action === "rekey") this.rekey().catch(() => {});
+  }
+
+  async toPage(res) {
+    const buf = await res.arrayBuffer();
+    const headers = [];
+    res.headers.forEach((v, k) => {
+      if (!STRIP.has(k)) headers.push([k, v]);
+    });
+    return { value: { status: res.status, statusText: res.statusText, headers, body: buf }, transfer: [buf] };
+  }
+
+  /** Runs one rotation at a time; a failed attempt is retried with the same key by the next hint. */
+  rotate() {
+    if (!this.rotating) {
+      this.rotating = (async () => {
+        try {
+          const pub = this.vault.call(OP.rotateBegin).get(1);
+          const url = new URL(this.endpoint("rotate"));
+          const body = new TextEncoder().encode('{"pub":"' + b64url.encode(pub) + '"}');
+          const h = new Headers({ "Content-Type": "application/json" });
+          const reply = await this.json(await this.send("POST", url, h, body));
+          const r = this.vault.call(OP.rotateFinish, [
+            [1, b64url.decode(reply.pub, 32)],
+            [2, this.int(reply.epoch)],
+            [3, b64url.decode(reply.confirm, 32)],
+          ]);
+          this.emit("rotated", { epoch: num(r.get(2)) });
+        } finally {
+          this.rotating = null;
+        }
+      })();
+    }
+    return this.rotating;
+  }
+
+  rekey() {
+    if (!this.rekeying) {
+      this.rekeying = (async () => {
+        try {
+          if (this.rotating) await this.rotating.catch(() => {});
+          const pub = this.vault.call(OP.begin, [[1, 3]]).get(1);
+          const url = new URL(this.endpoint("rekey"));
+          const body = new TextEncoder().encode('{"pub":"' + b64url.encode(pub) + '"}');
+          const h = new Headers({ "Content-Type": "application/json" });
+          const reply = await this.json(await this.send("POST", url, h, body));
+          this.finish(reply);
+          this.emit("rekeyed", {});
+        } finally {
+          this.rekeying = null;
+        }
+      })();
+    }
+    return this.rekeying;
+  }
+
+  async logout() {
+    let st = this.status();
+    if (st.state === "active" || st.state === "rotating") {
+      try {
+        const url = new URL(this.endpoint("logout"));
+        await this.send("POST", url, new Headers(), new Uint8Array(0));
+      } catch {
+        // The key is wiped below whatever the network says; the server's idle timeout ends a
+        // session whose logout did not arrive.
+      }
+    }
+    this.vault.call(OP.wipe);
+    st = this.status();
+    this.emit("revoked", { reason: "logout" });
+    return st;
+  }
+
+  status() {
+    const f = this.vault.call(OP.status);
+    const out = { state: STATES[num(f.get(1))] || "unknown", epoch: num(f.get(2)) };
+    const exp = num(f.get(3));
+    if (exp) out.expires = exp;
+    if (f.has(5)) out.reason = str(f.get(5));
+    return out;
+  }
+}

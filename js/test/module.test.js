@@ -1,0 +1,130 @@
+// The real vault.wasm through the real WASI shim and ABI wrapper, against a server side written
+// independently with node:crypto.
+import test from "node:test";
+import assert from "node:assert/strict";
+import { OP, VaultError, encode, num, str } from "../abi.js";
+import { newInstance, serverLogin, serverRotate, sealEvent, signKey, eventKey, verifyProfile } from "./helpers.js";
+
+const ORIGIN = "https://app.example";
+
+async function activeInstance() {
+  const inst = await newInstance();
+  inst.call(OP.policy, [[1, ORIGIN]]);
+  const cpub = inst.call(OP.begin, [[1, 1]]).get(1);
+  assert.equal(cpub.length, 32);
+  const srv = serverLogin(cpub);
+  const r = inst.call(OP.finish, [[1, srv.lane], [2, srv.pub], [3, srv.confirm], [4, Date.now()]]);
+  assert.equal(num(r.get(1)), 2, "state active");
+  return { inst, srv };
+}
+
+function sign(inst, fields) {
+  const f = inst.call(OP.sign, fields);
+  return { signatureInput: str(f.get(1)), signature: str(f.get(2)), contentDigest: f.has(3) ? str(f.get(3)) : undefined };
+}
+
+test("login key agreement matches node:crypto and signatures verify independently", async () => {
+  const { inst, srv } = await activeInstance();
+  const s = sign(inst, [[1, "POST"], [2, ORIGIN], [3, "/api/items"], [4, "a=1&b=two"], [5, new TextEncoder().encode('{"x":1}')]]);
+  assert.match(s.signatureInput, /^sv=\("@method" "@authority" "@path" "@query" "content-digest"\);created=\d+;keyid="[A-Za-z0-9_-]{22}\.0";nonce="1";alg="hmac-sha256";tag="sessionvault"$/);
+  const ok = verifyProfile(signKey(srv.key), { method: "POST", authority: "app.example", path: "/api/items", query: "a=1&b=two", ...s });
+  assert.ok(ok, "signature must verify under the independently derived key");
+  const bad = verifyProfile(signKey(srv.key), { method: "POST", authority: "app.example", path: "/api/itemz", query: "a=1&b=two", ...s });
+  assert.ok(!bad, "a tampered path must not verify");
+  const s2 = sign(inst, [[1, "GET"], [2, ORIGIN], [3, "/api/items"]]);
+  assert.match(s2.signatureInput, /nonce="2"/);
+  assert.equal(s2.contentDigest, undefined);
+  assert.ok(verifyProfile(signKey(srv.key), { method: "GET", authority: "app.example", path: "/api/items", ...s2 }));
+});
+
+test("rotation mixes a fresh exchange and matches node:crypto", async () => {
+  const { inst, srv } = await activeInstance();
+  const c1 = inst.call(OP.rotateBegin).get(1);
+  const again = inst.call(OP.rotateBegin).get(1);
+  assert.deepEqual(again, c1, "a pending rotation reuses its key");
+  const rot = serverRotate(srv.key, srv.lane, 1, c1);
+  const r = inst.call(OP.rotateFinish, [[1, rot.pub], [2, 1], [3, rot.confirm]]);
+  assert.equal(num(r.get(2)), 1);
+  const s = sign(inst, [[1, "GET"], [2, ORIGIN], [3, "/x"]]);
+  assert.match(s.signatureInput, /\.1";nonce=/);
+  assert.ok(verifyProfile(signKey(rot.key), { method: "GET", authority: "app.example", path: "/x", ...s }));
+  assert.ok(!verifyProfile(signKey(srv.key), { method: "GET", authority: "app.example", path: "/x", ...s }), "the old key no longer signs");
+});
+
+test("a wrong confirmation leaves no key", async () => {
+  const inst = await newInstance();
+  inst.call(OP.policy, [[1, ORIGIN]]);
+  const cpub = inst.call(OP.begin, [[1, 1]]).get(1);
+  const srv = serverLogin(cpub);
+  srv.confirm[0] ^= 1;
+  assert.throws(() => inst.call(OP.finish, [[1, srv.lane], [2, srv.pub], [3, srv.confirm], [4, Date.now()]]), (e) => e.code === "bad_confirm");
+  assert.throws(() => inst.call(OP.sign, [[1, "GET"], [2, ORIGIN], [3, "/"]]), (e) => e.code === "no_session");
+});
+
+test("events: a forged event is refused, a sealed revocation wipes", async () => {
+  const { inst, srv } = await activeInstance();
+  const ev = { type: 1, lane: srv.lane, epoch: 0, seq: 1, reason: "admin" };
+  const forged = sealEvent(Buffer.alloc(32, 7), ev);
+  assert.throws(() => inst.call(OP.event, [[1, forged]]), (e) => e.code === "bad_event");
+  assert.equal(num(inst.call(OP.status).get(1)), 2, "still active after a forged event");
+  const real = sealEvent(eventKey(srv.key), ev);
+  const r = inst.call(OP.event, [[1, real]]);
+  assert.equal(num(r.get(1)), 1);
+  assert.equal(str(r.get(2)), "admin");
+  assert.equal(num(r.get(4)), 4, "wiped");
+  assert.throws(() => inst.call(OP.sign, [[1, "GET"], [2, ORIGIN], [3, "/"]]), (e) => e.code === "no_session");
+});
+
+test("hostile ABI input gets typed errors and the instance keeps working", async () => {
+  const { inst } = await activeInstance();
+  const inputs = [
+    Uint8Array.of(0xff),
+    Uint8Array.of(1),
+    Uint8Array.of(2, 4),
+    Uint8Array.of(1, 4, 1, 200),
+    Uint8Array.of(1, 4, 2, 1, 0x41, 1, 1, 0x41),
+    Uint8Array.of(1, 0x7f),
+    Uint8Array.of(1, 4, 1, 0x80, 0x00),
+    crypto.getRandomValues(new Uint8Array(4096)),
+  ];
+  for (const b of inputs) {
+    const reply = inst.raw(b);
+    assert.equal(reply[0], 1);
+    assert.notEqual(reply[1], 0, "hostile input must not succeed: " + Buffer.from(b.subarray(0, 8)).toString("hex"));
+  }
+  assert.throws(() => inst.raw(new Uint8Array((8 << 20) + 1)), (e) => e instanceof VaultError && e.code === "too_large");
+  assert.throws(() => inst.call(OP.policy, [[1, "https://evil.example"]]), (e) => e.code === "policy_bound");
+  assert.throws(() => inst.call(OP.sign, [[1, "GET"], [2, "https://evil.example"], [3, "/"]]), (e) => e.code === "policy_denied");
+  assert.throws(() => inst.call(OP.sign, [[1, "GET"], [2, ORIGIN], [3, "/a/../b"]]), (e) => e.code === "policy_denied");
+  const ok = sign(inst, [[1, "GET"], [2, ORIGIN], [3, "/still/works"]]);
+  assert.match(ok.signature, /^sv=:[A-Za-z0-9+/]{43}=:$/);
+});
+
+test("randomness comes from crypto.getRandomValues, never Math.random", async () => {
+  const orig = Math.random;
+  Math.random = () => {
+    throw new Error("Math.random must not be used");
+  };
+  try {
+    const inst = await newInstance();
+    inst.call(OP.policy, [[1, ORIGIN]]);
+    const a = inst.call(OP.begin, [[1, 1]]).get(1);
+    const b = inst.call(OP.begin, [[1, 1]]).get(1);
+    assert.notDeepEqual(a, b, "two handshakes get different keys");
+  } finally {
+    Math.random = orig;
+  }
+});
+
+test("many calls keep linear memory flat", async () => {
+  const { inst } = await activeInstance();
+  const mem = () => inst.exports.memory.buffer.byteLength;
+  for (let i = 0; i < 10000; i++) sign(inst, [[1, "POST"], [2, ORIGIN], [3, "/p"], [5, new Uint8Array(1024)]]);
+  const warm = mem();
+  for (let i = 0; i < 30000; i++) sign(inst, [[1, "POST"], [2, ORIGIN], [3, "/p"], [5, new Uint8Array(1024)]]);
+  assert.equal(mem(), warm);
+});
+
+test("encode matches the codec's canonical form", () => {
+  assert.deepEqual([...encode(OP.sign, [[1, "GET"], [4, 300]])], [1, 4, 1, 3, 71, 69, 84, 4, 2, 0xac, 0x02]);
+});
