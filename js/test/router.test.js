@@ -1,0 +1,167 @@
+// The worker's message router with the real module, against a fake network whose server side is
+// written independently with node:crypto. Hostile page messages are refused and change nothing;
+// nothing the page receives contains key material.
+import test from "node:test";
+import assert from "node:assert/strict";
+import { Router, LIMITS } from "../router.js";
+import { newInstance, serverLogin, serverRotate, signKey, verifyProfile, b64url } from "./helpers.js";
+
+const ORIGIN = "https://app.example";
+
+/** A fake server: login, rotate, logout, and /api/* that verifies signatures. */
+function fakeServer() {
+  const srv = { lane: null, key: null, epoch: 0, seen: [], action: null, error: null, keys: [] };
+  srv.fetch = async (url, init) => {
+    const u = new URL(url);
+    const h = new Headers(init.headers);
+    const body = init.body ? Buffer.from(init.body) : null;
+    const reply = (status, obj, headers = {}) => new Response(obj === null ? null : JSON.stringify(obj), { status, headers: { "Content-Type": "application/json", ...headers } });
+    if (u.pathname === "/sv/login") {
+      assert.equal(init.credentials, "same-origin");
+      const req = JSON.parse(body.toString());
+      if (req.credentials.password !== "pw") return reply(401, { error: "bad_credentials" });
+      const s = serverLogin(Buffer.from(req.pub, "base64url"));
+      Object.assign(srv, { lane: s.lane, key: s.key, epoch: 0 });
+      srv.keys.push(s.key, signKey(s.key));
+      return reply(200, { lane: b64url(s.lane), pub: b64url(s.pub), confirm: b64url(s.confirm), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 });
+    }
+    // Everything else must be signed under the current key.
+    assert.equal(init.credentials, "omit", "signed requests go without cookies");
+    const ok = verifyProfile(signKey(srv.key), {
+      method: init.method,
+      authority: u.host,
+      path: u.pathname,
+      query: u.search.slice(1),
+      signatureInput: h.get("signature-input"),
+      signature: h.get("signature"),
+      contentDigest: h.get("content-digest") ?? undefined,
+    });
+    srv.seen.push({ path: u.pathname, ok });
+    if (!ok) return reply(401, { error: "bad_signature" }, { "Sv-Error": "bad_signature" });
+    if (srv.error) return reply(401, { error: srv.error }, { "Sv-Error": srv.error });
+    if (u.pathname === "/sv/rotate") {
+      const req = JSON.parse(body.toString());
+      const r = serverRotate(srv.key, srv.lane, srv.epoch + 1, Buffer.from(req.pub, "base64url"));
+      Object.assign(srv, { key: r.key, epoch: srv.epoch + 1 });
+      srv.keys.push(r.key, signKey(r.key));
+      return reply(200, { pub: b64url(r.pub), epoch: srv.epoch, confirm: b64url(r.confirm) });
+    }
+    if (u.pathname === "/sv/logout") return reply(204, null);
+    const extra = srv.action ? { "Sv-Action": srv.action } : {};
+    srv.action = null;
+    return reply(200, { hello: "world", path: u.pathname }, extra);
+  };
+  return srv;
+}
+
+async function setup() {
+  const srv = fakeServer();
+  const posted = [];
+  let now = 0;
+  const router = new Router({ instance: await newInstance(), fetch: srv.fetch, post: (m) => posted.push(m), origin: ORIGIN, now: () => now });
+  const send = async (msg) => {
+    const before = posted.length;
+    await router.onMessage(msg);
+    const replies = posted.slice(before).filter((m) => !("event" in m));
+    assert.equal(replies.length, 1, "exactly one reply per message");
+    return replies[0];
+  };
+  return { srv, router, posted, send, tick: (ms) => (now += ms) };
+}
+
+test("login, signed fetch, rotation on a hint, logout", async () => {
+  const { srv, send, posted } = await setup();
+  assert.ok((await send({ id: 1, op: "init", policy: { prefixes: ["/api/", "/sv/"] } })).ok);
+  const bad = await send({ id: 2, op: "login", credentials: { user: "a", password: "nope" } });
+  assert.deepEqual(bad.error.code, "bad_credentials");
+  const li = await send({ id: 3, op: "login", credentials: { user: "a", password: "pw" } });
+  assert.ok(li.ok, JSON.stringify(li));
+  assert.equal(li.result.state, "active");
+  const r = await send({ id: 4, op: "fetch", url: "/api/thing?q=1", method: "POST", body: '{"a":1}', headers: [["X-Test", "1"]] });
+  assert.ok(r.ok, JSON.stringify(r));
+  assert.equal(r.result.status, 200);
+  assert.deepEqual(srv.seen.at(-1), { path: "/api/thing", ok: true });
+  srv.action = "rotate";
+  await send({ id: 5, op: "fetch", url: "/api/x" });
+  await new Promise((res) => setTimeout(res, 50));
+  assert.equal(srv.epoch, 1);
+  assert.ok(posted.some((m) => m.event === "rotated" && m.detail.epoch === 1));
+  const after = await send({ id: 6, op: "fetch", url: "/api/y" });
+  assert.equal(after.result.status, 200);
+  assert.ok(srv.seen.every((s) => s.ok), "every request verified");
+  const out = await send({ id: 7, op: "logout" });
+  assert.equal(out.result.state, "wiped");
+  const nf = await send({ id: 8, op: "fetch", url: "/api/z" });
+  assert.equal(nf.error.code, "no_session");
+  // Nothing posted to the page contains any key (raw, hex, base64, base64url).
+  const dump = JSON.stringify(posted, (k, v) => (v instanceof ArrayBuffer ? Buffer.from(v).toString("latin1") : v));
+  for (const key of srv.keys) {
+    for (const form of [key.toString("hex"), key.toString("base64"), key.toString("base64url"), key.toString("latin1")]) {
+      assert.ok(!dump.includes(form.slice(0, 16)), "key material reached the page");
+    }
+  }
+});
+
+test("server revocation wipes the key and tells the page", async () => {
+  const { srv, send, posted } = await setup();
+  await send({ id: 1, op: "init" });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  srv.error = "revoked";
+  const r = await send({ id: 3, op: "fetch", url: "/data" });
+  assert.equal(r.result.status, 401);
+  assert.ok(!r.result.headers.some(([k]) => k === "sv-error"), "protocol headers are stripped");
+  assert.ok(posted.some((m) => m.event === "revoked" && m.detail.reason === "revoked"));
+  assert.equal((await send({ id: 4, op: "status" })).result.state, "wiped");
+});
+
+test("hostile page messages are refused with typed errors and change nothing", async () => {
+  const { srv, send } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  const cases = [
+    [null, "bad_message"],
+    ["string", "bad_message"],
+    [{ op: "status" }, "bad_message"],
+    [{ id: -1, op: "status" }, "bad_message"],
+    [{ id: 9, op: "steal" }, "unknown_op"],
+    [{ id: 9, op: "init", policy: { origins: ["https://evil.example"] } }, "policy_bound"],
+    [{ id: 9, op: "init", policy: { evil: true } }, "bad_input"],
+    [{ id: 9, op: "fetch", url: 42 }, "bad_input"],
+    [{ id: 9, op: "fetch", url: "x".repeat(9000) }, "bad_input"],
+    [{ id: 9, op: "fetch", url: "https://evil.example/api/x" }, "policy_denied"],
+    [{ id: 9, op: "fetch", url: "/admin/x" }, "policy_denied"],
+    [{ id: 9, op: "fetch", url: "/api/%2e%2e/admin" }, "policy_denied"],
+    [{ id: 9, op: "fetch", url: "https://u:p@app.example/api/x" }, "policy_denied"],
+    [{ id: 9, op: "fetch", url: "/api/x", method: "get" }, "bad_input"],
+    [{ id: 9, op: "fetch", url: "/api/x", method: "TRACE" }, "bad_input"],
+    [{ id: 9, op: "fetch", url: "/api/x", headers: [["Signature", "x"]] }, "bad_input"],
+    [{ id: 9, op: "fetch", url: "/api/x", headers: { a: "b" } }, "bad_input"],
+    [{ id: 9, op: "fetch", url: "/api/x", method: "POST", body: { a: 1 } }, "bad_input"],
+    [{ id: 9, op: "fetch", url: "/api/x", method: "POST", body: new ArrayBuffer(LIMITS.maxBody + 1) }, "too_large"],
+    [{ id: 9, op: "fetch", url: "/api/x", body: "x" }, "bad_input"],
+    [{ id: 9, op: "login", credentials: { x: "y".repeat(20000) } }, "bad_input"],
+  ];
+  for (const [msg, code] of cases) {
+    const r = await send(msg);
+    assert.equal(r.ok, false, JSON.stringify(msg)?.slice(0, 80));
+    assert.equal(r.error.code, code, JSON.stringify(msg)?.slice(0, 80));
+  }
+  const st = await send({ id: 10, op: "status" });
+  assert.equal(st.result.state, "active", "the session is intact");
+  const ok = await send({ id: 11, op: "fetch", url: "/api/ok" });
+  assert.equal(ok.result.status, 200);
+  assert.ok(srv.seen.every((s) => s.ok));
+});
+
+test("too many operations per second are refused", async () => {
+  const { send, tick } = await setup();
+  await send({ id: 1, op: "init" });
+  let limited = 0;
+  for (let i = 0; i < LIMITS.burst + 20; i++) {
+    const r = await send({ id: 100 + i, op: "status" });
+    if (!r.ok && r.error.code === "rate_limited") limited++;
+  }
+  assert.ok(limited >= 19, "the burst is bounded");
+  tick(1000);
+  assert.ok((await send({ id: 5, op: "status" })).ok, "tokens refill");
+});
