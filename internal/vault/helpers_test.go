@@ -187,7 +187,7 @@ func (s *fakeServer) verify(r SignRequest, sig Signature) (*protocol.Signed, err
 
 // harness is a vault with a bound policy, its fake server, and their two clocks.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	local  *clock // the vault's clock
 	remote *clock // the server's clock
 	v      *Vault
@@ -203,7 +203,7 @@ var getMe = SignRequest{Method: "GET", Origin: appOrigin, Path: "/api/me"}
 
 // newHarness returns a vault whose local clock runs skew ahead of the server's, with appPolicy
 // bound.
-func newHarness(t *testing.T, skew time.Duration) *harness {
+func newHarness(t testing.TB, skew time.Duration) *harness {
 	t.Helper()
 	h := &harness{t: t, local: &clock{t0.Add(skew)}, remote: &clock{t0}}
 	h.v = New(newRand(1), h.local.now)
@@ -215,7 +215,7 @@ func newHarness(t *testing.T, skew time.Duration) *harness {
 }
 
 // active returns a harness whose vault has logged in.
-func active(t *testing.T) *harness {
+func active(t testing.TB) *harness {
 	t.Helper()
 	h := newHarness(t, 0)
 	h.login()
@@ -259,13 +259,25 @@ func (h *harness) sign(r SignRequest) (Signature, *protocol.Signed) {
 	h.t.Helper()
 	sig, err := h.v.Sign(r)
 	if err != nil {
-		h.t.Fatalf("sign %+v: %v", r, err)
+		h.t.Fatalf("sign %s: %v", short(r), err)
 	}
 	signed, err := h.srv.verify(r, sig)
 	if err != nil {
-		h.t.Fatalf("server refuses the signature of %+v: %v\n%s\n%s", r, err, sig.SignatureInput, sig.Signature)
+		h.t.Fatalf("server refuses the signature of %s: %v\n%s\n%s", short(r), err, sig.SignatureInput, sig.Signature)
 	}
 	return sig, signed
+}
+
+// short describes r in at most a line.
+func short(r SignRequest) string {
+	s := r.Method + " " + r.Origin + r.Path
+	if r.Query != "" {
+		s += "?" + r.Query
+	}
+	if len(s) > 120 {
+		s = s[:120] + "..."
+	}
+	return s
 }
 
 // snap is everything a refused operation must leave unchanged.
@@ -551,13 +563,13 @@ func containsWindow(b, secret []byte) bool {
 	return false
 }
 
-// bytesField returns the bytes of the unexported []byte or byte-array field name of the struct
-// that p points to.
-func bytesField(t *testing.T, p any, name string) []byte {
+// bytesField returns the bytes of the (possibly unexported) []byte or byte-array field name of
+// the struct v.
+func bytesField(t *testing.T, v reflect.Value, name string) []byte {
 	t.Helper()
-	f := reflect.ValueOf(p).Elem().FieldByName(name)
+	f := v.FieldByName(name)
 	if !f.IsValid() {
-		t.Fatalf("%T has no field %s", p, name)
+		t.Fatalf("%s has no field %s", v.Type(), name)
 	}
 	if f.Kind() == reflect.Slice {
 		f = f.Slice(0, f.Cap())
@@ -567,6 +579,16 @@ func bytesField(t *testing.T, p any, name string) []byte {
 		b[i] = byte(f.Index(i).Uint())
 	}
 	return b
+}
+
+// structField returns the struct that the pointer field name of the struct v points to.
+func structField(t *testing.T, v reflect.Value, name string) reflect.Value {
+	t.Helper()
+	f := v.FieldByName(name)
+	if !f.IsValid() || f.Kind() != reflect.Pointer || f.IsNil() {
+		t.Fatalf("%s has no non-nil pointer field %s", v.Type(), name)
+	}
+	return f.Elem()
 }
 
 func isZero(b []byte) bool { return len(bytes.Trim(b, "\x00")) == 0 }

@@ -200,6 +200,14 @@ func TestBeginRefusals(t *testing.T) {
 	if v.State() != StateEmpty {
 		t.Fatalf("after a random failure: %v", v.State())
 	}
+	// The same for a rotation: the vault stays active on its epoch.
+	a := active(t)
+	a.v.rand = failingReader{}
+	before := snapshot(a.v)
+	_, err = a.v.BeginRotate()
+	wantCode(t, err, CodeInternal)
+	unchanged(t, a.v, before, "a rotation without randomness")
+	a.sign(getMe)
 }
 
 func TestStateString(t *testing.T) {

@@ -214,6 +214,9 @@ func cleanPath(p string) bool {
 		}
 	}
 	for _, seg := range strings.Split(p, "/") {
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i] // some servers drop path parameters before resolving "..;/"
+		}
 		if seg == "." || seg == ".." {
 			return false
 		}
@@ -408,7 +411,7 @@ func (v *Vault) Sign(r SignRequest) (Signature, error) {
 	if err := v.allowed(r.Method, r.Origin, r.Path); err != nil {
 		return out, err
 	}
-	if len(r.Query) > protocol.MaxComponentLen {
+	if len(r.Query) >= protocol.MaxComponentLen { // @query is "?" + query
 		return out, errf(CodeTooLarge, "query too long")
 	}
 	for i := 0; i < len(r.Query); i++ {
@@ -463,29 +466,27 @@ func (v *Vault) BeginRotate() ([protocol.PublicKeySize]byte, error) {
 }
 
 // FinishRotate applies the server's rotate reply: its public key, the new epoch and the key
-// confirmation. On a mismatch the vault stays on the current epoch (still rotating, so a retry
-// repeats the same request).
+// confirmation. On a refused key or a mismatch the vault stays on the current epoch, still
+// rotating with the same ephemeral key, so that a retry repeats the same request.
 func (v *Vault) FinishRotate(serverPub [protocol.PublicKeySize]byte, epoch uint32, confirm []byte) error {
 	if v.state != StateRotating || v.eph == nil {
 		return errf(CodeBadState, "no rotation in progress")
 	}
-	if epoch != v.epoch+1 {
+	if v.epoch == ^uint32(0) || epoch != v.epoch+1 {
 		return errf(CodeBadInput, "rotation must advance the epoch by one")
 	}
 	tr := protocol.RotateTranscript(v.lane, epoch, v.eph.Public(), serverPub)
-	eph := v.eph
-	k, err := protocol.Ratchet(&v.key, eph, serverPub, tr, v.lane, epoch)
+	own := *v.eph // Ratchet wipes its ephemeral; v.eph stays for a retry until the key is confirmed
+	k, err := protocol.Ratchet(&v.key, &own, serverPub, tr, v.lane, epoch)
 	if err != nil {
-		v.eph = nil
-		v.state = StateActive
 		return errf(CodeBadInput, "server public key refused")
 	}
-	v.eph = nil
 	if err := protocol.CheckConfirm(&k, tr, confirm); err != nil {
 		k.Wipe()
-		v.state = StateActive
 		return errf(CodeBadConfirm, "rotation confirmation failed")
 	}
+	v.eph.Wipe()
+	v.eph = nil
 	v.prevEvent = v.eventKey
 	v.prevUntil = v.now().Add(EventGrace)
 	v.signer.Wipe()
@@ -514,7 +515,7 @@ func (v *Vault) HandleEvent(b []byte) (protocol.Event, error) {
 	switch {
 	case e.Epoch == v.epoch:
 		key = &v.eventKey
-	case e.Epoch+1 == v.epoch && v.now().Before(v.prevUntil):
+	case v.epoch > 0 && e.Epoch == v.epoch-1 && v.now().Before(v.prevUntil):
 		key = &v.prevEvent
 	default:
 		return protocol.Event{}, errf(CodeBadEvent, "event is for an unknown epoch")
@@ -583,6 +584,7 @@ func (v *Vault) wipeKeys() {
 	v.key.Wipe()
 	v.eventKey.Wipe()
 	v.prevEvent.Wipe()
+	v.prevUntil = time.Time{}
 	if v.signer != nil {
 		v.signer.Wipe()
 		v.signer = nil
