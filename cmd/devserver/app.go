@@ -1,0 +1,439 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sessionvault/sessionvault/js"
+	"github.com/sessionvault/sessionvault/server"
+	"github.com/sessionvault/sessionvault/server/boltstore"
+	"github.com/sessionvault/sessionvault/server/memstore"
+)
+
+//go:embed static
+var static embed.FS
+
+// CSP is the policy of every response: no inline script, wasm allowed, workers from our origin
+// only (no blob: workers), and violations reported to /csp-report.
+const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; " +
+	"style-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'; " +
+	"report-uri /csp-report"
+
+// app is the demo: the session manager, the demo API, the admin API and the assets.
+type app struct {
+	mux     *http.ServeMux
+	mgr     *server.Manager
+	store   server.Store
+	closers []func() error
+	audit   *auditLog
+	wasm    []byte
+	wasmGz  []byte
+	wasmTag string
+	users   map[string]demoUser
+
+	mu         sync.Mutex
+	notes      map[string][]string
+	cspReports int
+}
+
+func newApp(o options, wasmPath string) (*app, error) {
+	a := &app{mux: http.NewServeMux(), audit: newAuditLog(2000), notes: map[string][]string{}, users: demoUsers()}
+	var err error
+	if a.wasm, err = os.ReadFile(wasmPath); err != nil {
+		return nil, err
+	}
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	zw.Write(a.wasm)
+	zw.Close()
+	a.wasmGz = gz.Bytes()
+	sum := sha256.Sum256(a.wasm)
+	a.wasmTag = `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
+
+	key, err := storeKey(filepath.Join(o.data, "store.key"))
+	if err != nil {
+		return nil, err
+	}
+	switch o.store {
+	case "bolt":
+		bs, err := boltstore.Open(filepath.Join(o.data, "sessions.bolt"), nil)
+		if err != nil {
+			return nil, err
+		}
+		a.store = bs
+		a.closers = append(a.closers, bs.Close)
+	case "mem":
+		a.store = memstore.New()
+	default:
+		return nil, errors.New(`-store must be "bolt" or "mem"`)
+	}
+	a.mgr, err = server.New(server.Config{
+		Store:         a.store,
+		StoreKey:      key,
+		Authenticator: server.AuthenticatorFunc(a.authenticate),
+		RotateEvery:   o.rotateEvery,
+		IdleTimeout:   o.idle,
+		Logger:        slog.New(a.audit),
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.mgr.Close)
+	a.routes()
+	return a, nil
+}
+
+func (a *app) Close() {
+	for _, c := range a.closers {
+		c()
+	}
+}
+
+func (a *app) routes() {
+	page := func(name string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			b, _ := static.ReadFile("static/" + name)
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			w.Write(b)
+		}
+	}
+	a.mux.HandleFunc("GET /{$}", page("index.html"))
+	a.mux.HandleFunc("GET /admin", page("admin.html"))
+	sub, _ := fs.Sub(static, "static")
+	a.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(sub)))
+	a.mux.HandleFunc("POST /csp-report", a.cspReport)
+	a.mux.HandleFunc("GET /csp-report", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		writeJSON(w, map[string]int{"violations": a.cspReports})
+	})
+
+	// The vault's assets and the session endpoints.
+	a.mux.HandleFunc("GET /sv/vault.wasm", a.serveWasm)
+	for _, name := range js.Modules {
+		a.mux.HandleFunc("GET /sv/"+name, a.serveJS(name))
+	}
+	a.mux.Handle("/sv/", a.mgr.Handler())
+
+	// The demo API: every route requires a signed request.
+	api := http.NewServeMux()
+	api.HandleFunc("GET /api/profile", a.profile)
+	api.HandleFunc("POST /api/notes", a.addNote)
+	api.HandleFunc("GET /api/notes", a.listNotes)
+	api.HandleFunc("POST /api/elevate", a.elevate)
+	api.HandleFunc("GET /admin/api/sessions", a.admin(a.adminSessions))
+	api.HandleFunc("POST /admin/api/revoke", a.admin(a.adminRevoke))
+	api.HandleFunc("POST /admin/api/revoke-user", a.admin(a.adminRevokeUser))
+	api.HandleFunc("GET /admin/api/audit", a.admin(a.adminAudit))
+	a.mux.Handle("/api/", a.mgr.Require(api))
+	a.mux.Handle("/admin/api/", a.mgr.Require(api))
+}
+
+// ServeHTTP adds the security headers every response carries.
+func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", CSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	a.mux.ServeHTTP(w, r)
+}
+
+func (a *app) serveWasm(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "application/wasm")
+	// Cached, but revalidated: a new build is picked up at once, an unchanged one costs a 304.
+	h.Set("Cache-Control", "no-cache")
+	h.Set("ETag", a.wasmTag)
+	h.Set("Vary", "Accept-Encoding")
+	if r.Header.Get("If-None-Match") == a.wasmTag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	body := a.wasm
+	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		h.Set("Content-Encoding", "gzip")
+		body = a.wasmGz
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.Write(body)
+}
+
+func (a *app) serveJS(name string) http.HandlerFunc {
+	b, err := js.Files.ReadFile(name)
+	if err != nil {
+		panic("devserver: missing embedded " + name)
+	}
+	sum := sha256.Sum256(b)
+	tag := `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
+	return func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "text/javascript; charset=utf-8")
+		h.Set("ETag", tag)
+		if name == "worker.js" {
+			// The boot script is never cached (a later protocol version embeds a join ticket).
+			h.Set("Cache-Control", "no-store")
+		} else {
+			h.Set("Cache-Control", "no-cache")
+			if r.Header.Get("If-None-Match") == tag {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+		}
+		w.Write(b)
+	}
+}
+
+func (a *app) cspReport(w http.ResponseWriter, r *http.Request) {
+	b, _ := readLimited(r, 16<<10)
+	a.mu.Lock()
+	a.cspReports++
+	a.mu.Unlock()
+	a.audit.note("csp_violation", string(b))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// --- the demo API ---
+
+func (a *app) profile(w http.ResponseWriter, r *http.Request) {
+	info, _ := server.FromContext(r.Context())
+	writeJSON(w, map[string]any{
+		"user":    info.UserID,
+		"session": info.Handle,
+		"lane":    info.Lane,
+		"epoch":   info.Epoch,
+		"claims":  info.Claims,
+		"signed":  r.Header.Get("Signature-Input"),
+		"time":    time.Now().UTC().Format(time.RFC3339),
+	})
+}
+
+func (a *app) addNote(w http.ResponseWriter, r *http.Request) {
+	info, _ := server.FromContext(r.Context())
+	var in struct {
+		Text string `json:"text"`
+	}
+	b, err := readLimited(r, 4096)
+	if err != nil || json.Unmarshal(b, &in) != nil || in.Text == "" || len(in.Text) > 1000 {
+		http.Error(w, `{"error":"bad_request"}`, http.StatusBadRequest)
+		return
+	}
+	a.mu.Lock()
+	notes := append(a.notes[info.UserID], in.Text)
+	if len(notes) > 50 {
+		notes = notes[len(notes)-50:]
+	}
+	a.notes[info.UserID] = notes
+	a.mu.Unlock()
+	writeJSON(w, map[string]any{"ok": true, "count": len(notes)})
+}
+
+func (a *app) listNotes(w http.ResponseWriter, r *http.Request) {
+	info, _ := server.FromContext(r.Context())
+	a.mu.Lock()
+	notes := append([]string(nil), a.notes[info.UserID]...)
+	a.mu.Unlock()
+	writeJSON(w, map[string]any{"notes": notes})
+}
+
+// elevate shows re-key after a privilege change: the session gets a new ID and fresh keys.
+func (a *app) elevate(w http.ResponseWriter, r *http.Request) {
+	info, _ := server.FromContext(r.Context())
+	claims := map[string]string{}
+	for k, v := range info.Claims {
+		claims[k] = v
+	}
+	claims["elevated"] = "true"
+	if err := a.mgr.RequireRekey(w, r, claims); err != nil {
+		http.Error(w, `{"error":"no_session"}`, http.StatusUnauthorized)
+		return
+	}
+	writeJSON(w, map[string]any{"ok": true})
+}
+
+// --- the admin API ---
+
+func (a *app) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		info, _ := server.FromContext(r.Context())
+		if info.Claims["role"] != "admin" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			w.Write([]byte(`{"error":"forbidden"}`))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (a *app) adminSessions(w http.ResponseWriter, r *http.Request) {
+	type row struct {
+		User     string    `json:"user"`
+		Handle   string    `json:"handle"`
+		Created  time.Time `json:"created"`
+		LastSeen time.Time `json:"lastSeen"`
+		Expires  time.Time `json:"expires"`
+		Lanes    int       `json:"lanes"`
+	}
+	rows := []row{}
+	for _, u := range demoUserNames {
+		ss, err := a.mgr.Sessions(r.Context(), u)
+		if err != nil {
+			http.Error(w, `{"error":"store_unavailable"}`, http.StatusServiceUnavailable)
+			return
+		}
+		for _, s := range ss {
+			rows = append(rows, row{User: s.UserID, Handle: s.Handle, Created: s.Created, LastSeen: s.LastSeen, Expires: s.Expires, Lanes: s.Lanes})
+		}
+	}
+	writeJSON(w, map[string]any{"sessions": rows})
+}
+
+func (a *app) adminRevoke(w http.ResponseWriter, r *http.Request) {
+	var in struct{ User, Handle string }
+	b, err := readLimited(r, 1024)
+	if err != nil || json.Unmarshal(b, &in) != nil {
+		http.Error(w, `{"error":"bad_request"}`, http.StatusBadRequest)
+		return
+	}
+	if err := a.mgr.Revoke(r.Context(), in.User, in.Handle); err != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"error":"not_found"}`))
+		return
+	}
+	writeJSON(w, map[string]any{"ok": true})
+}
+
+func (a *app) adminRevokeUser(w http.ResponseWriter, r *http.Request) {
+	var in struct{ User string }
+	b, err := readLimited(r, 1024)
+	if err != nil || json.Unmarshal(b, &in) != nil {
+		http.Error(w, `{"error":"bad_request"}`, http.StatusBadRequest)
+		return
+	}
+	n, err := a.mgr.RevokeUser(r.Context(), in.User)
+	if err != nil {
+		http.Error(w, `{"error":"store_unavailable"}`, http.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(w, map[string]any{"ok": true, "revoked": n})
+}
+
+func (a *app) adminAudit(w http.ResponseWriter, r *http.Request) {
+	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+	writeJSON(w, map[string]any{"events": a.audit.since(after)})
+}
+
+// --- demo users ---
+
+type demoUser struct {
+	salt, hash []byte
+	claims     map[string]string
+}
+
+var demoUserNames = []string{"alice", "bob", "admin"}
+
+// demoUsers hashes each demo password with PBKDF2-SHA256 at start-up; only hashes are kept.
+func demoUsers() map[string]demoUser {
+	m := map[string]demoUser{}
+	for _, u := range demoUserNames {
+		salt := make([]byte, 16)
+		rand.Read(salt)
+		h, _ := pbkdf2.Key(sha256.New, u+"-password", salt, pbkdf2Iter, 32)
+		role := "user"
+		if u == "admin" {
+			role = "admin"
+		}
+		m[u] = demoUser{salt: salt, hash: h, claims: map[string]string{"role": role}}
+	}
+	return m
+}
+
+const pbkdf2Iter = 100_000
+
+func (a *app) authenticate(ctx context.Context, r *http.Request, creds json.RawMessage) (string, map[string]string, error) {
+	var c struct{ User, Password string }
+	if json.Unmarshal(creds, &c) != nil {
+		return "", nil, server.ErrBadCredentials
+	}
+	u, ok := a.users[c.User]
+	if !ok {
+		u = a.users["alice"] // same work for unknown users: no user enumeration by timing
+	}
+	h, _ := pbkdf2.Key(sha256.New, c.Password, u.salt, pbkdf2Iter, 32)
+	if subtle.ConstantTimeCompare(h, u.hash) != 1 || !ok {
+		return "", nil, server.ErrBadCredentials
+	}
+	return c.User, u.claims, nil
+}
+
+// --- helpers ---
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(v)
+}
+
+func readLimited(r *http.Request, n int64) ([]byte, error) {
+	var buf bytes.Buffer
+	_, err := buf.ReadFrom(http.MaxBytesReader(nil, r.Body, n))
+	return buf.Bytes(), err
+}
+
+// storeKey loads the 32-byte store key from path, making it (mode 0600) on first run.
+func storeKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if len(b) != 32 {
+			return nil, errors.New("devserver: " + path + " must hold 32 bytes")
+		}
+		return b, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	b = make([]byte, 32)
+	rand.Read(b)
+	return b, os.WriteFile(path, b, 0o600)
+}
+
+// buildWasm builds the vault module into out with the Go toolchain (cached by the go command),
+// from the module this command runs in.
+func buildWasm(out string, logger *slog.Logger) (string, error) {
+	abs, err := filepath.Abs(out)
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s -w", "-o", abs, "./wasm/worker")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return "", errors.New("devserver: building the wasm module failed (run from the repository root, or pass -wasm): " + err.Error())
+	}
+	logger.Info("wasm module built", "path", abs, "took", time.Since(start).Round(time.Millisecond))
+	return abs, nil
+}
