@@ -50,8 +50,12 @@ type Store interface {
 	Seen(ctx context.Context, lane protocol.LaneID, seq uint64) error
 }
 
-// Sweeper is an optional Store ability: remove sessions whose absolute or idle deadline has
-// passed and tombstones past their lifetime. The Manager calls it periodically when present.
+// Sweeper is an optional Store ability: Sweep removes the sessions whose Expires is at or before
+// now (with their lanes, user-index entries and replay windows; no tombstone, since a tombstone
+// lives only until Expires) and the tombstones whose lifetime has ended, and returns the number
+// of sessions removed. The idle timeout is not the store's: the Manager enforces it on each
+// request (and deletes with a reason); an idle session nobody uses again goes at its Expires.
+// The Manager calls Sweep periodically when present.
 type Sweeper interface {
 	Sweep(ctx context.Context, now time.Time) (int, error)
 }

@@ -1,0 +1,618 @@
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/server"
+)
+
+var (
+	_ server.Store       = (*Store)(nil)
+	_ server.Sweeper     = (*Store)(nil)
+	_ server.ReplayFloor = (*Store)(nil)
+)
+
+// Bucket names. See the package documentation for the layout.
+var (
+	bucketMeta       = []byte("meta")
+	bucketSessions   = []byte("sessions")
+	bucketLanes      = []byte("lanes")
+	bucketUsers      = []byte("users")
+	bucketTombstones = []byte("tombstones")
+	bucketExpiry     = []byte("expiry")
+	keyFormat        = []byte("format")
+)
+
+// fileFormat is the layout version in meta/format; Open refuses any other.
+const fileFormat = 1
+
+const (
+	tombLane    = 'l'
+	tombSession = 's'
+)
+
+// Options configures [Open]. The zero value (or nil) is the safe default.
+type Options struct {
+	// LockTimeout is how long Open waits for another process to release the file (bbolt holds an
+	// exclusive lock while open). If zero, 1 s.
+	LockTimeout time.Duration
+}
+
+// Store is the bbolt-backed [server.Store]. It is safe for concurrent use. Its zero value is not
+// usable; call [Open].
+type Store struct {
+	db    *bolt.DB
+	floor time.Time
+
+	mu     sync.Mutex
+	closed bool
+	// live holds every live lane's replay window, nil until the lane's first Seen. It is the
+	// authority on which lanes exist for Seen (see the package documentation, Concurrency).
+	live map[protocol.LaneID]*server.ReplayWindow
+}
+
+var errClosed = errors.New("boltstore: store is closed")
+
+// Open opens (creating if needed) the store at path, a file readable only by its owner. Only one
+// process may have a file open; Open waits opts.LockTimeout for it and then fails.
+func Open(path string, opts *Options) (*Store, error) {
+	floor := time.Now().Round(0)
+	timeout := time.Second
+	if opts != nil && opts.LockTimeout > 0 {
+		timeout = opts.LockTimeout
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open: %w", err)
+	}
+	s := &Store{db: db, floor: floor, live: make(map[protocol.LaneID]*server.ReplayWindow)}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) init() error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		switch v := meta.Get(keyFormat); {
+		case v == nil:
+			if err := meta.Put(keyFormat, []byte{fileFormat}); err != nil {
+				return err
+			}
+		case len(v) != 1 || v[0] != fileFormat:
+			return fmt.Errorf("boltstore: unsupported file format %x", v)
+		}
+		for _, name := range [][]byte{bucketSessions, bucketLanes, bucketUsers, bucketTombstones, bucketExpiry} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("boltstore: init: %w", err)
+	}
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLanes).ForEach(func(k, _ []byte) error {
+			if len(k) != protocol.LaneIDSize {
+				return corrupt("lane", "bad key size")
+			}
+			s.live[protocol.LaneID(k)] = nil
+			return nil
+		})
+	})
+}
+
+// Close closes the file. The Store must not be used afterwards (methods return an error).
+func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.live = nil
+	s.mu.Unlock()
+	return s.db.Close()
+}
+
+// ReplayFloor implements [server.ReplayFloor]: the time Open was called. Replay windows live in
+// process memory and start empty at Open, so a request signed before then must be refused.
+func (s *Store) ReplayFloor() time.Time { return s.floor }
+
+// update runs fn in a write transaction, durable (fsync) when it returns nil. It gives up if ctx
+// is done before fn runs, so a canceled call changes nothing.
+func (s *Store) update(ctx context.Context, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+func (s *Store) view(ctx context.Context, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(fn)
+}
+
+// reserve marks lane id live before the transaction that creates it commits, so that a Delete
+// committed after that transaction always finds it to remove. It reports false if id is
+// already live. undo must run if the transaction fails.
+func (s *Store) reserve(id protocol.LaneID) (ok bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, errClosed
+	}
+	if _, taken := s.live[id]; taken {
+		return false, nil
+	}
+	s.live[id] = nil
+	return true, nil
+}
+
+func (s *Store) undo(id protocol.LaneID) {
+	s.mu.Lock()
+	delete(s.live, id)
+	s.mu.Unlock()
+}
+
+// forget drops the windows of removed lanes; it runs after the removing transaction commits.
+func (s *Store) forget(ids []protocol.LaneID) {
+	s.mu.Lock()
+	for _, id := range ids {
+		delete(s.live, id)
+	}
+	s.mu.Unlock()
+}
+
+func tombKey(kind byte, id []byte) []byte {
+	return append([]byte{kind}, id...)
+}
+
+// userPrefix is the users-index key prefix of userID: uvarint(len) || userID, which no other
+// user's prefix extends.
+func userPrefix(userID string) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, 10+len(userID)+timeSize+32), uint64(len(userID)))
+	return append(b, userID...)
+}
+
+func userKey(sess *server.Session) []byte {
+	return append(appendSortableTime(userPrefix(sess.UserID), sess.Created), sess.ID...)
+}
+
+func expiryKey(sess *server.Session) []byte {
+	return append(appendSortableTime(make([]byte, 0, timeSize+len(sess.ID)), sess.Expires), sess.ID...)
+}
+
+// gone returns the error for a missing record whose tombstone key is key: a *GoneError while the
+// tombstone lives, else ErrNotFound.
+func gone(tx *bolt.Tx, key []byte) error {
+	v := tx.Bucket(bucketTombstones).Get(key)
+	if v == nil {
+		return server.ErrNotFound
+	}
+	t, err := decodeTombstone(v)
+	if err != nil {
+		return err
+	}
+	if !time.Now().Before(t.until) {
+		return server.ErrNotFound
+	}
+	return &server.GoneError{Reason: t.reason}
+}
+
+func (s *Store) goneLane(ctx context.Context, id protocol.LaneID) error {
+	err := s.view(ctx, func(tx *bolt.Tx) error { return gone(tx, tombKey(tombLane, id[:])) })
+	if err == nil {
+		return server.ErrNotFound
+	}
+	return err
+}
+
+var (
+	errEmptyID      = errors.New("boltstore: empty session ID")
+	errSessionMatch = errors.New("boltstore: lane's SessionID does not match the session")
+)
+
+// laneTaken reports whether a lane record or tombstone holds id.
+func laneTaken(tx *bolt.Tx, id protocol.LaneID) bool {
+	return tx.Bucket(bucketLanes).Get(id[:]) != nil || tx.Bucket(bucketTombstones).Get(tombKey(tombLane, id[:])) != nil
+}
+
+// Create implements [server.Store]. It returns once the session is on disk.
+func (s *Store) Create(ctx context.Context, sess *server.Session, l *server.Lane) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(sess.ID) == 0 {
+		return errEmptyID
+	}
+	if !bytes.Equal(sess.ID, l.SessionID) {
+		return errSessionMatch
+	}
+	ok, err := s.reserve(l.ID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return server.ErrExists
+	}
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		sessions := tx.Bucket(bucketSessions)
+		if sessions.Get(sess.ID) != nil || tx.Bucket(bucketTombstones).Get(tombKey(tombSession, sess.ID)) != nil {
+			return server.ErrExists
+		}
+		if laneTaken(tx, l.ID) {
+			return server.ErrExists
+		}
+		if err := sessions.Put(sess.ID, encodeSession(sess, []protocol.LaneID{l.ID})); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketLanes).Put(l.ID[:], encodeLane(l)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketUsers).Put(userKey(sess), nil); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketExpiry).Put(expiryKey(sess), nil)
+	})
+	if err != nil {
+		s.undo(l.ID)
+	}
+	return err
+}
+
+// AddLane implements [server.Store].
+func (s *Store) AddLane(ctx context.Context, l *server.Lane) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ok, err := s.reserve(l.ID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return server.ErrExists
+	}
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		sessions := tx.Bucket(bucketSessions)
+		v := sessions.Get(l.SessionID)
+		if v == nil {
+			return gone(tx, tombKey(tombSession, l.SessionID))
+		}
+		if laneTaken(tx, l.ID) {
+			return server.ErrExists
+		}
+		var sess server.Session
+		lanes, err := decodeSession(&sess, l.SessionID, v)
+		if err != nil {
+			return err
+		}
+		if err := sessions.Put(l.SessionID, encodeSession(&sess, append(lanes, l.ID))); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketLanes).Put(l.ID[:], encodeLane(l))
+	})
+	if err != nil {
+		s.undo(l.ID)
+	}
+	return err
+}
+
+// Lane implements [server.Store].
+func (s *Store) Lane(ctx context.Context, id protocol.LaneID) (*server.Lane, *server.Session, error) {
+	// One allocation for both records.
+	p := new(struct {
+		l server.Lane
+		s server.Session
+	})
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketLanes).Get(id[:])
+		if v == nil {
+			return gone(tx, tombKey(tombLane, id[:]))
+		}
+		if err := decodeLane(&p.l, id[:], v); err != nil {
+			return err
+		}
+		sv := tx.Bucket(bucketSessions).Get(p.l.SessionID)
+		if sv == nil {
+			return corrupt("lane", "session missing")
+		}
+		_, err := decodeSession(&p.s, p.l.SessionID, sv)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return &p.l, &p.s, nil
+}
+
+// UpdateLane implements [server.Store].
+func (s *Store) UpdateLane(ctx context.Context, l *server.Lane, prevEpoch uint32) error {
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		lanes := tx.Bucket(bucketLanes)
+		v := lanes.Get(l.ID[:])
+		if v == nil {
+			return gone(tx, tombKey(tombLane, l.ID[:]))
+		}
+		var cur server.Lane
+		if err := decodeLane(&cur, l.ID[:], v); err != nil {
+			return err
+		}
+		if !bytes.Equal(cur.SessionID, l.SessionID) {
+			return errSessionMatch
+		}
+		if cur.Epoch != prevEpoch {
+			return server.ErrConflict
+		}
+		return lanes.Put(l.ID[:], encodeLane(l))
+	})
+}
+
+// Touch implements [server.Store]. It writes (and syncs) only when t is after the stored
+// LastSeen; the Manager should still not call it for every request.
+func (s *Store) Touch(ctx context.Context, sessionID []byte, t time.Time) error {
+	stale := false
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketSessions).Get(sessionID)
+		if v == nil {
+			return nil
+		}
+		var sess server.Session
+		if _, err := decodeSession(&sess, sessionID, v); err != nil {
+			return err
+		}
+		stale = t.After(sess.LastSeen)
+		return nil
+	})
+	if err != nil || !stale {
+		return err
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		sessions := tx.Bucket(bucketSessions)
+		v := sessions.Get(sessionID)
+		if v == nil {
+			return nil
+		}
+		var sess server.Session
+		lanes, err := decodeSession(&sess, sessionID, v)
+		if err != nil || !t.After(sess.LastSeen) {
+			return err
+		}
+		sess.LastSeen = t
+		return sessions.Put(sessionID, encodeSession(&sess, lanes))
+	})
+}
+
+// remove deletes a live session, its lanes and its users-index entry, returning its lanes.
+// With a reason it leaves tombstones until the session's Expires (the expiry-index entry stays
+// to sweep them); without, it also removes the expiry-index entry.
+func remove(tx *bolt.Tx, sessionID, v []byte, reason *string) ([]protocol.LaneID, error) {
+	var sess server.Session
+	lanes, err := decodeSession(&sess, sessionID, v)
+	if err != nil {
+		return nil, err
+	}
+	lb, tb := tx.Bucket(bucketLanes), tx.Bucket(bucketTombstones)
+	for _, id := range lanes {
+		if err := lb.Delete(id[:]); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Bucket(bucketUsers).Delete(userKey(&sess)); err != nil {
+		return nil, err
+	}
+	if err := tx.Bucket(bucketSessions).Delete(sessionID); err != nil {
+		return nil, err
+	}
+	if reason == nil {
+		return lanes, tx.Bucket(bucketExpiry).Delete(expiryKey(&sess))
+	}
+	lt := encodeTombstone(&tombstone{until: sess.Expires, reason: *reason})
+	for _, id := range lanes {
+		if err := tb.Put(tombKey(tombLane, id[:]), lt); err != nil {
+			return nil, err
+		}
+	}
+	st := encodeTombstone(&tombstone{until: sess.Expires, reason: *reason, lanes: lanes})
+	return lanes, tb.Put(tombKey(tombSession, sessionID), st)
+}
+
+// Delete implements [server.Store]. It returns once the deletion is on disk. Deleting a session
+// that is already deleted keeps the first reason.
+func (s *Store) Delete(ctx context.Context, sessionID []byte, reason string) ([]protocol.LaneID, error) {
+	var lanes []protocol.LaneID
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketSessions).Get(sessionID)
+		if v == nil {
+			return nil
+		}
+		var err error
+		if lanes, err = remove(tx, sessionID, v, &reason); err != nil {
+			return err
+		}
+		tx.OnCommit(func() { s.forget(lanes) })
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return lanes, nil
+}
+
+// Session implements [server.Store].
+func (s *Store) Session(ctx context.Context, sessionID []byte) (*server.Session, []protocol.LaneID, error) {
+	sess := new(server.Session)
+	var lanes []protocol.LaneID
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketSessions).Get(sessionID)
+		if v == nil {
+			return gone(tx, tombKey(tombSession, sessionID))
+		}
+		var err error
+		lanes, err = decodeSession(sess, sessionID, v)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return sess, lanes, nil
+}
+
+// UserSessions implements [server.Store]: one range scan of the users index, whose keys sort by
+// Created.
+func (s *Store) UserSessions(ctx context.Context, userID string) ([]*server.Session, error) {
+	var out []*server.Session
+	prefix := userPrefix(userID)
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		sessions := tx.Bucket(bucketSessions)
+		c := tx.Bucket(bucketUsers).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if len(k) <= len(prefix)+timeSize {
+				return corrupt("users index", "short key")
+			}
+			id := k[len(prefix)+timeSize:]
+			v := sessions.Get(id)
+			if v == nil {
+				return corrupt("users index", "session missing")
+			}
+			sess := new(server.Session)
+			if _, err := decodeSession(sess, id, v); err != nil {
+				return err
+			}
+			out = append(out, sess)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Seen implements [server.Store]. The check-and-set runs in process memory under one mutex; only
+// a lane that is not live costs a read transaction (to tell a deleted lane from an unknown one).
+func (s *Store) Seen(ctx context.Context, id protocol.LaneID, seq uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errClosed
+	}
+	w, live := s.live[id]
+	if !live {
+		s.mu.Unlock()
+		return s.goneLane(ctx, id)
+	}
+	if w == nil {
+		w = new(server.ReplayWindow)
+		s.live[id] = w
+	}
+	fresh := w.Check(seq)
+	s.mu.Unlock()
+	if !fresh {
+		return server.ErrReplay
+	}
+	return nil
+}
+
+// sweepBatch bounds the work of one Sweep transaction, so that a large sweep does not hold the
+// writer lock for long.
+var sweepBatch = 500 // a variable for tests
+
+// Sweep implements [server.Sweeper]: it removes the sessions whose Expires is at or before now
+// (with their lanes, index entries and replay windows; they leave no tombstone, as a tombstone
+// lives only until Expires) and the tombstones whose lifetime ended at or before now, walking the
+// expiry index in order, in transactions of at most 500 sessions. It returns the number of
+// sessions removed. The idle timeout is the Manager's: the store does not know it.
+func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
+	limit := appendSortableTime(nil, now)
+	total := 0
+	for {
+		// Find due entries in a read transaction first: a write transaction costs a sync even
+		// when it changes nothing.
+		var keys [][]byte
+		err := s.view(ctx, func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketExpiry).Cursor()
+			for k, _ := c.First(); k != nil && len(keys) < sweepBatch; k, _ = c.Next() {
+				if len(k) <= timeSize {
+					return corrupt("expiry index", "short key")
+				}
+				if bytes.Compare(k[:timeSize], limit) > 0 {
+					break
+				}
+				keys = append(keys, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil || len(keys) == 0 {
+			return total, err
+		}
+		n := 0
+		err = s.update(ctx, func(tx *bolt.Tx) error {
+			n = 0
+			var swept []protocol.LaneID
+			sessions, tb, eb := tx.Bucket(bucketSessions), tx.Bucket(bucketTombstones), tx.Bucket(bucketExpiry)
+			for _, k := range keys {
+				if eb.Get(k) == nil {
+					continue // swept meanwhile
+				}
+				id := k[timeSize:]
+				if v := sessions.Get(id); v != nil {
+					lanes, err := remove(tx, id, v, nil)
+					if err != nil {
+						return err
+					}
+					swept = append(swept, lanes...)
+					n++
+					continue
+				}
+				if v := tb.Get(tombKey(tombSession, id)); v != nil {
+					t, err := decodeTombstone(v)
+					if err != nil {
+						return err
+					}
+					for _, l := range t.lanes {
+						if err := tb.Delete(tombKey(tombLane, l[:])); err != nil {
+							return err
+						}
+					}
+					if err := tb.Delete(tombKey(tombSession, id)); err != nil {
+						return err
+					}
+				}
+				if err := eb.Delete(k); err != nil {
+					return err
+				}
+			}
+			tx.OnCommit(func() { s.forget(swept) })
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if len(keys) < sweepBatch {
+			return total, nil
+		}
+	}
+}

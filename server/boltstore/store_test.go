@@ -1,0 +1,272 @@
+package boltstore
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sessionvault/sessionvault/server"
+	"github.com/sessionvault/sessionvault/server/storetest"
+)
+
+func openTemp(tb testing.TB) *Store {
+	tb.Helper()
+	s, err := Open(filepath.Join(tb.TempDir(), "sv.db"), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) server.Store { return openTemp(t) })
+}
+
+// TestReopen: records survive Close and Open; replay windows do not, and the replay floor moves
+// to the new Open so that the Manager refuses what the old windows would have caught.
+func TestReopen(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "sv.db")
+	st, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := storetest.NewSession("alice", time.Now())
+	l := storetest.NewLane(s)
+	gone := storetest.NewSession("alice", time.Now())
+	gl := storetest.NewLane(gone)
+	for _, x := range []struct {
+		s *server.Session
+		l *server.Lane
+	}{{s, l}, {gone, gl}} {
+		if err := st.Create(ctx, x.s, x.l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.Delete(ctx, gone.ID, "revoked"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Seen(ctx, l.ID, 7); err != nil {
+		t.Fatal(err)
+	}
+	floor1 := st.ReplayFloor()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Seen(ctx, l.ID, 8); !errors.Is(err, errClosed) {
+		t.Errorf("Seen after Close = %v, want errClosed", err)
+	}
+	if _, _, err := st.Lane(ctx, l.ID); err == nil {
+		t.Error("Lane after Close succeeded")
+	}
+
+	before := time.Now()
+	time.Sleep(time.Millisecond)
+	st, err = Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if f := st.ReplayFloor(); !f.After(before) || !f.After(floor1) {
+		t.Errorf("ReplayFloor after reopen = %v, want after %v", f, before)
+	}
+	gotL, gotS, err := st.Lane(ctx, l.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(gotL.Key, l.Key) || !bytes.Equal(gotS.ID, s.ID) || gotS.UserID != "alice" {
+		t.Error("records changed across reopen")
+	}
+	// The window starts empty: the floor, not the store, refuses nonce 7 now.
+	if err := st.Seen(ctx, l.ID, 7); err != nil {
+		t.Errorf("Seen(7) after reopen = %v, want nil (windows are not persisted)", err)
+	}
+	if err := st.Seen(ctx, l.ID, 7); !errors.Is(err, server.ErrReplay) {
+		t.Errorf("Seen(7) twice after reopen = %v, want ErrReplay", err)
+	}
+	var g *server.GoneError
+	if err := st.Seen(ctx, gl.ID, 1); !errors.As(err, &g) || g.Reason != "revoked" {
+		t.Errorf("Seen(deleted lane) after reopen = %v, want GoneError(revoked)", err)
+	}
+	if _, _, err := st.Lane(ctx, gl.ID); !errors.As(err, &g) {
+		t.Errorf("Lane(deleted) after reopen = %v, want GoneError", err)
+	}
+}
+
+// TestNoPlaintextKey documents that stores never see a usable key: the Manager seals keys before
+// they reach the store, and the file holds only what it was given. The positive control checks
+// that the search would find the bytes if they were there.
+func TestNoPlaintextKey(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "sv.db")
+	st, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := bytes.Repeat([]byte("K3Y!"), 8) // a recognizable 32-byte test key
+	storeKey := make([]byte, 32)
+	rand.Read(storeKey)
+	block, _ := aes.NewCipher(storeKey)
+	aead, _ := cipher.NewGCM(block)
+	nonce := make([]byte, aead.NonceSize())
+	rand.Read(nonce)
+	sealed := aead.Seal(nonce, nonce, plain, []byte("lane-id and epoch"))
+
+	s := storetest.NewSession("alice", time.Now())
+	l := storetest.NewLane(s)
+	l.Key = sealed
+	l.PrevKey = sealed
+	if err := st.Create(ctx, s, l); err != nil {
+		t.Fatal(err)
+	}
+	next := *l
+	next.Epoch = 1
+	if err := st.UpdateLane(ctx, &next, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(file, sealed) {
+		t.Fatal("positive control: the sealed key is not in the file, so the search proves nothing")
+	}
+	if bytes.Contains(file, plain) || bytes.Contains(file, plain[:16]) || bytes.Contains(file, plain[16:]) {
+		t.Fatal("the file contains plaintext key bytes")
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("file mode = %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+}
+
+func TestCorruptRecord(t *testing.T) {
+	ctx := t.Context()
+	st := openTemp(t)
+	s := storetest.NewSession("alice", time.Now())
+	l := storetest.NewLane(s)
+	if err := st.Create(ctx, s, l); err != nil {
+		t.Fatal(err)
+	}
+	err := st.db.Update(func(tx *bolt.Tx) error {
+		v := bytes.Clone(tx.Bucket(bucketLanes).Get(l.ID[:]))
+		return tx.Bucket(bucketLanes).Put(l.ID[:], v[:len(v)-3])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Lane(ctx, l.ID); !errors.Is(err, errCorrupt) {
+		t.Errorf("Lane(corrupt) = %v, want errCorrupt", err)
+	}
+	if err := st.UpdateLane(ctx, l, 0); !errors.Is(err, errCorrupt) {
+		t.Errorf("UpdateLane(corrupt) = %v, want errCorrupt", err)
+	}
+	st.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSessions).Put(s.ID, []byte{9}) })
+	if _, _, err := st.Session(ctx, s.ID); !errors.Is(err, errCorrupt) {
+		t.Errorf("Session(corrupt) = %v, want errCorrupt", err)
+	}
+	if _, err := st.UserSessions(ctx, "alice"); !errors.Is(err, errCorrupt) {
+		t.Errorf("UserSessions(corrupt) = %v, want errCorrupt", err)
+	}
+	if _, err := st.Delete(ctx, s.ID, "logout"); !errors.Is(err, errCorrupt) {
+		t.Errorf("Delete(corrupt) = %v, want errCorrupt", err)
+	}
+}
+
+func TestOpenRefuses(t *testing.T) {
+	dir := t.TempDir()
+	// Another format version.
+	path := filepath.Join(dir, "v2.db")
+	st, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyFormat, []byte{2}) })
+	st.Close()
+	if st, err := Open(path, nil); err == nil {
+		st.Close()
+		t.Error("Open accepted format 2")
+	}
+	// A file that is not a bolt file.
+	junk := filepath.Join(dir, "junk.db")
+	os.WriteFile(junk, bytes.Repeat([]byte("junk"), 4096), 0o600)
+	if st, err := Open(junk, nil); err == nil {
+		st.Close()
+		t.Error("Open accepted a junk file")
+	}
+	// A file another holder has open: fails after the lock timeout.
+	path = filepath.Join(dir, "locked.db")
+	st, err = Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	start := time.Now()
+	if st2, err := Open(path, &Options{LockTimeout: 50 * time.Millisecond}); err == nil {
+		st2.Close()
+		t.Error("second Open of a locked file succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("second Open took %v", d)
+	}
+}
+
+func TestSweepBatches(t *testing.T) {
+	ctx := t.Context()
+	defer func(n int) { sweepBatch = n }(sweepBatch)
+	sweepBatch = 3
+	st := openTemp(t)
+	now := time.Now()
+	var lanes []*server.Lane
+	for i := range 10 {
+		s := storetest.NewSession("alice", now)
+		s.Expires = now.Add(time.Duration(i) * time.Second)
+		l := storetest.NewLane(s)
+		if err := st.Create(ctx, s, l); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if _, err := st.Delete(ctx, s.ID, "logout"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lanes = append(lanes, l)
+	}
+	st.mu.Lock()
+	if len(st.live) != 5 {
+		t.Errorf("%d replay windows after deleting 5 of 10 sessions, want 5", len(st.live))
+	}
+	st.mu.Unlock()
+	n, err := st.Sweep(ctx, now.Add(time.Hour))
+	if err != nil || n != 5 {
+		t.Fatalf("Sweep = %d, %v; want 5", n, err)
+	}
+	st.db.View(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketSessions, bucketLanes, bucketUsers, bucketTombstones, bucketExpiry} {
+			if k, _ := tx.Bucket(b).Cursor().First(); k != nil {
+				t.Errorf("bucket %s not empty after a full sweep", b)
+			}
+		}
+		return nil
+	})
+	st.mu.Lock()
+	if len(st.live) != 0 {
+		t.Errorf("%d replay windows left after a full sweep", len(st.live))
+	}
+	st.mu.Unlock()
+}
+
+func BenchmarkSeen(b *testing.B)   { storetest.BenchSeen(b, openTemp(b)) }
+func BenchmarkLane(b *testing.B)   { storetest.BenchLane(b, openTemp(b)) }
+func BenchmarkCreate(b *testing.B) { storetest.BenchCreate(b, openTemp(b)) }
