@@ -5,7 +5,8 @@
 //
 // # ABI
 //
-//	alloc(n u32) u32          a pinned buffer of n bytes (0 if n is 0 or above the message limit)
+//	alloc(n u32) u32          a pinned buffer of n bytes (0 if n is 0, above the 8 MiB message
+//	                          limit, or if the host already holds 32 MiB of unfreed buffers)
 //	free(p u32)               releases a buffer from alloc or from a call's result
 //	call(p u32, n u32) u64    runs one ABI request (PROTOCOL.md section 7) read from [p, p+n);
 //	                          returns result pointer << 32 | result length. The result is a
@@ -26,10 +27,16 @@ import (
 
 func main() {}
 
+// maxPinned bounds the bytes of all buffers the host holds at once (requests not yet freed and
+// results not yet freed). Past it alloc returns 0, so a host that leaks buffers gets refusals
+// instead of an out-of-memory trap that no recover can catch.
+const maxPinned = 32 << 20
+
 var (
 	// pinned keeps every buffer handed to the host reachable until it is freed. Go's GC does not
 	// move heap objects, so the address stays valid.
-	pinned = map[uint32][]byte{}
+	pinned      = map[uint32][]byte{}
+	pinnedBytes int
 	v      = vault.New(wasiRandom{}, time.Now)
 )
 
@@ -42,12 +49,13 @@ func alloc(n uint32) (p uint32) {
 			p = 0
 		}
 	}()
-	if n == 0 || n > protocol.MaxMessageSize {
+	if n == 0 || n > protocol.MaxMessageSize || pinnedBytes+int(n) > maxPinned {
 		return 0
 	}
 	b := make([]byte, n)
 	p = ptr(b)
 	pinned[p] = b
+	pinnedBytes += len(b)
 	return p
 }
 
@@ -57,6 +65,7 @@ func free(p uint32) {
 	if b, ok := pinned[p]; ok {
 		clear(b) // requests and replies may hold bodies and signatures; leave nothing behind
 		delete(pinned, p)
+		pinnedBytes -= len(b)
 	}
 }
 
@@ -81,9 +90,10 @@ var (
 
 // result pins a copy of out and packs its address and length.
 func result(out []byte) uint64 {
-	b := make([]byte, len(out))
+	b := make([]byte, max(len(out), 1)) // never a zero-size (shared) allocation
 	copy(b, out)
 	p := ptr(b)
 	pinned[p] = b
+	pinnedBytes += len(b)
 	return uint64(p)<<32 | uint64(len(b))
 }

@@ -1,0 +1,41 @@
+//go:build !wasm
+
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// TestWasmFresh fails when the module under test is not what the sources build today: it runs
+// the Makefile's exact build command into a temporary directory and compares bytes (the build is
+// reproducible: -trimpath, -s -w, no VCS stamping).
+func TestWasmFresh(t *testing.T) {
+	h := getHost(t)
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go not on PATH: %v", err)
+	}
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "vault.wasm")
+	// Makefile: WASM_FLAGS WASM_BUILD -o $@ ./wasm/worker
+	cmd := exec.Command(goBin, "build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s -w", "-o", out, "./wasm/worker")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the module failed: %v\n%s", err, b)
+	}
+	fresh, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fresh, h.bytes) {
+		t.Fatalf("%s is stale (%d bytes; the sources build %d bytes): run make wasm", h.path, len(h.bytes), len(fresh))
+	}
+}
