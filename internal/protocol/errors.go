@@ -58,11 +58,15 @@ type parseError struct {
 }
 
 func (e *parseError) Error() string {
+	msg := "protocol: " + e.what
+	if e.input == "" && e.offset == 0 {
+		return msg // not a parse position: no `at offset 0 in ""`
+	}
 	in := e.input
 	if len(in) > 64 {
 		in = in[:64] + "..."
 	}
-	return "protocol: " + e.what + " at offset " + itoa(e.offset) + " in " + quote(in)
+	return msg + " at offset " + itoa(e.offset) + " in " + quote(in)
 }
 
 func (e *parseError) Unwrap() error { return e.class }

@@ -332,9 +332,20 @@ func (m *MAC) Wipe() {
 	clear(m.outerState)
 	clear(m.sum[:])
 	if m.inner != nil {
-		m.inner.Reset()
-		m.outer.Reset()
+		scrubHash(m.inner)
+		scrubHash(m.outer)
 	}
+}
+
+// scrubHash zeroes h's block buffer and resets it. Reset alone leaves the buffer, where the outer
+// hash keeps the last inner digest (key-derived): a 1-byte write then a 63-byte write copy 64
+// zero bytes into the buffer (a lone 64-byte write would bypass it), and Reset restores the rest.
+func scrubHash(h hash.Hash) {
+	var zero [sha256.BlockSize]byte
+	h.Reset()
+	h.Write(zero[:1])
+	h.Write(zero[1:])
+	h.Reset()
 }
 
 // macOnce computes HMAC(key, parts...) with a throwaway MAC that is wiped before returning.

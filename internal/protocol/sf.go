@@ -88,20 +88,31 @@ func ParamValue(ps []Param, key string) (BareItem, bool) {
 type sfParser struct {
 	s string
 	i int
+	// lazy validates inner lists and parameters without building them (Member.Inner and
+	// Member.Params stay nil; Raw is set): ParseSigned and CheckContentDigest need only Raw and
+	// bare member items, and building the rest is most of a verify's allocations.
+	lazy bool
 }
 
 func (p *sfParser) fail(what string) error { return malformed("structured field: "+what, p.s, p.i) }
 
 // ParseDictionary parses a canonical RFC 8941 dictionary.
 func ParseDictionary(s string) (Dictionary, error) {
+	return parseDictionaryInto(s, make(Dictionary, 0, 2), false)
+}
+
+// parseDictionaryInto is ParseDictionary appending to d[:0], so that a caller whose result does
+// not escape can pass a stack array, and building no inner lists or parameters if lazy. It
+// accepts and refuses exactly what ParseDictionary does, with the same errors.
+func parseDictionaryInto(s string, d Dictionary, lazy bool) (Dictionary, error) {
+	d = d[:0]
 	if len(s) > MaxFieldLen {
 		return nil, &parseError{what: "structured field too long", input: s[:64], offset: MaxFieldLen, class: ErrTooLarge}
 	}
-	p := sfParser{s: s}
+	p := sfParser{s: s, lazy: lazy}
 	if s == "" {
 		return nil, p.fail("empty dictionary")
 	}
-	d := make(Dictionary, 0, 2)
 	for {
 		key, err := p.key()
 		if err != nil {
@@ -202,8 +213,11 @@ func (p *sfParser) key() (string, error) {
 
 func (p *sfParser) innerList() ([]Item, error) {
 	p.i++ // '('
-	items := make([]Item, 0, 6)
-	for {
+	var items []Item
+	if !p.lazy {
+		items = make([]Item, 0, 6)
+	}
+	for n := 0; ; n++ {
 		if p.i >= len(p.s) {
 			return nil, p.fail("unterminated inner list")
 		}
@@ -211,13 +225,13 @@ func (p *sfParser) innerList() ([]Item, error) {
 			p.i++
 			return items, nil
 		}
-		if len(items) > 0 {
+		if n > 0 {
 			if p.s[p.i] != ' ' {
 				return nil, p.fail("expected one space between inner list items")
 			}
 			p.i++
 		}
-		if len(items) >= 64 {
+		if n >= 64 {
 			return nil, &parseError{what: "structured field: inner list too long", input: p.s, offset: p.i, class: ErrTooLarge}
 		}
 		bi, err := p.bareItem()
@@ -228,20 +242,24 @@ func (p *sfParser) innerList() ([]Item, error) {
 		if err != nil {
 			return nil, err
 		}
-		items = append(items, Item{BareItem: bi, Params: ps})
+		if !p.lazy {
+			items = append(items, Item{BareItem: bi, Params: ps})
+		}
 	}
 }
 
 func (p *sfParser) params() ([]Param, error) {
 	var ps []Param
+	var keys [32]string
+	nk := 0
 	for p.i < len(p.s) && p.s[p.i] == ';' {
 		p.i++
 		key, err := p.key()
 		if err != nil {
 			return nil, err
 		}
-		for _, q := range ps {
-			if q.Key == key {
+		for _, k := range keys[:nk] {
+			if k == key {
 				return nil, p.fail("duplicate parameter")
 			}
 		}
@@ -255,13 +273,17 @@ func (p *sfParser) params() ([]Param, error) {
 				return nil, p.fail("non-canonical true parameter (write the key alone)")
 			}
 		}
-		if ps == nil {
-			ps = make([]Param, 0, 6)
-		}
-		if len(ps) >= 32 {
+		if nk >= len(keys) {
 			return nil, &parseError{what: "structured field: too many parameters", input: p.s, offset: p.i, class: ErrTooLarge}
 		}
-		ps = append(ps, Param{Key: key, Value: v})
+		keys[nk] = key
+		nk++
+		if !p.lazy {
+			if ps == nil {
+				ps = make([]Param, 0, 6)
+			}
+			ps = append(ps, Param{Key: key, Value: v})
+		}
 	}
 	return ps, nil
 }
@@ -331,6 +353,18 @@ func (p *sfParser) integer() (BareItem, error) {
 func (p *sfParser) str() (BareItem, error) {
 	p.i++
 	start := p.i
+	// Fast path for the common string without escapes: printable ASCII up to the closing quote.
+	for p.i < len(p.s) {
+		c := p.s[p.i]
+		if c == '"' {
+			p.i++
+			return BareItem{Kind: KindString, Str: p.s[start : p.i-1]}, nil
+		}
+		if c == '\\' || c < 0x20 || c > 0x7e {
+			break
+		}
+		p.i++
+	}
 	escaped := false
 	for p.i < len(p.s) {
 		c := p.s[p.i]
@@ -368,6 +402,10 @@ func (p *sfParser) bytes() (BareItem, error) {
 	p.i++
 	start := p.i
 	for p.i < len(p.s) && p.s[p.i] != ':' {
+		// Only the base64 alphabet: the decoder below would silently skip CR and LF.
+		if c := p.s[p.i]; !(isAlpha(c) || isDigit(c) || c == '+' || c == '/' || c == '=') {
+			return BareItem{}, p.fail("non-base64 character in byte sequence")
+		}
 		p.i++
 	}
 	if p.i >= len(p.s) {

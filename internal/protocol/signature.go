@@ -45,7 +45,7 @@ func (r *Request) component(name string) (string, bool) {
 		}
 		return r.Path, true
 	case "@query":
-		return "?" + r.Query, true
+		return r.Query, true // appendBase writes the leading "?" (no allocation here)
 	case "content-digest":
 		if r.ContentDigest != "" {
 			return r.ContentDigest, true
@@ -150,7 +150,11 @@ func appendBase(b []byte, r *Request, names []string, sigParams string) ([]byte,
 		if !ok {
 			return nil, &parseError{what: "covered component " + quote(name) + " is absent", class: ErrProfile}
 		}
-		if len(v) > MaxComponentLen {
+		prefix := ""
+		if name == "@query" {
+			prefix = "?"
+		}
+		if len(prefix)+len(v) > MaxComponentLen {
 			return nil, &parseError{what: "component " + quote(name) + " too long", class: ErrTooLarge}
 		}
 		for i := 0; i < len(v); i++ {
@@ -161,6 +165,7 @@ func appendBase(b []byte, r *Request, names []string, sigParams string) ([]byte,
 		b = append(b, '"')
 		b = append(b, name...)
 		b = append(b, '"', ':', ' ')
+		b = append(b, prefix...)
 		b = append(b, v...)
 		b = append(b, '\n')
 	}
@@ -222,11 +227,15 @@ type Signed struct {
 // profile's (content-digest iff the request has a body), parameters exactly created, keyid, nonce,
 // alg="hmac-sha256", tag="sessionvault". Other labels in the dictionaries are ignored.
 func ParseSigned(sigInput, signature string) (*Signed, error) {
-	in, err := ParseDictionary(sigInput)
+	// Both fields are parsed into stack arrays, and Signature-Input lazily (validated, its inner
+	// lists and parameters not built): the "sv" member is read again from its Raw text below into
+	// fixed arrays. This keeps a verify to a few allocations (DESIGN.md section 8).
+	var inBuf, sgBuf [2]Member
+	in, err := parseDictionaryInto(sigInput, inBuf[:0], true)
 	if err != nil {
 		return nil, err
 	}
-	sg, err := ParseDictionary(signature)
+	sg, err := parseDictionaryInto(signature, sgBuf[:0], false)
 	if err != nil {
 		return nil, err
 	}
@@ -243,22 +252,65 @@ func ParseSigned(sigInput, signature string) (*Signed, error) {
 	}
 	s := &Signed{raw: m.Raw}
 	copy(s.tag[:], sm.Item.Bytes)
-	switch len(m.Inner) {
-	case 4, 5:
-	default:
+
+	// m.Raw is a canonical inner list with parameters: "(item item ...);key=value;...".
+	p := sfParser{s: m.Raw, i: 1, lazy: true}
+	var comps [len(profileNames)]string
+	nc, compsOK := 0, true
+	for ; p.i < len(p.s) && p.s[p.i] != ')'; nc++ {
+		if nc > 0 {
+			p.i++ // the one space
+		}
+		it, err := p.bareItem()
+		if err != nil {
+			return nil, err
+		}
+		if p.i < len(p.s) && p.s[p.i] == ';' {
+			compsOK = false // a component parameter
+			if _, err := p.params(); err != nil {
+				return nil, err
+			}
+		}
+		if nc < len(comps) && it.Kind == KindString {
+			comps[nc] = it.Str
+		} else {
+			compsOK = false
+		}
+	}
+	p.i++ // ')'
+	if nc != 4 && nc != 5 {
 		return nil, &parseError{what: "covered components are not the profile's", class: ErrProfile}
 	}
-	for i, it := range m.Inner {
-		if it.Kind != KindString || len(it.Params) != 0 || it.Str != profileNames[i] {
+	for i := range nc {
+		if !compsOK || comps[i] != profileNames[i] {
 			return nil, &parseError{what: "covered components are not the profile's", class: ErrProfile}
 		}
 	}
-	s.HasBody = len(m.Inner) == 5
-	if len(m.Params) != 5 {
+	s.HasBody = nc == 5
+	var params [5]Param
+	np := 0
+	for ; p.i < len(p.s) && p.s[p.i] == ';'; np++ {
+		p.i++
+		key, err := p.key()
+		if err != nil {
+			return nil, err
+		}
+		v := BareItem{Kind: KindBoolean, Bool: true}
+		if p.i < len(p.s) && p.s[p.i] == '=' {
+			p.i++
+			if v, err = p.bareItem(); err != nil {
+				return nil, err
+			}
+		}
+		if np < len(params) {
+			params[np] = Param{Key: key, Value: v}
+		}
+	}
+	if np != len(params) {
 		return nil, &parseError{what: "signature parameters are not the profile's", class: ErrProfile}
 	}
 	var seen uint8
-	for _, p := range m.Params {
+	for _, p := range params {
 		var bit uint8
 		v := p.Value
 		switch p.Key {
@@ -449,7 +501,8 @@ func DigestValue(sum *[sha256.Size]byte) string {
 // The field must be a canonical dictionary with a sha-256 member of 32 bytes; other algorithms are
 // ignored (RFC 9530 section 2) but do not satisfy the check.
 func CheckContentDigest(field string, sum *[sha256.Size]byte) error {
-	d, err := ParseDictionary(field)
+	var buf [2]Member
+	d, err := parseDictionaryInto(field, buf[:0], false)
 	if err != nil {
 		return err
 	}
