@@ -9,6 +9,16 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v node >/dev/null || { echo "deps: node (>= 20) is missing; install Node.js" >&2; exit 1; }
 
+# The independent RFC 9421 implementation used by internal/protocol's interop test (test-only).
+interop=internal/protocol/testdata/interop
+if [ ! -d "$interop/node_modules/http-message-signatures" ]; then
+	if command -v npm >/dev/null; then
+		npm ci --prefix "$interop" --no-audit --no-fund --loglevel=error >/dev/null || echo "deps: npm ci in $interop failed; the interop test will say so" >&2
+	else
+		echo "deps: npm is missing; internal/protocol's interop test cannot run" >&2
+	fi
+fi
+
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0
 fi
