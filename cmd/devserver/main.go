@@ -22,6 +22,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/sessionvault/sessionvault/internal/demo"
 )
 
 func main() {
@@ -46,7 +48,6 @@ Flags:
 	fs.DurationVar(&o.rotateEvery, "rotate-every", 10*time.Minute, "key age after which a lane is asked to rotate")
 	fs.DurationVar(&o.idle, "idle-timeout", 30*time.Minute, "idle timeout of a session")
 	fs.StringVar(&o.wasm, "wasm", "", "serve this prebuilt vault.wasm instead of building one")
-	fs.BoolVar(&o.insecure, "insecure-http", true, "allow plain http (the demo listens on loopback); cookies are still Secure")
 	fs.Parse(os.Args[1:])
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -59,7 +60,6 @@ Flags:
 type options struct {
 	addr, data, store, wasm string
 	rotateEvery, idle       time.Duration
-	insecure                bool
 }
 
 func run(o options, logger *slog.Logger) error {
@@ -69,11 +69,11 @@ func run(o options, logger *slog.Logger) error {
 	wasmPath := o.wasm
 	if wasmPath == "" {
 		var err error
-		if wasmPath, err = buildWasm(filepath.Join(o.data, "vault.wasm"), logger); err != nil {
+		if wasmPath, err = demo.BuildWasm(filepath.Join(o.data, "vault.wasm"), logger); err != nil {
 			return err
 		}
 	}
-	app, err := newApp(o, wasmPath)
+	app, err := demo.New(demo.Options{Data: o.data, Store: o.store, WasmPath: wasmPath, RotateEvery: o.rotateEvery, IdleTimeout: o.idle})
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,8 @@
-package main
+// Package demo is the Sessionvault demo application served by cmd/devserver and driven by the
+// e2e tests: a single-page app whose every API call is signed by the vault worker, an admin view
+// with live sessions and audit events, the session endpoints and the worker assets, all under a
+// strict CSP.
+package demo
 
 import (
 	"bytes"
@@ -38,6 +42,44 @@ const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-sr
 	"style-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'; " +
 	"report-uri /csp-report"
 
+// Options configure the demo.
+type Options struct {
+	// Data is the data directory: the bolt store and the store key. Required for "bolt".
+	Data string
+	// Store is "bolt" (durable, in Data) or "mem". If zero, "bolt".
+	Store string
+	// WasmPath is the vault module to serve. Required.
+	WasmPath string
+	// RotateEvery, IdleTimeout and AbsoluteTimeout pass through to server.Config (zero: defaults).
+	RotateEvery, IdleTimeout, AbsoluteTimeout time.Duration
+	// RotateGrace passes through to server.Config.
+	RotateGrace time.Duration
+	// Logger, if set, also receives every audit event (tests use it); they always go to the
+	// admin view's ring and to standard error unless Quiet.
+	Quiet bool
+}
+
+// App is the demo handler. Close releases the store.
+type App = app
+
+// New builds the demo.
+func New(o Options) (*App, error) {
+	if o.Store == "" {
+		o.Store = "bolt"
+	}
+	return newApp(o, o.WasmPath)
+}
+
+// Manager returns the session manager (tests revoke through it).
+func (a *app) Manager() *server.Manager { return a.mgr }
+
+// CSPReports returns how many CSP violation reports the demo received.
+func (a *app) CSPReports() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cspReports
+}
+
 // app is the demo: the session manager, the demo API, the admin API and the assets.
 type app struct {
 	mux     *http.ServeMux
@@ -55,8 +97,8 @@ type app struct {
 	cspReports int
 }
 
-func newApp(o options, wasmPath string) (*app, error) {
-	a := &app{mux: http.NewServeMux(), audit: newAuditLog(2000), notes: map[string][]string{}, users: demoUsers()}
+func newApp(o Options, wasmPath string) (*app, error) {
+	a := &app{mux: http.NewServeMux(), audit: newAuditLog(2000, o.Quiet), notes: map[string][]string{}, users: demoUsers()}
 	var err error
 	if a.wasm, err = os.ReadFile(wasmPath); err != nil {
 		return nil, err
@@ -69,13 +111,13 @@ func newApp(o options, wasmPath string) (*app, error) {
 	sum := sha256.Sum256(a.wasm)
 	a.wasmTag = `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
 
-	key, err := storeKey(filepath.Join(o.data, "store.key"))
+	key, err := storeKey(filepath.Join(o.Data, "store.key"))
 	if err != nil {
 		return nil, err
 	}
-	switch o.store {
+	switch o.Store {
 	case "bolt":
-		bs, err := boltstore.Open(filepath.Join(o.data, "sessions.bolt"), nil)
+		bs, err := boltstore.Open(filepath.Join(o.Data, "sessions.bolt"), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -87,12 +129,14 @@ func newApp(o options, wasmPath string) (*app, error) {
 		return nil, errors.New(`-store must be "bolt" or "mem"`)
 	}
 	a.mgr, err = server.New(server.Config{
-		Store:         a.store,
-		StoreKey:      key,
-		Authenticator: server.AuthenticatorFunc(a.authenticate),
-		RotateEvery:   o.rotateEvery,
-		IdleTimeout:   o.idle,
-		Logger:        slog.New(a.audit),
+		Store:           a.store,
+		StoreKey:        key,
+		Authenticator:   server.AuthenticatorFunc(a.authenticate),
+		RotateEvery:     o.RotateEvery,
+		RotateGrace:     o.RotateGrace,
+		IdleTimeout:     o.IdleTimeout,
+		AbsoluteTimeout: o.AbsoluteTimeout,
+		Logger:          slog.New(a.audit),
 	})
 	if err != nil {
 		return nil, err
@@ -102,6 +146,7 @@ func newApp(o options, wasmPath string) (*app, error) {
 	return a, nil
 }
 
+// Close releases the manager and the store.
 func (a *app) Close() {
 	for _, c := range a.closers {
 		c()
@@ -149,7 +194,7 @@ func (a *app) routes() {
 	a.mux.Handle("/admin/api/", a.mgr.Require(api))
 }
 
-// ServeHTTP adds the security headers every response carries.
+// ServeHTTP serves the demo; every response carries the security headers.
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", CSP)
@@ -420,9 +465,9 @@ func storeKey(path string) ([]byte, error) {
 	return b, os.WriteFile(path, b, 0o600)
 }
 
-// buildWasm builds the vault module into out with the Go toolchain (cached by the go command),
+// BuildWasm builds the vault module into out with the Go toolchain (cached by the go command),
 // from the module this command runs in.
-func buildWasm(out string, logger *slog.Logger) (string, error) {
+func BuildWasm(out string, logger *slog.Logger) (string, error) {
 	abs, err := filepath.Abs(out)
 	if err != nil {
 		return "", err

@@ -1,8 +1,9 @@
-package main
+package demo
 
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -26,15 +27,28 @@ type auditEvent struct {
 	Line string `json:"line"`
 }
 
-func newAuditLog(max int) *auditLog {
+func newAuditLog(max int, quiet bool) *auditLog {
 	buf := &bytes.Buffer{}
 	ring := []auditEvent{}
 	var seq uint64
+	var out io.Writer = os.Stderr
+	if quiet {
+		out = io.Discard
+	}
 	return &auditLog{
 		mu: &sync.Mutex{}, ring: &ring, seq: &seq, max: max, buf: buf,
-		json:  slog.NewJSONHandler(os.Stderr, nil),
+		json:  slog.NewJSONHandler(out, nil),
 		lines: slog.NewJSONHandler(buf, nil),
 	}
+}
+
+// Events returns the audit lines recorded so far (tests read them).
+func (a *app) Events() []string {
+	var out []string
+	for _, e := range a.audit.since(0) {
+		out = append(out, e.Line)
+	}
+	return out
 }
 
 func (a *auditLog) Enabled(ctx context.Context, l slog.Level) bool { return a.json.Enabled(ctx, l) }
