@@ -6,9 +6,9 @@ import "embed"
 
 // Files holds the browser modules at its root.
 //
-//go:embed worker.js client.js router.js abi.js wasi.js index.d.ts
+//go:embed worker.js client.js router.js events.js abi.js wasi.js index.d.ts
 var Files embed.FS
 
 // Modules lists the JavaScript modules a page and its vault worker load, served under the
 // session prefix (for example /sv/worker.js).
-var Modules = []string{"worker.js", "client.js", "router.js", "abi.js", "wasi.js"}
+var Modules = []string{"worker.js", "client.js", "router.js", "events.js", "abi.js", "wasi.js"}

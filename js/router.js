@@ -4,6 +4,7 @@
 // the module cannot return them, and this file never asks.
 
 import { OP, STATES, VaultError, num, str } from "./abi.js";
+import { EventChannel } from "./events.js";
 
 export const LIMITS = Object.freeze({
   maxBody: 4 << 20, // bytes of a request body from the page
@@ -58,7 +59,7 @@ export class Router {
    * @param {(msg: any, transfer?: Transferable[]) => void} o.post   posts to the page
    * @param {string} o.origin  the worker's own origin
    * @param {() => number} [o.now]
-   * @param {(socket: {keyid: string}) => void} [o.onActive]  called when a lane becomes active
+   * @param {typeof WebSocket | null} [o.WebSocket]  the event channel's socket; null disables it
    */
   constructor(o) {
     this.vault = o.instance;
@@ -71,6 +72,32 @@ export class Router {
     this.last = this.now();
     this.rotating = null;
     this.rekeying = null;
+    this.WebSocket = o.WebSocket === undefined ? globalThis.WebSocket : o.WebSocket;
+    this.channel = null;
+  }
+
+  /** Starts (or restarts) the event channel of the active lane. */
+  startChannel() {
+    this.stopChannel();
+    if (!this.WebSocket) return;
+    const url = new URL(this.endpoint("events"));
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    this.channel = new EventChannel({
+      url: url.href,
+      vault: this.vault,
+      WebSocket: this.WebSocket,
+      emit: (name, detail) => {
+        if (name === "revoked" || name === "expired") this.channel = null;
+        if (name !== "channel") this.emit(name, detail);
+      },
+      rotate: () => this.rotate().catch(() => {}),
+    });
+    this.channel.start();
+  }
+
+  stopChannel() {
+    if (this.channel) this.channel.stop();
+    this.channel = null;
   }
 
   /** Handles one message from the page and posts exactly one reply for it. */
@@ -89,6 +116,11 @@ export class Router {
     } catch (e) {
       const code = e instanceof VaultError ? e.code : "internal";
       const message = e instanceof VaultError ? e.message : "unexpected failure";
+      if (code === "fatal" && !this.fatal) {
+        this.fatal = true;
+        this.stopChannel();
+        this.emit("fatal", { reason: "trap" });
+      }
       this.post({ id, ok: false, error: { code, message } });
     }
   }
@@ -167,6 +199,7 @@ export class Router {
     });
     const reply = await this.json(res);
     this.finish(reply);
+    this.startChannel();
     this.emit("active", { expires: reply.expires });
     return this.status();
   }
@@ -272,6 +305,7 @@ export class Router {
   react(res) {
     const err = res.headers.get("Sv-Error");
     if (err && END_REASONS.has(err)) {
+      this.stopChannel();
       this.vault.call(OP.wipe);
       this.emit(err === "expired" ? "expired" : "revoked", { reason: err });
       return;
@@ -325,6 +359,7 @@ export class Router {
           const h = new Headers({ "Content-Type": "application/json" });
           const reply = await this.json(await this.send("POST", url, h, body));
           this.finish(reply);
+          this.startChannel();
           this.emit("rekeyed", {});
         } finally {
           this.rekeying = null;
@@ -345,6 +380,7 @@ export class Router {
         // session whose logout did not arrive.
       }
     }
+    this.stopChannel();
     this.vault.call(OP.wipe);
     st = this.status();
     this.emit("revoked", { reason: "logout" });

@@ -58,7 +58,7 @@ async function setup() {
   const srv = fakeServer();
   const posted = [];
   let now = 0;
-  const router = new Router({ instance: await newInstance(), fetch: srv.fetch, post: (m) => posted.push(m), origin: ORIGIN, now: () => now });
+  const router = new Router({ instance: await newInstance(), fetch: srv.fetch, post: (m) => posted.push(m), origin: ORIGIN, now: () => now, WebSocket: null });
   const send = async (msg) => {
     const before = posted.length;
     await router.onMessage(msg);
