@@ -87,8 +87,11 @@ type Lane struct {
 	ID        protocol.LaneID
 	SessionID []byte
 	Epoch     uint32
-	Key       []byte    // sealed K(Epoch)
-	PrevKey   []byte    // sealed K(Epoch-1) during the grace window, else nil
+	Key       []byte // sealed K(Epoch)
+	// PrevKey is the sealed K(Epoch-1) of the last rotation, nil at epoch 0. It is accepted until
+	// PrevUntil (the grace window) and kept after it, until the next rotation, so that a late
+	// use of it can be verified and detected as reuse.
+	PrevKey   []byte
 	PrevUntil time.Time // end of the grace window
 	RotatedAt time.Time // when Epoch began (login time for epoch 0)
 	// RotateClientPub and RotateReply remember the last rotation (client public key; server

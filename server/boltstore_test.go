@@ -1,0 +1,82 @@
+package server_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/server"
+	"github.com/sessionvault/sessionvault/server/boltstore"
+)
+
+func openBolt(t *testing.T, path string) *boltstore.Store {
+	t.Helper()
+	st, err := boltstore.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestDurableStoreRestart runs a session across a restart of the server on boltstore: the
+// session survives with a configured StoreKey, a request signed before the restart is refused
+// (the store's replay floor), the file holds no key, and a server without the StoreKey cannot
+// use the sessions.
+func TestDurableStoreRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sv.db")
+	st := openBolt(t, path)
+	e := newEnv(t, func(c *server.Config) { c.Store = st })
+	e.clock.Add(2 * time.Second) // after the store's replay floor
+	c := e.newClient()
+	c.login("alice")
+	wantOK(t, c.get("/api/me"))
+	wantOK(t, c.rotate())
+	wantOK(t, c.get("/api/me"))
+	// Signed before the restart (on the real clock, so before the next process's start), never
+	// sent.
+	e.clock.t = time.Now()
+	captured := c.sign("GET", "/api/me", nil)
+	raw := c.rawLogin("bob")
+	e.mgr.Close()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The file alone: no key material of bob's lane in it.
+	file, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, ek := protocol.SignKey(&raw.key), protocol.EventKey(&raw.key)
+	if l := leaks(string(file), map[string][]byte{"K0": raw.key[:], "sign": sk[:], "event": ek[:]}); len(l) > 0 {
+		t.Fatalf("key material in the store file: %v", l)
+	}
+	if !bytes.Contains(file, raw.lane[:]) {
+		t.Fatal("positive control: the lane ID is not in the file")
+	}
+
+	st2 := openBolt(t, path)
+	defer st2.Close()
+	e2 := newEnv(t, func(c *server.Config) { c.Store = st2 })
+	e.clock.t = time.Now().Add(2 * time.Second)
+	e2.clock.t = e.clock.Now()
+	c2 := e2.newClient()
+	c2.v = c.v
+	wantRefused(t, e2.serve(captured), 401, "expired_signature")
+	wantOK(t, c2.get("/api/me"))
+	wantOK(t, c2.rotate())
+	wantOK(t, c2.get("/api/me"))
+
+	// Without the StoreKey (a random per-process key), the stored keys are useless.
+	e3 := newEnv(t, func(c *server.Config) { c.Store = st2; c.StoreKey = nil })
+	e3.clock.t = e.clock.Now()
+	c3 := e3.newClient()
+	raw.seq = 100
+	wantRefused(t, e3.serve(c3.signRaw(raw, "GET", "/api/me", nil)), 401, "unknown_session")
+	if len(e3.logs.events("internal_error")) != 1 {
+		t.Errorf("no unseal_failed event: %s", e3.logs)
+	}
+}

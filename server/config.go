@@ -1,0 +1,155 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+)
+
+// Config configures a [Manager]. Every field's zero value is the safe default; only Store is
+// required (and Authenticator to serve login). A Config is copied by [New]; changing it afterwards
+// has no effect.
+type Config struct {
+	// Store keeps sessions, lanes and replay windows. Required.
+	Store Store
+
+	// StoreKey is the 32-byte server key that seals lane keys at rest (AES-256-GCM, bound to the
+	// lane ID and epoch), so that a copy of the store alone yields no usable key. Keep it out of
+	// the store's backups. If nil, a random key is made for this process: sealed keys then die
+	// with the process, which is right for an in-memory store and wrong for a durable one (after a
+	// restart every session would be refused with unknown_session): give a durable store a
+	// configured key.
+	StoreKey []byte
+
+	// Authenticator checks login credentials. If nil, the login endpoint is not served (404): a
+	// node that only verifies requests needs none.
+	Authenticator Authenticator
+
+	// Prefix is the path under which [Manager.Handler] serves its endpoints; it must start and
+	// end with "/". If zero, "/sv/".
+	Prefix string
+
+	// IdleTimeout ends a session after this long without a verified request. If zero, 30
+	// minutes. The last-seen time is written at most every IdleTimeout/20, so a session may end
+	// up to 5% early; it never ends late.
+	IdleTimeout time.Duration
+	// AbsoluteTimeout ends a session this long after login, whatever happens in between:
+	// rotation and re-key never extend it. If zero, 12 hours.
+	AbsoluteTimeout time.Duration
+	// RotateEvery is the age of a lane's key after which responses ask the worker to rotate
+	// (header Sv-Action: rotate). If zero, 10 minutes.
+	RotateEvery time.Duration
+	// RotateGrace is how long the previous epoch's key stays valid after a rotation, for requests
+	// in flight. A later use of it revokes the session (reuse_detected). If zero, 30 seconds.
+	RotateGrace time.Duration
+
+	// MaxSessionsPerUser bounds a user's concurrent sessions; a login past the bound ends the
+	// user's oldest sessions (reason limit_evicted). If zero, 10; if negative, no bound.
+	MaxSessionsPerUser int
+
+	// Window is the accepted age and future skew of a signature's created time. If zero,
+	// protocol.DefaultMaxAge (60 s) and protocol.DefaultSkew (5 s).
+	Window protocol.Window
+
+	// MaxBody bounds the body of a signed request (it is read in full and digested before the
+	// handler runs) and of a login request. If zero, 1 MiB.
+	MaxBody int64
+
+	// BindUserAgent, if true, binds a session to a hash of the User-Agent it logged in with: a
+	// validly signed request from another User-Agent is refused (user_agent_mismatch) and ends
+	// the session, since the key is then used outside its browser. If false (zero), no binding.
+	BindUserAgent bool
+
+	// Logger receives the audit events (see the package documentation). If nil, JSON lines to
+	// standard error: audit events are security records and are not dropped by default. Pass
+	// slog.New(slog.DiscardHandler) to drop them.
+	Logger *slog.Logger
+
+	// ThrottleThreshold is how many refused requests (bad or malformed signatures, unknown
+	// sessions, replays, failed logins) one client address may cause within ThrottleWindow before
+	// every request from it is answered 429 for the rest of the window. If zero, 30; if negative,
+	// no throttling.
+	ThrottleThreshold int
+	// ThrottleWindow is the counting window of ThrottleThreshold. If zero, one minute.
+	ThrottleWindow time.Duration
+
+	// ClientAddr names the client of a request for throttling and audit. If nil, the host part of
+	// r.RemoteAddr. Behind a reverse proxy, set it to read the proxy's header, and only trust
+	// that header from the proxy. IPv6 addresses are counted per /64.
+	ClientAddr func(r *http.Request) string
+
+	// Now is the clock. If nil, time.Now.
+	Now func() time.Time
+	// Rand is the source of session IDs, lane IDs, ephemeral keys and nonces. If nil,
+	// crypto/rand.Reader. Only tests should set it.
+	Rand io.Reader
+}
+
+// Defaults of [Config].
+const (
+	DefaultPrefix             = "/sv/"
+	DefaultIdleTimeout        = 30 * time.Minute
+	DefaultAbsoluteTimeout    = 12 * time.Hour
+	DefaultRotateEvery        = 10 * time.Minute
+	DefaultRotateGrace        = 30 * time.Second
+	DefaultMaxSessionsPerUser = 10
+	DefaultMaxBody            = 1 << 20
+	DefaultThrottleThreshold  = 30
+	DefaultThrottleWindow     = time.Minute
+)
+
+// Authenticator checks the credentials of a login. The application implements it; credentials
+// is the raw JSON value the worker sent under "credentials" (its shape is the application's).
+//
+// It returns the user's ID (non-empty) and the claims the session carries (roles and the like;
+// [FromContext] hands them to handlers). It returns an error wrapping [ErrBadCredentials] for
+// wrong credentials (401 bad_credentials, counted for throttling); any other error answers 503.
+// Authenticate must be safe for concurrent use. The server never logs credentials.
+type Authenticator interface {
+	Authenticate(ctx context.Context, r *http.Request, credentials json.RawMessage) (userID string, claims map[string]string, err error)
+}
+
+// AuthenticatorFunc adapts a function to [Authenticator].
+type AuthenticatorFunc func(ctx context.Context, r *http.Request, credentials json.RawMessage) (string, map[string]string, error)
+
+// Authenticate calls f.
+func (f AuthenticatorFunc) Authenticate(ctx context.Context, r *http.Request, credentials json.RawMessage) (string, map[string]string, error) {
+	return f(ctx, r, credentials)
+}
+
+// Errors of the package (besides the Store errors in store.go).
+var (
+	// ErrBadCredentials is what an [Authenticator] returns (or wraps) for wrong credentials.
+	ErrBadCredentials = errors.New("server: bad credentials")
+	// ErrNoSession: [Manager.RequireRekey] was called outside a request verified by
+	// [Manager.Require].
+	ErrNoSession = errors.New("server: no verified session in the request")
+	// ErrConfig is wrapped by every error of [New] about the Config.
+	ErrConfig = errors.New("server: bad config")
+)
+
+func configError(msg string) error { return &wrapError{msg: "server: config: " + msg, err: ErrConfig} }
+
+type wrapError struct {
+	msg string
+	err error
+}
+
+func (e *wrapError) Error() string { return e.msg }
+func (e *wrapError) Unwrap() error { return e.err }
+
+// defaultClientAddr is the host of r.RemoteAddr.
+func defaultClientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,444 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"maps"
+	"mime"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+)
+
+// handshakeReply is the reply of login and rekey (PROTOCOL.md section 3.1).
+type handshakeReply struct {
+	Lane        string `json:"lane"`
+	Pub         string `json:"pub"`
+	Confirm     string `json:"confirm"`
+	Epoch       uint32 `json:"epoch"`
+	ServerTime  int64  `json:"serverTime"`
+	Expires     int64  `json:"expires"`
+	IdleTimeout int64  `json:"idleTimeout"`
+	RotateEvery int64  `json:"rotateEvery"`
+}
+
+// rotateReply is the reply of rotate (PROTOCOL.md section 3.3).
+type rotateReply struct {
+	Pub     string `json:"pub"`
+	Epoch   uint32 `json:"epoch"`
+	Confirm string `json:"confirm"`
+}
+
+type loginRequest struct {
+	Pub         string          `json:"pub"`
+	Credentials json.RawMessage `json:"credentials"`
+}
+
+type pubRequest struct {
+	Pub string `json:"pub"`
+}
+
+var b64 = base64.RawURLEncoding
+
+func decodePub(s string) ([protocol.PublicKeySize]byte, bool) {
+	var p [protocol.PublicKeySize]byte
+	if len(s) != b64.EncodedLen(protocol.PublicKeySize) {
+		return p, false
+	}
+	n, err := b64.Strict().Decode(p[:], []byte(s))
+	return p, err == nil && n == protocol.PublicKeySize
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Cache-Control"] = []string{"no-store"}
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	b, _ := json.Marshal(v)
+	w.WriteHeader(http.StatusOK)
+	w.Write(append(b, '\n'))
+}
+
+// login: POST {prefix}login {"pub", "credentials"}.
+func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	now := m.now()
+	client := m.clientAddr(r)
+	if m.limiter.Blocked(client, now) {
+		m.refuse(w, reasonRateLimited)
+		return
+	}
+	m.maybeSweep(now)
+	// Login CSRF: a cross-site page must not be able to post a login (it would plant a session,
+	// and evict the user's oldest ones). Fetch metadata says so where browsers send it; the JSON
+	// content type forces a CORS preflight where they do not.
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		m.audit(ctx, slog.LevelWarn, auditRec{event: evLoginFailed, client: client, reason: reasonCrossSite})
+		m.refuse(w, reasonCrossSite)
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		m.refuse(w, reasonUnsupported)
+		return
+	}
+	if r.ContentLength > m.maxBody {
+		m.refuse(w, reasonTooLarge)
+		return
+	}
+	body, err := readBody(r, m.maxBody)
+	if err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			m.refuse(w, reasonTooLarge)
+		} else {
+			m.refuse(w, reasonBadRequest)
+		}
+		return
+	}
+	defer clear(body) // the credentials
+	var req loginRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		m.refuse(w, reasonBadRequest)
+		return
+	}
+	defer clear(req.Credentials)
+	clientPub, ok := decodePub(req.Pub)
+	if !ok {
+		m.refuse(w, reasonBadRequest)
+		return
+	}
+
+	userID, claims, err := m.authenticate(ctx, r, req.Credentials)
+	switch {
+	case errors.Is(err, ErrBadCredentials):
+		// The Authenticator's message is not logged: it may quote what was typed.
+		m.refused(ctx, w, auditRec{event: evLoginFailed, client: client, reason: reasonBadCredentials})
+		return
+	case err != nil:
+		m.audit(ctx, slog.LevelError, auditRec{event: evInternal, client: client, reason: "authenticator", cause: err})
+		m.refuse(w, reasonUnavailable)
+		return
+	case userID == "":
+		m.audit(ctx, slog.LevelError, auditRec{event: evInternal, client: client, reason: "authenticator returned an empty user ID"})
+		m.refuse(w, reasonUnavailable)
+		return
+	}
+
+	var ua []byte
+	if m.bindUA {
+		h := sha256.Sum256([]byte(r.UserAgent()))
+		ua = h[:]
+	}
+	sess, lane, reply, reason, err := m.issue(ctx, protocol.HandshakeLogin, clientPub, userID, maps.Clone(claims), now, now.Add(m.absolute), ua, now)
+	if err != nil {
+		m.audit(ctx, slog.LevelError, auditRec{event: evStoreError, user: userID, client: client, reason: "login", cause: err})
+		m.refuse(w, reason)
+		return
+	}
+	rec := auditRec{event: evCreated, handle: protocol.SessionHandle(sess.ID), user: userID, lane: lane.ID.String(), client: client}
+	m.audit(ctx, slog.LevelInfo, rec)
+	m.enforceLimit(ctx, userID, sess.ID, client)
+	writeJSON(w, reply)
+}
+
+// authenticate calls the Authenticator, turning a panic into an error.
+func (m *Manager) authenticate(ctx context.Context, r *http.Request, cred json.RawMessage) (user string, claims map[string]string, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			user, claims, err = "", nil, errors.New("server: authenticator panicked")
+		}
+	}()
+	if len(cred) == 0 {
+		cred = json.RawMessage("null")
+	}
+	return m.auth.Authenticate(ctx, r, cred)
+}
+
+// issue runs the server side of a login or re-key key agreement (kind) and stores a new session
+// with its first lane.
+// On failure it returns the refusal reason and the cause.
+func (m *Manager) issue(ctx context.Context, kind int, clientPub [protocol.PublicKeySize]byte, userID string, claims map[string]string,
+	created, expires time.Time, ua []byte, now time.Time) (*Session, *Lane, *handshakeReply, string, error) {
+	id := make([]byte, 32)
+	var laneID protocol.LaneID
+	if _, err := io.ReadFull(m.rand, id); err != nil {
+		return nil, nil, nil, reasonUnavailable, err
+	}
+	if _, err := io.ReadFull(m.rand, laneID[:]); err != nil {
+		return nil, nil, nil, reasonUnavailable, err
+	}
+	eph, err := protocol.NewEphemeral(m.rand)
+	if err != nil {
+		return nil, nil, nil, reasonUnavailable, err
+	}
+	serverPub := eph.Public()
+	tr := protocol.HandshakeTranscript(kind, clientPub, serverPub, laneID, nil)
+	k, err := protocol.Handshake(eph, clientPub, tr, laneID)
+	if err != nil {
+		return nil, nil, nil, reasonBadRequest, err // a low-order or invalid public key
+	}
+	defer k.Wipe()
+	confirm := protocol.Confirm(&k, tr)
+	sealed, err := m.seal.seal(&k, laneID, 0)
+	if err != nil {
+		return nil, nil, nil, reasonUnavailable, err
+	}
+	sess := &Session{ID: id, UserID: userID, Claims: claims, Created: created, Expires: expires, LastSeen: now, UserAgent: ua}
+	lane := &Lane{ID: laneID, SessionID: id, Epoch: 0, Key: sealed, RotatedAt: now}
+	if err := m.store.Create(ctx, sess, lane); err != nil {
+		if errors.Is(err, ErrExists) {
+			return nil, nil, nil, reasonUnavailable, errors.New("server: session or lane ID collision: is the random source broken?")
+		}
+		return nil, nil, nil, reasonStoreDown, err
+	}
+	return sess, lane, &handshakeReply{
+		Lane:        laneID.String(),
+		Pub:         b64.EncodeToString(serverPub[:]),
+		Confirm:     b64.EncodeToString(confirm[:]),
+		Epoch:       0,
+		ServerTime:  now.UnixMilli(),
+		Expires:     expires.UnixMilli(),
+		IdleTimeout: int64(m.idle / time.Second),
+		RotateEvery: int64(m.rotateEvery / time.Second),
+	}, "", nil
+}
+
+// enforceLimit ends the user's oldest sessions past MaxSessionsPerUser, never keep. A store
+// failure is logged: the login stands and the next one enforces the limit.
+func (m *Manager) enforceLimit(ctx context.Context, userID string, keep []byte, client string) {
+	if m.maxSessions < 0 {
+		return
+	}
+	list, err := m.store.UserSessions(ctx, userID)
+	if err != nil {
+		m.audit(ctx, slog.LevelError, auditRec{event: evStoreError, user: userID, client: client, reason: "session limit", cause: err})
+		return
+	}
+	excess := len(list) - m.maxSessions
+	if excess <= 0 {
+		return
+	}
+	slices.SortStableFunc(list, func(a, b *Session) int { return a.Created.Compare(b.Created) })
+	for _, s := range list {
+		if excess == 0 {
+			break
+		}
+		if bytes.Equal(s.ID, keep) {
+			continue
+		}
+		m.end(ctx, s, goneLimit, evLimitEvicted, auditRec{client: client})
+		excess--
+	}
+}
+
+// logout: signed POST {prefix}logout.
+func (m *Manager) logout(w http.ResponseWriter, r *http.Request) {
+	st, ok := m.verifyRequest(w, r, false)
+	if !ok {
+		return
+	}
+	if err := m.end(r.Context(), st.sess, goneLogout, evLogout, m.recOf(st)); err != nil {
+		m.refuse(w, reasonStoreDown)
+		return
+	}
+	writeJSON(w, struct {
+		OK bool `json:"ok"`
+	}{true})
+}
+
+func (m *Manager) recOf(st *reqState) auditRec {
+	return auditRec{handle: st.info.Handle, user: st.sess.UserID, lane: st.info.Lane, client: st.client}
+}
+
+func parsePub(body []byte) ([protocol.PublicKeySize]byte, bool) {
+	var req pubRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return [protocol.PublicKeySize]byte{}, false
+	}
+	return decodePub(req.Pub)
+}
+
+// rotate: signed POST {prefix}rotate {"pub"} (PROTOCOL.md section 3.3).
+func (m *Manager) rotate(w http.ResponseWriter, r *http.Request) {
+	st, ok := m.verifyRequest(w, r, true)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	rec := m.recOf(st)
+	clientPub, ok := parsePub(st.body)
+	if !ok {
+		if st.late {
+			m.reuseDetected(ctx, w, st.sess, rec, "previous epoch used after the grace window")
+			return
+		}
+		m.refuse(w, reasonBadRequest)
+		return
+	}
+	lane := st.lane
+	for range 4 {
+		switch {
+		case st.keyID.Epoch+1 == lane.Epoch:
+			// Signed under the previous epoch: this lane already rotated. The same request
+			// again (the worker retries with the same public key until it gets a reply) gets
+			// the same answer, even after the grace window: it tells a key holder nothing new.
+			// A different one is a second rotation of one epoch: two holders of the key.
+			if len(lane.RotateReply) == 2*protocol.PublicKeySize && subtle.ConstantTimeCompare(lane.RotateClientPub, clientPub[:]) == 1 {
+				writeJSON(w, rotateReply{
+					Pub:     b64.EncodeToString(lane.RotateReply[:protocol.PublicKeySize]),
+					Epoch:   lane.Epoch,
+					Confirm: b64.EncodeToString(lane.RotateReply[protocol.PublicKeySize:]),
+				})
+				return
+			}
+			m.reuseDetected(ctx, w, st.sess, rec, "second rotation of one epoch")
+			return
+		case st.keyID.Epoch == lane.Epoch:
+			reply, next, err := m.ratchet(lane, clientPub)
+			if err != nil {
+				if errors.Is(err, protocol.ErrKeyAgreement) {
+					m.refuse(w, reasonBadRequest)
+					return
+				}
+				rec.event, rec.reason, rec.cause = evInternal, "rotate", err
+				m.audit(ctx, slog.LevelError, rec)
+				m.refuse(w, reasonUnavailable)
+				return
+			}
+			err = m.store.UpdateLane(ctx, next, lane.Epoch)
+			switch {
+			case err == nil:
+				rec.event, rec.extra = evRotated, []slog.Attr{slog.Uint64("epoch", uint64(next.Epoch))}
+				m.audit(ctx, slog.LevelInfo, rec)
+				writeJSON(w, reply)
+				return
+			case errors.Is(err, ErrConflict):
+				// Another rotation of this lane won: look again.
+				l, _, err := m.store.Lane(ctx, lane.ID)
+				if err != nil || l == nil {
+					if err != nil && !errors.Is(err, ErrNotFound) {
+						m.storeError(ctx, w, rec, err)
+						return
+					}
+					m.refuse(w, goneReason(err))
+					return
+				}
+				lane = l
+				continue
+			case errors.Is(err, ErrNotFound):
+				m.refuse(w, goneReason(err))
+				return
+			default:
+				m.storeError(ctx, w, rec, err)
+				return
+			}
+		default:
+			// The lane moved on more than one epoch past this (verified) key.
+			m.reuseDetected(ctx, w, st.sess, rec, "key of an old epoch used during rotation")
+			return
+		}
+	}
+	m.storeError(ctx, w, rec, errors.New("server: rotation kept conflicting"))
+}
+
+// ratchet computes the lane's next epoch from its current key and the worker's public key.
+func (m *Manager) ratchet(lane *Lane, clientPub [protocol.PublicKeySize]byte) (*rotateReply, *Lane, error) {
+	if lane.Epoch == ^uint32(0) {
+		return nil, nil, errors.New("server: epoch space exhausted")
+	}
+	var k protocol.Key
+	if err := m.seal.open(&k, lane.Key, lane.ID, lane.Epoch); err != nil {
+		return nil, nil, err
+	}
+	defer k.Wipe()
+	eph, err := protocol.NewEphemeral(m.rand)
+	if err != nil {
+		return nil, nil, err
+	}
+	serverPub := eph.Public()
+	epoch := lane.Epoch + 1
+	tr := protocol.RotateTranscript(lane.ID, epoch, clientPub, serverPub)
+	k1, err := protocol.Ratchet(&k, eph, clientPub, tr, lane.ID, epoch)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer k1.Wipe()
+	confirm := protocol.Confirm(&k1, tr)
+	sealed, err := m.seal.seal(&k1, lane.ID, epoch)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := m.now()
+	next := *lane
+	next.Epoch = epoch
+	next.Key = sealed
+	next.PrevKey = lane.Key // sealed for (lane, epoch-1): it stays bound to its epoch
+	next.PrevUntil = now.Add(m.grace)
+	next.RotatedAt = now
+	next.RotateClientPub = append([]byte(nil), clientPub[:]...)
+	next.RotateReply = append(append(make([]byte, 0, 2*protocol.PublicKeySize), serverPub[:]...), confirm[:]...)
+	return &rotateReply{Pub: b64.EncodeToString(serverPub[:]), Epoch: epoch, Confirm: b64.EncodeToString(confirm[:])}, &next, nil
+}
+
+// rekey: signed POST {prefix}rekey {"pub"}: a new session (new ID, new lane, fresh key
+// agreement) replaces the old one, with the pending claims of [Manager.RequireRekey] and the old
+// login time and deadline.
+func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
+	st, ok := m.verifyRequest(w, r, false)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	now := m.now()
+	rec := m.recOf(st)
+	clientPub, ok := parsePub(st.body)
+	if !ok {
+		m.refuse(w, reasonBadRequest)
+		return
+	}
+	old := st.sess
+	claims, elevated := m.pending.get(old.ID, now)
+	if !elevated {
+		claims = old.Claims
+	}
+	sess, lane, reply, reason, err := m.issue(ctx, protocol.HandshakeRekey, clientPub, old.UserID, claims, old.Created, old.Expires, old.UserAgent, now)
+	if err != nil {
+		rec.event, rec.reason, rec.cause = evStoreError, "rekey", err
+		m.audit(ctx, slog.LevelError, rec)
+		m.refuse(w, reason)
+		return
+	}
+	// Delete the old session; the request that removes its lanes wins a concurrent re-key.
+	lanes, err := m.store.Delete(ctx, old.ID, goneRekeyed)
+	if err != nil || len(lanes) == 0 {
+		if _, err2 := m.store.Delete(ctx, sess.ID, goneRekeyed); err2 != nil {
+			m.audit(ctx, slog.LevelError, auditRec{event: evStoreError, handle: protocol.SessionHandle(sess.ID), reason: "rekey cleanup", cause: err2})
+		}
+		if err != nil {
+			m.storeError(ctx, w, rec, err)
+			return
+		}
+		m.refuse(w, reasonRekeyed)
+		return
+	}
+	m.verifiers.drop(lanes...)
+	m.pending.drop(old.ID)
+	rec.event, rec.reason = evRekeyed, "privilege change"
+	if !elevated {
+		rec.reason = "renewal"
+	}
+	rec.extra = []slog.Attr{slog.String("new_handle", protocol.SessionHandle(sess.ID)), slog.String("new_lane", lane.ID.String())}
+	m.audit(ctx, slog.LevelInfo, rec)
+	writeJSON(w, reply)
+}

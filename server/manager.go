@@ -1,0 +1,239 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/server/internal/throttle"
+)
+
+// Manager issues, verifies, rotates, re-keys and revokes sessions. Make one with [New]; it is
+// safe for concurrent use. Mount [Manager.Handler] under Config.Prefix and wrap the protected
+// handlers in [Manager.Require].
+type Manager struct {
+	store      Store
+	floor      ReplayFloor // nil if the store has none
+	sweeper    Sweeper     // nil if the store has none
+	auth       Authenticator
+	seal       *sealer
+	log        *slog.Logger
+	now        func() time.Time
+	rand       io.Reader
+	clientAddr func(*http.Request) string
+
+	prefix                                    string
+	idle, absolute, rotateEvery, grace, touch time.Duration
+	maxSessions                               int
+	window                                    protocol.Window
+	maxBody                                   int64
+	bindUA                                    bool
+	throttleWindow                            time.Duration
+	limiter                                   *throttle.Limiter
+	verifiers                                 verifierCache
+	pending                                   pendingRekeys
+	sweepEvery                                time.Duration
+	lastSweep                                 atomic.Int64 // Unix ns of the last sweep start
+	sweepWG                                   sync.WaitGroup
+	closed                                    atomic.Bool
+}
+
+// maxThrottleEntries bounds the table of per-address refusal counters.
+const maxThrottleEntries = 10_000
+
+// New checks cfg, fills in its defaults and returns a Manager. It fails (wrapping [ErrConfig])
+// when Store is nil, StoreKey is not 32 bytes, Prefix is not a "/.../" path or a duration is
+// negative. It starts no goroutine: expired sessions are swept (when the Store is a [Sweeper])
+// from request handling, at most once a minute, and [Manager.Close] waits for a running sweep.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Store == nil {
+		return nil, configError("Store is required")
+	}
+	m := &Manager{
+		store:       cfg.Store,
+		auth:        cfg.Authenticator,
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		rand:        cfg.Rand,
+		clientAddr:  cfg.ClientAddr,
+		prefix:      cfg.Prefix,
+		idle:        cfg.IdleTimeout,
+		absolute:    cfg.AbsoluteTimeout,
+		rotateEvery: cfg.RotateEvery,
+		grace:       cfg.RotateGrace,
+		maxSessions: cfg.MaxSessionsPerUser,
+		window:      cfg.Window,
+		maxBody:     cfg.MaxBody,
+		bindUA:      cfg.BindUserAgent,
+		sweepEvery:  time.Minute,
+	}
+	for _, d := range []time.Duration{cfg.IdleTimeout, cfg.AbsoluteTimeout, cfg.RotateEvery, cfg.RotateGrace,
+		cfg.ThrottleWindow, cfg.Window.MaxAge, cfg.Window.Skew} {
+		if d < 0 {
+			return nil, configError("durations must not be negative")
+		}
+	}
+	if cfg.MaxBody < 0 {
+		return nil, configError("MaxBody must not be negative")
+	}
+	setDefault(&m.prefix, DefaultPrefix)
+	if !strings.HasPrefix(m.prefix, "/") || !strings.HasSuffix(m.prefix, "/") {
+		return nil, configError("Prefix must start and end with \"/\"")
+	}
+	setDefault(&m.idle, DefaultIdleTimeout)
+	setDefault(&m.absolute, DefaultAbsoluteTimeout)
+	setDefault(&m.rotateEvery, DefaultRotateEvery)
+	setDefault(&m.grace, DefaultRotateGrace)
+	setDefault(&m.maxSessions, DefaultMaxSessionsPerUser)
+	setDefault(&m.maxBody, DefaultMaxBody)
+	m.touch = m.idle / 20
+	if m.log == nil {
+		m.log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.rand == nil {
+		m.rand = rand.Reader
+	}
+	if m.clientAddr == nil {
+		m.clientAddr = defaultClientAddr
+	}
+	threshold, tw := cfg.ThrottleThreshold, cfg.ThrottleWindow
+	setDefault(&threshold, DefaultThrottleThreshold)
+	setDefault(&tw, DefaultThrottleWindow)
+	m.throttleWindow = tw
+	m.limiter = throttle.New(threshold, tw, maxThrottleEntries)
+
+	key := cfg.StoreKey
+	switch len(key) {
+	case 0:
+		key = make([]byte, 32)
+		if _, err := io.ReadFull(rand.Reader, key); err != nil {
+			return nil, err
+		}
+		defer clear(key)
+	case 32:
+	default:
+		return nil, configError("StoreKey must be 32 bytes")
+	}
+	var err error
+	if m.seal, err = newSealer(key, m.rand); err != nil {
+		return nil, err
+	}
+	m.floor, _ = cfg.Store.(ReplayFloor)
+	m.sweeper, _ = cfg.Store.(Sweeper)
+	return m, nil
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// Close stops background work (a running sweep) and waits for it. Requests served afterwards
+// still work, but no sweep starts again. It returns nil.
+func (m *Manager) Close() error {
+	m.closed.Store(true)
+	m.sweepWG.Wait()
+	return nil
+}
+
+// maybeSweep starts a sweep of expired sessions if the store can sweep and none ran for
+// sweepEvery.
+func (m *Manager) maybeSweep(now time.Time) {
+	if m.sweeper == nil || m.closed.Load() {
+		return
+	}
+	last := m.lastSweep.Load()
+	if now.UnixNano()-last < int64(m.sweepEvery) || !m.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	m.sweepWG.Add(1)
+	go func() {
+		defer m.sweepWG.Done()
+		defer func() {
+			if p := recover(); p != nil {
+				m.audit(context.Background(), slog.LevelError, auditRec{event: evInternal, reason: "sweep panicked"})
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		n, err := m.sweeper.Sweep(ctx, now)
+		if err != nil {
+			m.audit(ctx, slog.LevelError, auditRec{event: evStoreError, reason: "sweep", cause: err})
+			return
+		}
+		if n > 0 {
+			m.log.LogAttrs(ctx, slog.LevelDebug, "sessionvault", slog.String("event", "swept"), slog.Int("sessions", n))
+		}
+	}()
+}
+
+// Handler returns the handler of the session endpoints, all POST, under Config.Prefix:
+//
+//	{prefix}login   JSON {"pub", "credentials"}: authenticate, key agreement, new session
+//	{prefix}logout  signed: end the session
+//	{prefix}rotate  signed, JSON {"pub"}: next epoch of the lane's key
+//	{prefix}rekey   signed, JSON {"pub"}: new session ID and lane, after [Manager.RequireRekey]
+//
+// Mount it on the prefix: mux.Handle("/sv/", m.Handler()). Other paths under the prefix answer
+// 404 not_found (join and events come in later protocol versions).
+func (m *Manager) Handler() http.Handler {
+	return http.HandlerFunc(m.serveEndpoint)
+}
+
+func (m *Manager) serveEndpoint(w http.ResponseWriter, r *http.Request) {
+	defer m.recoverTo(w, r)
+	name, ok := strings.CutPrefix(r.URL.Path, m.prefix)
+	if !ok {
+		m.refuse(w, reasonNotFound)
+		return
+	}
+	var h func(http.ResponseWriter, *http.Request)
+	switch name {
+	case "login":
+		if m.auth != nil {
+			h = m.login
+		}
+	case "logout":
+		h = m.logout
+	case "rotate":
+		h = m.rotate
+	case "rekey":
+		h = m.rekey
+	}
+	if h == nil {
+		m.refuse(w, reasonNotFound)
+		return
+	}
+	if r.Method != http.MethodPost {
+		m.refuse(w, reasonMethod)
+		return
+	}
+	h(w, r)
+}
+
+// recoverTo turns a panic in this package's code (or the Authenticator's) into a logged 503. It
+// is deferred around the package's own work only, never around the application's handler.
+func (m *Manager) recoverTo(w http.ResponseWriter, r *http.Request) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if p == http.ErrAbortHandler {
+		panic(p)
+	}
+	m.audit(r.Context(), slog.LevelError, auditRec{event: evInternal, client: m.clientAddr(r), reason: "panic"})
+	m.refuse(w, reasonUnavailable)
+}

@@ -1,0 +1,522 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/server/internal/fastsig"
+)
+
+// Info is the verified session of a request, as [FromContext] returns it.
+type Info struct {
+	UserID string
+	// Handle names the session in logs and admin calls ([Manager.Revoke]); it is a hash, not
+	// the session ID, which never leaves the server.
+	Handle string
+	// Lane is the public ID (base64url) of the worker's lane that signed the request.
+	Lane string
+	// Epoch is the key epoch the request was signed under.
+	Epoch uint32
+	// Claims are the claims of the session, from the Authenticator or the last re-key. Read only.
+	Claims map[string]string
+}
+
+type ctxKey struct{}
+
+// reqState is a verified request: what Require puts in the context, and what the signed
+// endpoints work with.
+type reqState struct {
+	// The request's context, extended with this state under ctxKey: one allocation instead of
+	// the state plus a context.WithValue.
+	context.Context
+
+	info    Info
+	sess    *Session
+	lane    *Lane
+	keyID   protocol.KeyID
+	late    bool // signed under the previous epoch after its grace window
+	body    []byte
+	client  string
+	hasBody bool
+	now     time.Time // when verification began
+}
+
+// Value returns st for ctxKey, else the parent context's value.
+func (st *reqState) Value(key any) any {
+	if _, ok := key.(ctxKey); ok {
+		return st
+	}
+	return st.Context.Value(key)
+}
+
+// FromContext returns the session of a request verified by [Manager.Require].
+func FromContext(ctx context.Context) (Info, bool) {
+	st, ok := ctx.Value(ctxKey{}).(*reqState)
+	if !ok {
+		return Info{}, false
+	}
+	return st.info, true
+}
+
+// Header size bounds. Our own Signature-Input is about 200 bytes and Signature 50; the bounds
+// leave room for other labels (which are ignored) without letting a request make us parse
+// kilobytes of structured fields.
+const (
+	maxSigInputLen = 4096
+	maxSigLen      = 1024
+	maxDigestLen   = 1024
+)
+
+// Require returns middleware that lets through only requests signed by a live lane, per
+// PROTOCOL.md section 4.3, and puts the session in the request context ([FromContext]). next
+// receives the body as verified (read in full, up to Config.MaxBody, and checked against its
+// Content-Digest); a refused request never reaches next. Successful responses may carry
+// Sv-Action: rotate (the lane's key is older than Config.RotateEvery) or Sv-Action: rekey
+// (after [Manager.RequireRekey]).
+func (m *Manager) Require(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st, ok := m.verifyRequest(w, r, false)
+		if !ok {
+			return
+		}
+		m.hints(w, st)
+		r2 := r.WithContext(st)
+		if st.hasBody {
+			r2.Body = &verifiedBody{Reader: bytes.NewReader(st.body)}
+			r2.ContentLength = int64(len(st.body))
+		} else {
+			r2.Body = http.NoBody
+			r2.ContentLength = 0
+		}
+		r2.GetBody = nil
+		next.ServeHTTP(w, r2)
+	})
+}
+
+type verifiedBody struct{ *bytes.Reader }
+
+func (verifiedBody) Close() error { return nil }
+
+// hints sets Sv-Action on a successful response.
+func (m *Manager) hints(w http.ResponseWriter, st *reqState) {
+	if m.pending.has(st.sess.ID) {
+		w.Header()["Sv-Action"] = []string{"rekey"}
+		return
+	}
+	if st.keyID.Epoch == st.lane.Epoch && st.now.Sub(st.lane.RotatedAt) >= m.rotateEvery {
+		w.Header()["Sv-Action"] = []string{"rotate"}
+	}
+}
+
+// verifyRequest runs the whole verification and, on failure, writes the refusal and returns
+// false. allowLate lets a request signed under the previous epoch after its grace window through
+// with st.late set (the rotate endpoint decides); otherwise such a request revokes the session.
+func (m *Manager) verifyRequest(w http.ResponseWriter, r *http.Request, allowLate bool) (st *reqState, ok bool) {
+	defer m.recoverTo(w, r)
+	ctx := r.Context()
+	now := m.now()
+	client := m.clientAddr(r)
+	if m.limiter.Blocked(client, now) {
+		m.refuse(w, reasonRateLimited)
+		return nil, false
+	}
+	m.maybeSweep(now)
+
+	// 1. Exactly one line of each field, bounded.
+	sigIn, n1 := r.Header["Signature-Input"]
+	sig, n2 := r.Header["Signature"]
+	if !n1 && !n2 {
+		m.refuse(w, reasonMissing)
+		return nil, false
+	}
+	if len(sigIn) != 1 || len(sig) != 1 {
+		m.refused(ctx, w, auditRec{event: evBadSignature, client: client, reason: reasonMalformed})
+		return nil, false
+	}
+	if len(sigIn[0]) > maxSigInputLen || len(sig[0]) > maxSigLen {
+		m.refused(ctx, w, auditRec{event: evBadSignature, client: client, reason: reasonMalformed})
+		return nil, false
+	}
+	var digest string
+	if d := r.Header["Content-Digest"]; len(d) > 1 || len(d) == 1 && (len(d[0]) > maxDigestLen || d[0] == "") {
+		m.refused(ctx, w, auditRec{event: evBadSignature, client: client, reason: reasonDigestMismatch})
+		return nil, false
+	} else if len(d) == 1 {
+		digest = d[0]
+	}
+
+	// 2. Parse and check the profile: the fast path takes the exact form the worker writes;
+	// anything else goes through the reference parser, which also says what is wrong.
+	var fs fastsig.Signed
+	var ref *protocol.Signed
+	p := &fs.Params
+	fast := fastsig.Parse(sigIn[0], sig[0], &fs)
+	if !fast {
+		var err error
+		if ref, err = protocol.ParseSigned(sigIn[0], sig[0]); err != nil {
+			reason := reasonMalformed
+			if errors.Is(err, protocol.ErrProfile) {
+				reason = reasonProfile
+			}
+			m.refused(ctx, w, auditRec{event: evBadSignature, client: client, reason: reason, cause: err})
+			return nil, false
+		}
+		p = &ref.Params
+	}
+
+	// 3. Look up the lane.
+	lane, sess, err := m.store.Lane(ctx, p.KeyID.Lane)
+	if err != nil || lane == nil || sess == nil {
+		return nil, m.laneError(ctx, w, err, p.KeyID.Lane, client)
+	}
+	st = &reqState{Context: ctx, sess: sess, lane: lane, keyID: p.KeyID, client: client, hasBody: p.HasBody, now: now}
+	ent := m.verifiers.entry(lane.ID, sess.ID)
+	rec := auditRec{handle: ent.handle, user: sess.UserID, lane: ent.lane, client: client}
+
+	// 4. The HMAC, under the current epoch's key or the previous one's.
+	var sealed []byte
+	switch {
+	case p.KeyID.Epoch == lane.Epoch:
+		sealed = lane.Key
+	case lane.Epoch > 0 && p.KeyID.Epoch == lane.Epoch-1 && lane.PrevKey != nil:
+		sealed = lane.PrevKey
+		st.late = !now.Before(lane.PrevUntil)
+	default:
+		// No key to check it with: an epoch this server never issued, or one too old to keep.
+		rec.event, rec.reason = evBadSignature, "unknown_epoch"
+		m.refusedAs(ctx, w, rec, reasonBadSignature)
+		return nil, false
+	}
+	req := protocol.Request{
+		Method:        r.Method,
+		Authority:     authority(r),
+		ContentDigest: digest,
+	}
+	req.Path, req.Query = target(r)
+	err = ent.verify(p.KeyID.Epoch, func() (*verifySlot, error) {
+		var k protocol.Key
+		if err := m.seal.open(&k, sealed, lane.ID, p.KeyID.Epoch); err != nil {
+			return nil, err
+		}
+		sk := protocol.SignKey(&k)
+		k.Wipe()
+		defer sk.Wipe()
+		return newVerifySlot(p.KeyID.Epoch, &sk), nil
+	}, func(sl *verifySlot) error {
+		if fast && fs.HasBody == (digest != "") {
+			var err error
+			if sl.buf, err = fastsig.AppendBase(sl.buf[:0], &req, &fs); err == nil {
+				sl.mac.Reset()
+				sl.mac.Write(sl.buf)
+				sl.mac.Sum()
+				if !sl.mac.Equal(fs.Tag[:]) {
+					return protocol.ErrBadSignature
+				}
+				return nil
+			}
+		}
+		// The reference path, for everything the fast path does not take.
+		if ref == nil {
+			var err error
+			if ref, err = protocol.ParseSigned(sigIn[0], sig[0]); err != nil {
+				return err
+			}
+		}
+		return sl.v.Verify(ref, &req)
+	})
+	if err != nil {
+		switch {
+		case errors.Is(err, errUnseal):
+			// A StoreKey that does not open the store's keys (a restart with a random key, a
+			// wrong key): the session cannot be used, but keep it for a corrected config.
+			rec.event, rec.reason, rec.cause = evInternal, "unseal_failed", err
+			m.audit(ctx, slog.LevelError, rec)
+			m.refuse(w, reasonUnknownSession)
+		case errors.Is(err, protocol.ErrBadSignature):
+			rec.event, rec.reason = evBadSignature, reasonBadSignature
+			m.refusedAs(ctx, w, rec, reasonBadSignature)
+		case errors.Is(err, protocol.ErrDigest):
+			rec.event, rec.reason = evBadSignature, reasonDigestMismatch
+			m.refusedAs(ctx, w, rec, reasonDigestMismatch)
+		default: // a component with control characters or too long
+			rec.event, rec.reason, rec.cause = evBadSignature, reasonBadRequest, err
+			m.refusedAs(ctx, w, rec, reasonBadRequest)
+		}
+		return nil, false
+	}
+
+	// 5. created: in the window, and not before the store's replay memory starts.
+	if err := m.window.CheckCreated(p.Created, now); err != nil {
+		if errors.Is(err, protocol.ErrFuture) {
+			m.refuse(w, reasonFutureSignature)
+		} else {
+			m.refuse(w, reasonExpiredSignature)
+		}
+		return nil, false
+	}
+	if m.floor != nil && beforeFloor(p.Created, m.floor.ReplayFloor()) {
+		m.refuse(w, reasonExpiredSignature)
+		return nil, false
+	}
+
+	// 6. The body, read in full and checked against the signed digest before anyone sees it.
+	if p.HasBody {
+		if r.ContentLength > m.maxBody {
+			m.refuse(w, reasonTooLarge)
+			return nil, false
+		}
+		body, err := readBody(r, m.maxBody)
+		if err != nil {
+			if errors.Is(err, errBodyTooLarge) {
+				m.refuse(w, reasonTooLarge)
+			} else {
+				m.refuse(w, reasonBadRequest)
+			}
+			return nil, false
+		}
+		sum := sha256.Sum256(body)
+		if err := protocol.CheckContentDigest(digest, &sum); err != nil {
+			rec.event, rec.reason = evBadSignature, reasonDigestMismatch
+			m.refusedAs(ctx, w, rec, reasonDigestMismatch)
+			return nil, false
+		}
+		st.body = body
+	} else if hasBody(r) {
+		// A body the signature does not cover could be anything.
+		rec.event, rec.reason = evBadSignature, "uncovered_body"
+		m.refusedAs(ctx, w, rec, reasonDigestMismatch)
+		return nil, false
+	}
+
+	// 7. Replay.
+	if err := m.store.Seen(ctx, lane.ID, p.Nonce); err != nil {
+		switch {
+		case errors.Is(err, ErrReplay):
+			rec.event, rec.reason = evReplay, reasonReplay
+			m.refusedAs(ctx, w, rec, reasonReplay)
+		case errors.Is(err, ErrNotFound):
+			m.refuse(w, goneReason(err))
+		default:
+			m.storeError(ctx, w, rec, err)
+		}
+		return nil, false
+	}
+
+	// 8. Timeouts: absolute from login, idle from the last verified request.
+	if !now.Before(sess.Expires) || now.Sub(sess.LastSeen) >= m.idle {
+		rec.reason = "absolute"
+		if now.Before(sess.Expires) {
+			rec.reason = "idle"
+		}
+		m.end(ctx, sess, goneExpired, evExpired, rec)
+		m.refuse(w, reasonExpired)
+		return nil, false
+	}
+
+	// 9. A key kept past its grace window: a copy of it exists.
+	if st.late && !allowLate {
+		m.reuseDetected(ctx, w, sess, rec, "previous epoch used after the grace window")
+		return nil, false
+	}
+
+	// 10. Optional User-Agent binding. A valid signature from another User-Agent means the key
+	// is used outside the browser it was issued to: the session ends.
+	if m.bindUA && sess.UserAgent != nil {
+		ua := sha256.Sum256([]byte(r.UserAgent()))
+		if subtle.ConstantTimeCompare(ua[:], sess.UserAgent) != 1 {
+			m.end(ctx, sess, goneUserAgent, evUserAgent, rec)
+			m.count(ctx, client, evUserAgent)
+			m.refuse(w, reasonUserAgent)
+			return nil, false
+		}
+	}
+
+	// 11. Coarse last-seen.
+	if now.Sub(sess.LastSeen) >= m.touch {
+		if err := m.store.Touch(ctx, sess.ID, now); err != nil {
+			rec.event, rec.reason, rec.cause = evStoreError, "touch", err
+			m.audit(ctx, slog.LevelWarn, rec)
+		}
+	}
+
+	st.info = Info{
+		UserID: sess.UserID,
+		Handle: rec.handle,
+		Lane:   rec.lane,
+		Epoch:  p.KeyID.Epoch,
+		Claims: sess.Claims,
+	}
+	return st, true
+}
+
+// beforeFloor reports whether created (whole seconds) may be before floor: a signature made in
+// the second the store started, before it started, could have been seen by the previous process.
+func beforeFloor(created int64, floor time.Time) bool {
+	f := floor.Unix()
+	if floor.Nanosecond() != 0 {
+		f++
+	}
+	return created < f
+}
+
+// laneError answers a failed lane lookup.
+func (m *Manager) laneError(ctx context.Context, w http.ResponseWriter, err error, lane protocol.LaneID, client string) bool {
+	switch {
+	case err == nil || errors.Is(err, ErrNotFound) && !isGone(err):
+		// Strict mode: a lane this server did not issue (or long gone) is refused and counted.
+		m.refused(ctx, w, auditRec{event: evUnknown, client: client, lane: lane.String(), reason: reasonUnknownSession})
+	case isGone(err):
+		m.refuse(w, goneReason(err))
+	default:
+		m.storeError(ctx, w, auditRec{client: client, lane: lane.String()}, err)
+	}
+	return false
+}
+
+func isGone(err error) bool {
+	var g *GoneError
+	return errors.As(err, &g)
+}
+
+// refused logs a counted refusal (audit event at Warn), counts it for the client address, logs
+// brute_force_suspected when the count crosses the threshold, and writes the refusal named by
+// rec.reason.
+func (m *Manager) refused(ctx context.Context, w http.ResponseWriter, rec auditRec) {
+	m.refusedAs(ctx, w, rec, rec.reason)
+}
+
+func (m *Manager) refusedAs(ctx context.Context, w http.ResponseWriter, rec auditRec, reason string) {
+	m.audit(ctx, slog.LevelWarn, rec)
+	m.count(ctx, rec.client, rec.event)
+	m.refuse(w, reason)
+}
+
+// count counts a refusal of client and logs brute_force_suspected when it crosses the threshold.
+func (m *Manager) count(ctx context.Context, client, event string) {
+	if crossed, n := m.limiter.Add(client, m.now()); crossed {
+		m.log.LogAttrs(ctx, slog.LevelWarn, "sessionvault",
+			slog.String("event", evBruteForce), slog.String("client", client),
+			slog.Int("refusals", n), slog.String("reason", event))
+	}
+}
+
+// storeError answers 503: the store failed, so we fail closed.
+func (m *Manager) storeError(ctx context.Context, w http.ResponseWriter, rec auditRec, err error) {
+	rec.event, rec.cause = evStoreError, err
+	m.audit(ctx, slog.LevelError, rec)
+	m.refuse(w, reasonStoreDown)
+}
+
+// reuseDetected revokes the session: a key was used that only a copy could still hold.
+func (m *Manager) reuseDetected(ctx context.Context, w http.ResponseWriter, sess *Session, rec auditRec, why string) {
+	rec.cause = errors.New(why)
+	m.end(ctx, sess, goneReuse, evReuse, rec)
+	m.refuse(w, reasonReuse)
+}
+
+// end deletes a session for reason, drops its cached verifiers and pending re-key, and logs
+// event if this call ended it. A store failure is logged and returned.
+func (m *Manager) end(ctx context.Context, sess *Session, reason, event string, rec auditRec) error {
+	lanes, err := m.store.Delete(ctx, sess.ID, reason)
+	m.verifiers.drop(lanes...)
+	m.pending.drop(sess.ID)
+	level := slog.LevelInfo
+	switch event {
+	case evReuse:
+		level = slog.LevelError
+	case evUserAgent:
+		level = slog.LevelWarn
+	}
+	rec.event = event
+	if rec.reason == "" {
+		rec.reason = reason
+	}
+	if rec.handle == "" {
+		rec.handle = protocol.SessionHandle(sess.ID)
+	}
+	if rec.user == "" {
+		rec.user = sess.UserID
+	}
+	if err != nil {
+		m.audit(ctx, slog.LevelError, auditRec{event: evStoreError, handle: rec.handle, reason: "delete", cause: err})
+		return err
+	}
+	if len(lanes) > 0 { // this call ended it (not a concurrent one)
+		m.audit(ctx, level, rec)
+	}
+	return nil
+}
+
+// authority is @authority: the Host, lowercased, without the scheme's default port.
+func authority(r *http.Request) string {
+	h := r.Host
+	if r.TLS != nil {
+		h = strings.TrimSuffix(h, ":443")
+	} else {
+		h = strings.TrimSuffix(h, ":80")
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c >= 'A' && c <= 'Z' {
+			return strings.ToLower(h)
+		}
+	}
+	return h
+}
+
+// target returns @path and @query as sent on the wire: from the request-target (RequestURI),
+// not from r.URL, so that neither Go's re-escaping nor a router's prefix stripping changes what
+// is verified. Requests made in-process without a RequestURI use r.URL.
+func target(r *http.Request) (path, query string) {
+	if u := r.RequestURI; strings.HasPrefix(u, "/") {
+		path, query, _ = strings.Cut(u, "?")
+		return path, query
+	}
+	return r.URL.EscapedPath(), r.URL.RawQuery
+}
+
+var errBodyTooLarge = errors.New("server: body too large")
+
+// readBody reads the whole body, at most max bytes.
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return []byte{}, nil
+	}
+	if n := r.ContentLength; n >= 0 {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, errBodyTooLarge
+	}
+	return b, nil
+}
+
+// hasBody reports whether r has a non-empty body (reading at most one byte of an unknown-length
+// one).
+func hasBody(r *http.Request) bool {
+	switch {
+	case r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0:
+		return false
+	case r.ContentLength > 0:
+		return true
+	}
+	var one [1]byte
+	n, _ := io.ReadFull(r.Body, one[:])
+	return n > 0
+}
