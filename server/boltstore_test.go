@@ -29,7 +29,7 @@ func TestDurableStoreRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sv.db")
 	st := openBolt(t, path)
 	e := newEnv(t, func(c *server.Config) { c.Store = st })
-	e.clock.Add(2 * time.Second) // after the store's replay floor
+	e.clock.Add(7 * time.Second) // after the store's replay floor plus the accepted future skew
 	c := e.newClient()
 	c.login("alice")
 	wantOK(t, c.get("/api/me"))
@@ -61,7 +61,7 @@ func TestDurableStoreRestart(t *testing.T) {
 	st2 := openBolt(t, path)
 	defer st2.Close()
 	e2 := newEnv(t, func(c *server.Config) { c.Store = st2 })
-	e.clock.t = time.Now().Add(2 * time.Second)
+	e.clock.t = time.Now().Add(7 * time.Second)
 	e2.clock.t = e.clock.Now()
 	c2 := e2.newClient()
 	c2.v = c.v

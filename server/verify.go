@@ -263,7 +263,7 @@ func (m *Manager) verifyRequest(w http.ResponseWriter, r *http.Request, allowLat
 		}
 		return nil, false
 	}
-	if m.floor != nil && beforeFloor(p.Created, m.floor.ReplayFloor()) {
+	if m.floor != nil && beforeFloor(p.Created, m.floor.ReplayFloor(), m.window.Skew) {
 		m.refuse(w, reasonExpiredSignature)
 		return nil, false
 	}
@@ -360,12 +360,19 @@ func (m *Manager) verifyRequest(w http.ResponseWriter, r *http.Request, allowLat
 
 // beforeFloor reports whether created (whole seconds) may be before floor: a signature made in
 // the second the store started, before it started, could have been seen by the previous process.
-func beforeFloor(created int64, floor time.Time) bool {
-	f := floor.Unix()
-	if floor.Nanosecond() != 0 {
+//
+// A request accepted just before the store's memory began may carry a created time up to the
+// accepted future skew after it, so the floor is moved up by the skew: a restart costs a few
+// seconds of refused (and retried) requests, never an accepted replay.
+func beforeFloor(created int64, floor time.Time, skew time.Duration) bool {
+	if skew == 0 {
+		skew = protocol.DefaultSkew
+	}
+	f := floor.Add(skew).Unix()
+	if floor.Add(skew).Nanosecond() != 0 {
 		f++
 	}
-	return created < f
+	return created <= f
 }
 
 // laneError answers a failed lane lookup.

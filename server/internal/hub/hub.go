@@ -1,0 +1,476 @@
+package hub
+
+import (
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+)
+
+// Defaults of the Config fields.
+const (
+	DefaultReadLimit    = 4 << 10
+	DefaultPingInterval = 25 * time.Second
+	DefaultWriteWait    = 10 * time.Second
+	DefaultSendQueue    = 16
+	DefaultAuthTimeout  = 10 * time.Second
+	DefaultMaxConns     = 20000
+)
+
+// Socket buffers. Nothing larger than a sealed event (at most 143 bytes) or a control message
+// crosses the socket, so small buffers cost nothing; the write buffer is taken from a pool only
+// while a message is written (see RATIONALE.md, "Why small socket buffers?").
+const (
+	readBufferSize  = 256
+	writeBufferSize = 512
+)
+
+// Config configures a [Hub]. The zero value is usable and safe: it refuses every connection
+// (there is no Authenticate), accepts same-origin browsers only and applies the defaults below.
+type Config struct {
+	// Authenticate checks a connection's answer to its challenge and names the lane the
+	// connection belongs to. keyid is the "<lane>.<epoch>" the client sent (bounded in length
+	// and character set, otherwise unparsed), challenge the 32 bytes the hub sent, tag the
+	// 32-byte tag the client sent, which must equal protocol.SocketAuth under the sign key of
+	// that lane and epoch. ctx carries the values of the upgrade request's context and expires
+	// with AuthTimeout. An error refuses the connection: a [*RefusedError] names the reason sent
+	// to the client (revoked, expired, unknown_session, bad_signature, ...), any other error is
+	// sent as "refused". If nil, every connection is refused with reason "unavailable".
+	Authenticate func(ctx context.Context, keyid string, challenge, tag []byte) (protocol.LaneID, error)
+
+	// Resync returns the sealed events a lane missed after the event sequence number since,
+	// which the client sends with its answer (0 on a first connection). They are sent after
+	// "ready" and before any event passed to [Hub.Send] after the connection was registered,
+	// so the client sees sequence numbers in order. It runs in the connecting request's
+	// goroutine before the connection's pumps start; it must not block for long. If nil,
+	// nothing is resent.
+	Resync func(ctx context.Context, lane protocol.LaneID, since uint64) [][]byte
+
+	// CheckOrigin reports whether the upgrade request's Origin is allowed; refused requests get
+	// 403. If nil, the Origin's host must equal r.Host (case-insensitively); a request without
+	// an Origin header is allowed, because every browser sends one.
+	CheckOrigin func(r *http.Request) bool
+
+	// ReadLimit is the largest message accepted from a client, in bytes; a larger one closes the
+	// connection with status 1009. If zero, 4 KiB.
+	ReadLimit int64
+
+	// PingInterval is the time between pings to each client. If zero, 25 s.
+	PingInterval time.Duration
+
+	// PongWait is how long a connection may stay silent (no pong, no frame) before it is
+	// closed. It must exceed PingInterval. If zero, PingInterval plus WriteWait.
+	PongWait time.Duration
+
+	// WriteWait bounds every write to a client; a client that does not take a frame within it
+	// is closed. If zero, 10 s.
+	WriteWait time.Duration
+
+	// SendQueue is the number of frames queued per connection; a connection whose queue is full
+	// when an event arrives is closed at once, so a slow client never delays the others. If
+	// zero, 16.
+	SendQueue int
+
+	// AuthTimeout bounds the time from the upgrade to the client's answer to the challenge,
+	// Authenticate included. If zero, 10 s.
+	AuthTimeout time.Duration
+
+	// MaxConns bounds the open connections, authenticated or not; past it the upgrade is
+	// answered 503. If zero, 20000.
+	MaxConns int
+
+	// Logger receives the hub's records (message "sessionvault", attribute event). No record
+	// holds message content, a tag or a challenge. If nil, [slog.Default].
+	Logger *slog.Logger
+}
+
+// RefusedError is an error from Config.Authenticate that names the reason the client is told.
+// The reason goes on the wire; the wrapped error is only logged.
+type RefusedError struct {
+	Reason string // 1 to 64 characters of [a-z0-9_], else "refused" is sent
+	Err    error  // the cause, or nil
+}
+
+func (e *RefusedError) Error() string {
+	if e.Err == nil {
+		return "hub: refused: " + e.Reason
+	}
+	return "hub: refused: " + e.Reason + ": " + e.Err.Error()
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// Hub holds the event connections of the lanes, authenticates new ones and delivers sealed
+// events to them. It is an [http.Handler] for the event endpoint. Its methods are safe for
+// concurrent use.
+type Hub struct {
+	authenticate func(ctx context.Context, keyid string, challenge, tag []byte) (protocol.LaneID, error)
+	resync       func(ctx context.Context, lane protocol.LaneID, since uint64) [][]byte
+	checkOrigin  func(r *http.Request) bool
+	readLimit    int64
+	pingInterval time.Duration
+	pongWait     time.Duration
+	writeWait    time.Duration
+	sendQueue    int
+	authTimeout  time.Duration
+	maxConns     int
+	log          *slog.Logger
+	up           websocket.Upgrader
+
+	shards     [shardCount]shard
+	registered atomic.Int64
+
+	// mu guards the set of all open connections, authenticated or not. It is taken once when a
+	// connection opens and once when it ends, and by Shutdown; never on the Send path.
+	mu       sync.Mutex
+	all      map[*conn]struct{}
+	reserved int // admitted, upgrade in progress
+	closed   bool
+	drained chan struct{} // closed when closed is set and all is empty
+}
+
+// shardCount spreads the lanes over independently locked maps (see RATIONALE.md, "Why a
+// sharded lane table rather than one goroutine owning the set?").
+const shardCount = 64
+
+type shard struct {
+	mu    sync.Mutex
+	lanes map[protocol.LaneID][]*conn
+	// tombs remembers lanes ended by Close for AuthTimeout, so that a connection whose
+	// Authenticate call began before the Close cannot register afterwards.
+	tombs map[protocol.LaneID]tomb
+	_     [40]byte // keep neighbouring shards' locks on separate cache lines
+}
+
+type tomb struct {
+	at     time.Time
+	reason string
+}
+
+// New returns a Hub configured by cfg. It panics if PongWait is set and not above PingInterval.
+func New(cfg Config) *Hub {
+	h := &Hub{
+		authenticate: cfg.Authenticate,
+		resync:       cfg.Resync,
+		checkOrigin:  cfg.CheckOrigin,
+		readLimit:    cmp(cfg.ReadLimit, DefaultReadLimit),
+		pingInterval: cmp(cfg.PingInterval, DefaultPingInterval),
+		writeWait:    cmp(cfg.WriteWait, DefaultWriteWait),
+		sendQueue:    cmp(cfg.SendQueue, DefaultSendQueue),
+		authTimeout:  cmp(cfg.AuthTimeout, DefaultAuthTimeout),
+		maxConns:     cmp(cfg.MaxConns, DefaultMaxConns),
+		log:          cfg.Logger,
+		all:          make(map[*conn]struct{}),
+		drained:      make(chan struct{}),
+	}
+	h.pongWait = cmp(cfg.PongWait, h.pingInterval+h.writeWait)
+	if h.pongWait <= h.pingInterval {
+		panic("hub: PongWait must exceed PingInterval")
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if h.checkOrigin == nil {
+		h.checkOrigin = sameOrigin
+	}
+	for i := range h.shards {
+		h.shards[i].lanes = make(map[protocol.LaneID][]*conn)
+		h.shards[i].tombs = make(map[protocol.LaneID]tomb)
+	}
+	h.up = websocket.Upgrader{
+		HandshakeTimeout: h.writeWait,
+		ReadBufferSize:   readBufferSize,
+		WriteBufferSize:  writeBufferSize,
+		WriteBufferPool:  &writePool,
+		Subprotocols:     []string{Subprotocol},
+		CheckOrigin:      func(*http.Request) bool { return true }, // checked before Upgrade
+		Error: func(w http.ResponseWriter, r *http.Request, status int, err error) {
+			httpRefuse(w, status)
+		},
+	}
+	return h
+}
+
+// writePool holds the write buffers of all hubs: a buffer is held only while a message is
+// written, so 10,000 idle connections hold none.
+var writePool sync.Pool
+
+func cmp[T int | int64 | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// sameOrigin allows a request without Origin (not a browser) or whose Origin's host is r.Host.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header["Origin"]
+	if len(o) == 0 {
+		return true
+	}
+	u, err := url.Parse(o[0])
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+}
+
+// httpRefuse answers a request that is not upgraded, in the server's refusal format.
+func httpRefuse(w http.ResponseWriter, status int) {
+	reason := reasonBadRequest
+	switch status {
+	case http.StatusForbidden:
+		reason = "cross_site"
+	case http.StatusMethodNotAllowed:
+		reason = "method_not_allowed"
+		w.Header().Set("Allow", "GET")
+	case http.StatusServiceUnavailable:
+		reason = reasonUnavail
+		w.Header().Set("Retry-After", "5")
+	}
+	hd := w.Header()
+	hd["Sv-Error"] = []string{reason}
+	hd["Content-Type"] = []string{"application/json"}
+	hd["Cache-Control"] = []string{"no-store"}
+	hd["X-Content-Type-Options"] = []string{"nosniff"}
+	hd["Sec-Websocket-Version"] = []string{"13"}
+	w.WriteHeader(status)
+	w.Write([]byte(`{"error":"` + reason + `"}` + "\n"))
+}
+
+func (h *Hub) shard(lane protocol.LaneID) *shard {
+	return &h.shards[binary.LittleEndian.Uint64(lane[:8])%shardCount]
+}
+
+// Send queues sealed (a [protocol.SealEvent] output) as one binary frame to every connection
+// of lane and returns how many connections it was queued for. It never blocks on a client: a
+// connection whose queue is full is closed instead (the client reconnects and resyncs). Send
+// keeps sealed; the caller must not modify it afterwards.
+func (h *Hub) Send(lane protocol.LaneID, sealed []byte) int {
+	if len(sealed) == 0 {
+		return 0
+	}
+	s := h.shard(lane)
+	n := 0
+	s.mu.Lock()
+	for _, c := range s.lanes[lane] {
+		if c.queue(sealed) {
+			n++
+		}
+	}
+	s.mu.Unlock()
+	return n
+}
+
+// Close ends every connection of lane: each gets {"type":"refused","reason":reason} after the
+// events already queued for it, then a close frame (1000). A connection of lane that is
+// authenticating while Close runs is refused with the same reason. Call it when the lane ends
+// (revoked, logged out, expired, ...), after sending the event that says so. reason must be 1
+// to 64 characters of [a-z0-9_]; anything else is sent as "refused". It returns the number of
+// connections closed.
+func (h *Hub) Close(lane protocol.LaneID, reason string) int {
+	if !validReason(reason) {
+		reason = reasonRefused
+	}
+	now := time.Now()
+	s := h.shard(lane)
+	s.mu.Lock()
+	cs := s.lanes[lane]
+	delete(s.lanes, lane)
+	h.registered.Add(-int64(len(cs)))
+	for l, t := range s.tombs {
+		if now.Sub(t.at) > h.authTimeout {
+			delete(s.tombs, l)
+		}
+	}
+	s.tombs[lane] = tomb{at: now, reason: reason}
+	for _, c := range cs {
+		c.registered = false
+		c.closeWith(websocket.CloseNormalClosure, reason, true)
+	}
+	s.mu.Unlock()
+	return len(cs)
+}
+
+// Count returns the number of authenticated connections.
+func (h *Hub) Count() int { return int(h.registered.Load()) }
+
+// Shutdown stops accepting connections (new upgrades get 503), sends every authenticated
+// connection a close frame (1001) after its queued events, closes connections still
+// authenticating, and waits until all have ended or ctx is done; then it closes what is left
+// and returns ctx.Err(). Send after Shutdown delivers nothing.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	var pending []*conn
+	for c := range h.all {
+		if !c.authed.Load() {
+			pending = append(pending, c)
+		}
+	}
+	h.drainedLocked()
+	h.mu.Unlock()
+	for _, c := range pending {
+		c.kill(reasonShutdown)
+	}
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		for lane, cs := range s.lanes {
+			for _, c := range cs {
+				c.registered = false
+				c.closeWith(websocket.CloseGoingAway, reasonShutdown, false)
+			}
+			h.registered.Add(-int64(len(cs)))
+			delete(s.lanes, lane)
+		}
+		s.mu.Unlock()
+	}
+	select {
+	case <-h.drained:
+		return nil
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	rest := make([]*conn, 0, len(h.all))
+	for c := range h.all {
+		rest = append(rest, c)
+	}
+	h.mu.Unlock()
+	for _, c := range rest {
+		c.kill(reasonShutdown)
+	}
+	return ctx.Err()
+}
+
+func closeOnce(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+// admit reserves room for a connection before its upgrade, or reports that there is none.
+func (h *Hub) admit() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || len(h.all)+h.reserved >= h.maxConns {
+		return false
+	}
+	h.reserved++
+	return true
+}
+
+// track turns a reservation into an open connection; false if the hub shut down meanwhile (the
+// reservation is released either way).
+func (h *Hub) track(c *conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reserved--
+	if h.closed {
+		h.drainedLocked()
+		return false
+	}
+	h.all[c] = struct{}{}
+	return true
+}
+
+// unreserve releases a reservation whose upgrade failed.
+func (h *Hub) unreserve() {
+	h.mu.Lock()
+	h.reserved--
+	h.drainedLocked()
+	h.mu.Unlock()
+}
+
+// release forgets a connection that has ended.
+func (h *Hub) release(c *conn) {
+	h.mu.Lock()
+	delete(h.all, c)
+	h.drainedLocked()
+	h.mu.Unlock()
+}
+
+func (h *Hub) drainedLocked() {
+	if h.closed && len(h.all) == 0 && h.reserved == 0 {
+		closeOnce(h.drained)
+	}
+}
+
+// register adds an authenticated connection to its lane. authStart is when Authenticate was
+// called: a Close of the lane after it refuses the connection with Close's reason. With hold,
+// frames sent to the connection are held back until unhold (Resync's events go first).
+func (h *Hub) register(c *conn, authStart time.Time, hold bool) (refusal string) {
+	s := h.shard(c.lane)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t, ok := s.tombs[c.lane]; ok && !t.at.Before(authStart) {
+		return t.reason
+	}
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		return reasonShutdown
+	}
+	c.holding = hold
+	c.registered = true
+	c.authed.Store(true)
+	s.lanes[c.lane] = append(s.lanes[c.lane], c)
+	h.registered.Add(1)
+	return ""
+}
+
+// unhold queues first (Resync's frames), then the frames Send held back, and lets later frames
+// through.
+func (h *Hub) unhold(c *conn, first [][]byte) {
+	s := h.shard(c.lane)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.holding = false
+	held := c.held
+	c.held = nil
+	for _, b := range slices.Concat(first, held) {
+		if len(b) > 0 && !c.queue(b) {
+			return
+		}
+	}
+}
+
+// unregister removes c from its lane if it is still there.
+func (h *Hub) unregister(c *conn) {
+	s := h.shard(c.lane)
+	s.mu.Lock()
+	if c.registered {
+		c.registered = false
+		cs := s.lanes[c.lane]
+		if i := slices.Index(cs, c); i >= 0 {
+			cs = slices.Delete(cs, i, i+1)
+			h.registered.Add(-1)
+		}
+		if len(cs) == 0 {
+			delete(s.lanes, c.lane)
+		} else {
+			s.lanes[c.lane] = cs
+		}
+	}
+	s.mu.Unlock()
+}
+
+// clientAddr is the connection's peer address without the port, for logs.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
