@@ -29,9 +29,9 @@ func TestDurableStoreRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sv.db")
 	st := openBolt(t, path)
 	e := newEnv(t, func(c *server.Config) { c.Store = st })
-	e.clock.Add(7 * time.Second) // after the store's replay floor plus the accepted future skew
 	c := e.newClient()
-	c.login("alice")
+	c.login("alice") // a session from before the floor (the clock starts at the whole second)
+	e.clock.Add(7 * time.Second) // after the store's replay floor plus the accepted future skew
 	wantOK(t, c.get("/api/me"))
 	wantOK(t, c.rotate())
 	wantOK(t, c.get("/api/me"))
@@ -79,4 +79,16 @@ func TestDurableStoreRestart(t *testing.T) {
 	if len(e3.logs.events("internal_error")) != 1 {
 		t.Errorf("no unseal_failed event: %s", e3.logs)
 	}
+}
+
+// TestFreshStoreAcceptsNewSessionsAtOnce: the replay floor after a store opens delays only
+// sessions that existed before it; a login right after start signs and is accepted at once.
+func TestFreshStoreAcceptsNewSessionsAtOnce(t *testing.T) {
+	st := openBolt(t, filepath.Join(t.TempDir(), "sv.db"))
+	defer st.Close()
+	e := newEnv(t, func(c *server.Config) { c.Store = st })
+	e.clock.t = time.Now().Add(time.Second)
+	c := e.newClient()
+	c.login("alice")
+	wantOK(t, c.get("/api/me"))
 }

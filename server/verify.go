@@ -263,7 +263,9 @@ func (m *Manager) verifyRequest(w http.ResponseWriter, r *http.Request, allowLat
 		}
 		return nil, false
 	}
-	if m.floor != nil && beforeFloor(p.Created, m.floor.ReplayFloor(), m.window.Skew) {
+	// A session that began after the floor has no request from before it, so only older
+	// sessions pay the few seconds of refusals after a restart.
+	if m.floor != nil && !sess.Created.After(m.floor.ReplayFloor()) && beforeFloor(p.Created, m.floor.ReplayFloor(), m.window.Skew) {
 		m.refuse(w, reasonExpiredSignature)
 		return nil, false
 	}

@@ -51,7 +51,9 @@ Flags:
 	fs.Parse(os.Args[1:])
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(o, logger); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, logger, nil); err != nil {
 		logger.Error("devserver failed", "err", err)
 		os.Exit(1)
 	}
@@ -62,7 +64,8 @@ type options struct {
 	rotateEvery, idle       time.Duration
 }
 
-func run(o options, logger *slog.Logger) error {
+// run serves until ctx ends. ready, if not nil, receives the listening address.
+func run(ctx context.Context, o options, logger *slog.Logger, ready chan<- string) error {
 	if err := os.MkdirAll(o.data, 0o700); err != nil {
 		return err
 	}
@@ -85,9 +88,9 @@ func run(o options, logger *slog.Logger) error {
 	}
 	srv := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	logger.Info("sessionvault demo ready", "url", "http://"+ln.Addr().String()+"/", "store", o.store, "data", o.data)
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -137,7 +137,7 @@ type Hub struct {
 	all      map[*conn]struct{}
 	reserved int // admitted, upgrade in progress
 	closed   bool
-	drained chan struct{} // closed when closed is set and all is empty
+	drained  chan struct{} // closed when closed is set and all is empty
 }
 
 // shardCount spreads the lanes over independently locked maps (see RATIONALE.md, "Why a
@@ -439,8 +439,13 @@ func (h *Hub) unhold(c *conn, first [][]byte) {
 	c.holding = false
 	held := c.held
 	c.held = nil
-	for _, b := range slices.Concat(first, held) {
+	for _, b := range first {
 		if len(b) > 0 && !c.queue(b) {
+			return
+		}
+	}
+	for _, b := range held {
+		if !c.queue(b) {
 			return
 		}
 	}

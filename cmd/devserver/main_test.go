@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/internal/vault"
+)
+
+// TestSmoke starts the devserver (bolt store, real wasm module) and uses it as the browser
+// would: the pages and assets with their headers, then a login and signed requests made by the
+// worker's own state machine, then a restart on the same data directory.
+func TestSmoke(t *testing.T) {
+	wasm := os.Getenv("SV_WASM")
+	if wasm == "" {
+		wasm = filepath.Join("..", "..", "build", "vault.wasm")
+	}
+	if _, err := os.Stat(wasm); err != nil {
+		t.Fatalf("no wasm module at %s: run make wasm (or set SV_WASM)", wasm)
+	}
+	data := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // one port for both runs: the policy binds the origin
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	base, stop := start(t, options{addr: addr, data: data, store: "bolt", wasm: wasm, rotateEvery: time.Minute, idle: time.Minute})
+
+	for _, c := range []struct{ path, ctype, cache string }{
+		{"/", "text/html; charset=utf-8", "no-store"},
+		{"/admin", "text/html; charset=utf-8", "no-store"},
+		{"/sv/worker.js", "text/javascript; charset=utf-8", "no-store"},
+		{"/sv/client.js", "text/javascript; charset=utf-8", "no-cache"},
+		{"/sv/vault.wasm", "application/wasm", "no-cache"},
+		{"/static/app.js", "text/javascript; charset=utf-8", ""},
+	} {
+		res, err := http.Get(base + c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || len(body) == 0 {
+			t.Fatalf("%s: %d (%d bytes)", c.path, res.StatusCode, len(body))
+		}
+		if got := res.Header.Get("Content-Type"); got != c.ctype {
+			t.Errorf("%s: Content-Type %q, want %q", c.path, got, c.ctype)
+		}
+		if c.cache != "" && res.Header.Get("Cache-Control") != c.cache {
+			t.Errorf("%s: Cache-Control %q, want %q", c.path, res.Header.Get("Cache-Control"), c.cache)
+		}
+		csp := res.Header.Get("Content-Security-Policy")
+		for _, want := range []string{"script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self'", "object-src 'none'"} {
+			if !strings.Contains(csp, want) {
+				t.Errorf("%s: CSP %q lacks %q", c.path, csp, want)
+			}
+		}
+	}
+
+	v := login(t, base, "alice")
+	res := signed(t, v, base, "GET", "/api/profile", nil)
+	var prof struct{ User string }
+	json.NewDecoder(res.Body).Decode(&prof)
+	res.Body.Close()
+	if res.StatusCode != 200 || prof.User != "alice" {
+		t.Fatalf("profile: %d %+v", res.StatusCode, prof)
+	}
+	if res := signed(t, v, base, "POST", "/api/notes", []byte(`{"text":"hi"}`)); res.StatusCode != 200 {
+		t.Fatalf("notes: %d", res.StatusCode)
+	}
+	if res := signed(t, v, base, "GET", "/admin/api/sessions", nil); res.StatusCode != 403 {
+		t.Fatalf("a user reached the admin API: %d", res.StatusCode)
+	}
+	bad, _ := http.Post(base+"/sv/login", "application/json", strings.NewReader(`{"pub":"AAAA","credentials":{"user":"alice","password":"nope"}}`))
+	if bad.StatusCode/100 != 4 {
+		t.Fatalf("bad login: %d", bad.StatusCode)
+	}
+
+	// Restart on the same data directory: the bolt store and the store key persist.
+	stop()
+	base, stop = start(t, options{addr: addr, data: data, store: "bolt", wasm: wasm, rotateEvery: time.Minute, idle: time.Minute})
+	defer stop()
+	// A request of a session from before the restart signed right away is refused (the store's
+	// replay memory starts at the restart); after the floor (start + accepted skew) it passes.
+	if res := signed(t, v, base, "GET", "/api/profile", nil); res.StatusCode != 401 || res.Header.Get("Sv-Error") != "expired_signature" {
+		t.Fatalf("right after restart: %d %s", res.StatusCode, res.Header.Get("Sv-Error"))
+	}
+	if v.Status().State != vault.StateActive {
+		t.Fatal("an expired_signature refusal must not end the session")
+	}
+	time.Sleep(7 * time.Second)
+	if res := signed(t, v, base, "GET", "/api/profile", nil); res.StatusCode != 200 {
+		t.Fatalf("after restart: %d %s", res.StatusCode, res.Header.Get("Sv-Error"))
+	}
+}
+
+func start(t *testing.T, o options) (string, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() { done <- run(ctx, o, logger, ready) }()
+	select {
+	case addr := <-ready:
+		return "http://" + addr, func() { cancel(); <-done }
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("devserver did not start")
+	}
+	return "", nil
+}
+
+func login(t *testing.T, base, user string) *vault.Vault {
+	t.Helper()
+	v := vault.New(rand.Reader, time.Now)
+	if err := v.BindPolicy(vault.Policy{Self: base}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := v.Begin(protocol.HandshakeLogin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]any{
+		"pub":         base64.RawURLEncoding.EncodeToString(pub[:]),
+		"credentials": map[string]string{"user": user, "password": user + "-password"},
+	})
+	res, err := http.Post(base+"/sv/login", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var r struct {
+		Lane, Pub, Confirm  string
+		ServerTime, Expires int64
+	}
+	if err := json.NewDecoder(res.Body).Decode(&r); err != nil || res.StatusCode != 200 {
+		t.Fatalf("login: %d %v", res.StatusCode, err)
+	}
+	var h vault.Handshake
+	dec := func(dst []byte, s string) {
+		b, err := base64.RawURLEncoding.DecodeString(s)
+		if err != nil || len(b) != len(dst) {
+			t.Fatalf("login reply field %q", s)
+		}
+		copy(dst, b)
+	}
+	dec(h.Lane[:], r.Lane)
+	dec(h.ServerPub[:], r.Pub)
+	h.Confirm = make([]byte, 32)
+	dec(h.Confirm, r.Confirm)
+	h.ServerTime, h.Expires = r.ServerTime, r.Expires
+	if err := v.Finish(h); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func signed(t *testing.T, v *vault.Vault, base, method, path string, body []byte) *http.Response {
+	t.Helper()
+	s, err := v.Sign(vault.SignRequest{Method: method, Origin: base, Path: path, Body: body, HasBody: body != nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(method, base+path, bytes.NewReader(body))
+	req.Header.Set("Signature-Input", s.SignatureInput)
+	req.Header.Set("Signature", s.Signature)
+	if s.ContentDigest != "" {
+		req.Header.Set("Content-Digest", s.ContentDigest)
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
