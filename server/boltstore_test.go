@@ -30,7 +30,7 @@ func TestDurableStoreRestart(t *testing.T) {
 	st := openBolt(t, path)
 	e := newEnv(t, func(c *server.Config) { c.Store = st })
 	c := e.newClient()
-	c.login("alice") // a session from before the floor (the clock starts at the whole second)
+	c.login("alice")             // a session from before the floor (the clock starts at the whole second)
 	e.clock.Add(7 * time.Second) // after the store's replay floor plus the accepted future skew
 	wantOK(t, c.get("/api/me"))
 	wantOK(t, c.rotate())
