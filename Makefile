@@ -8,13 +8,14 @@ WASM_MAX_BROTLI := 700000
 WASM_FLAGS := GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0
 WASM_BUILD := $(GO) build -buildmode=c-shared -trimpath -ldflags="-s -w"
 
-.PHONY: help wasm test test-go test-js deps check size bench fuzz dev clean
+.PHONY: help wasm test test-go test-js deps check size bench bench-browser fuzz dev clean
 
 help:
 	@echo "make dev    run the demo on 127.0.0.1:8080 (embedded bbolt store)"
 	@echo "make test   everything: deps, wasm, Go tests (wazero, stores, server), JS tests"
 	@echo "make check  gofmt, go vet, go mod tidy, wasm size budget"
 	@echo "make bench  benchmarks (native, wazero, peers)"
+	@echo "make bench-browser  signed vs plain fetch and worker start-up in Chromium (figures, ~40s)"
 	@echo "make fuzz   each fuzz target for FUZZTIME (default 20s)"
 	@echo "make wasm   build $(WASM)"
 
@@ -49,14 +50,19 @@ check: size
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(WASM_FLAGS) $(GO) vet ./wasm/worker
-	@cp go.mod /tmp/sv-go.mod.bak; cp go.sum /tmp/sv-go.sum.bak 2>/dev/null || true; \
-	$(GO) mod tidy; \
-	if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changed go.mod/go.sum"; git --no-pager diff -- go.mod go.sum; exit 1; fi
+	@tmp=$$(mktemp -d); cp go.mod go.sum $$tmp/; $(GO) mod tidy; \
+	if ! cmp -s go.mod $$tmp/go.mod || ! cmp -s go.sum $$tmp/go.sum; then \
+		echo "go mod tidy is not clean; it changed:"; diff -u $$tmp/go.mod go.mod; diff -u $$tmp/go.sum go.sum; \
+		cp $$tmp/go.mod $$tmp/go.sum .; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
 	@echo "check: ok"
 
 BENCHTIME ?= 1s
 bench: $(WASM)
 	SV_WASM=$(CURDIR)/$(WASM) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./internal/... ./wasm/... ./server/...
+
+# The browser figures of DESIGN.md section 8 (e2e/bench_test.go): reported, not asserted.
+bench-browser: $(WASM)
+	SV_BENCH=1 SV_WASM=$(CURDIR)/$(WASM) $(GO) test -count=1 -run '^TestBrowserBench$$' -v ./e2e/
 
 FUZZTIME ?= 20s
 fuzz:

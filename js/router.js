@@ -74,6 +74,9 @@ export class Router {
     this.rekeying = null;
     this.WebSocket = o.WebSocket === undefined ? globalThis.WebSocket : o.WebSocket;
     this.channel = null;
+    // Why the router last wiped the key ("expired", "revoked", ...): the module's wipe op takes
+    // no reason and records "logout", so status() reports this one instead. Cleared by a login.
+    this.wipedFor = null;
   }
 
   /** Starts (or restarts) the event channel of the active lane. */
@@ -87,7 +90,10 @@ export class Router {
       vault: this.vault,
       WebSocket: this.WebSocket,
       emit: (name, detail) => {
-        if (name === "revoked" || name === "expired") this.channel = null;
+        if (name === "revoked" || name === "expired") {
+          this.channel = null;
+          if (detail && typeof detail.reason === "string") this.wipedFor = detail.reason;
+        }
         if (name !== "channel") this.emit(name, detail);
       },
       rotate: () => this.rotate().catch(() => {}),
@@ -161,7 +167,11 @@ export class Router {
       if (!["origins", "prefixes", "methods"].includes(k)) fail("bad_input", "unknown policy field");
     }
     const prefix = msg.prefix === undefined ? "/sv/" : msg.prefix;
-    if (typeof prefix !== "string" || !/^\/[A-Za-z0-9._~\/-]{0,64}\/$/.test(prefix)) fail("bad_input", "prefix must look like /sv/");
+    // One or more non-empty segments, none "." or "..": "/../" would leave the prefix and "//host/"
+    // would send login (credentials included) to another origin.
+    if (typeof prefix !== "string" || prefix.length > 66 || !/^\/([A-Za-z0-9._~-]+\/)+$/.test(prefix) || /\/\.{1,2}\//.test(prefix)) {
+      fail("bad_input", "prefix must look like /sv/");
+    }
     const origins = strings(p.origins, "origins");
     this.vault.call(OP.policy, [
       [1, this.origin],
@@ -199,6 +209,7 @@ export class Router {
     });
     const reply = await this.json(res);
     this.finish(reply);
+    this.wipedFor = null;
     this.startChannel();
     this.emit("active", { expires: reply.expires });
     return this.status();
@@ -307,6 +318,7 @@ export class Router {
     if (err && END_REASONS.has(err)) {
       this.stopChannel();
       this.vault.call(OP.wipe);
+      this.wipedFor = err;
       this.emit(err === "expired" ? "expired" : "revoked", { reason: err });
       return;
     }
@@ -374,7 +386,9 @@ export class Router {
     if (st.state === "active" || st.state === "rotating") {
       try {
         const url = new URL(this.endpoint("logout"));
-        await this.send("POST", url, new Headers(), new Uint8Array(0));
+        const res = await this.send("POST", url, new Headers(), new Uint8Array(0));
+        // Read the (small) answer to its end: an unread body holds the connection until GC.
+        await res.arrayBuffer();
       } catch {
         // The key is wiped below whatever the network says; the server's idle timeout ends a
         // session whose logout did not arrive.
@@ -382,6 +396,7 @@ export class Router {
     }
     this.stopChannel();
     this.vault.call(OP.wipe);
+    this.wipedFor = "logout";
     st = this.status();
     this.emit("revoked", { reason: "logout" });
     return st;
@@ -393,6 +408,7 @@ export class Router {
     const exp = num(f.get(3));
     if (exp) out.expires = exp;
     if (f.has(5)) out.reason = str(f.get(5));
+    if (out.state === "wiped" && this.wipedFor) out.reason = this.wipedFor;
     return out;
   }
 }

@@ -44,7 +44,8 @@ const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-sr
 
 // Options configure the demo.
 type Options struct {
-	// Data is the data directory: the bolt store and the store key. Required for "bolt".
+	// Data is the data directory: the bolt store and the store key. Required for "bolt". If zero
+	// with "mem", the store key is random and lives only in this process.
 	Data string
 	// Store is "bolt" (durable, in Data) or "mem". If zero, "bolt".
 	Store string
@@ -72,6 +73,10 @@ func New(o Options) (*App, error) {
 
 // Manager returns the session manager (tests revoke through it).
 func (a *app) Manager() *server.Manager { return a.mgr }
+
+// Store returns the session store. The e2e tests read the sealed lane keys through it (with the
+// store key from Data) to know what must never appear in the browser.
+func (a *app) Store() server.Store { return a.store }
 
 // CSPReports returns how many CSP violation reports the demo received.
 func (a *app) CSPReports() int {
@@ -111,9 +116,13 @@ func newApp(o Options, wasmPath string) (*app, error) {
 	sum := sha256.Sum256(a.wasm)
 	a.wasmTag = `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
 
-	key, err := storeKey(filepath.Join(o.Data, "store.key"))
-	if err != nil {
-		return nil, err
+	// A mem store without a data directory gets a random key for this process (the manager makes
+	// one when StoreKey is nil): nothing outlives the process, so there is nothing to keep.
+	var key []byte
+	if o.Store != "mem" || o.Data != "" {
+		if key, err = storeKey(filepath.Join(o.Data, "store.key")); err != nil {
+			return nil, err
+		}
 	}
 	switch o.Store {
 	case "bolt":
@@ -164,6 +173,11 @@ func (a *app) routes() {
 	}
 	a.mux.HandleFunc("GET /{$}", page("index.html"))
 	a.mux.HandleFunc("GET /admin", page("admin.html"))
+	// Browsers ask for it on every page; without it each load logs a 404 error in the console.
+	a.mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=86400")
+		w.WriteHeader(http.StatusNoContent)
+	})
 	sub, _ := fs.Sub(static, "static")
 	a.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(sub)))
 	a.mux.HandleFunc("POST /csp-report", a.cspReport)

@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"crypto/hkdf"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding"
@@ -158,14 +157,36 @@ func epochKey(ikm, salt []byte, lane LaneID, epoch uint32) Key {
 	n := copy(info[:], labelEpochKey)
 	n += copy(info[n:], lane[:])
 	putU32(info[n:], epoch)
-	b, err := hkdf.Key(sha256.New, ikm, salt, string(info[:]), KeySize)
-	if err != nil {
-		panic("protocol: hkdf: " + err.Error()) // only for impossible lengths
-	}
-	var k Key
-	copy(k[:], b)
-	clear(b)
+	prk := hkdfExtract(salt, ikm)
+	k := hkdfExpand(&prk, info[:])
+	prk.Wipe()
 	return k
+}
+
+// hkdfExtract is RFC 5869 HKDF-Extract with SHA-256. It is ours rather than crypto/hkdf's so that
+// every intermediate (the HMAC pads, hash states and outputs) lives in buffers we zero: the
+// standard package leaves them on the heap, and in the worker's linear memory a wiped key must not
+// be recoverable from a stray PRK or HMAC state.
+func hkdfExtract(salt, ikm []byte) Key {
+	m := NewMAC(salt) // an empty salt is HashLen zeros: both pad to the same HMAC key
+	m.Reset()
+	m.Write(ikm)
+	var prk Key
+	copy(prk[:], m.Sum()[:])
+	m.Wipe()
+	return prk
+}
+
+// hkdfExpand is RFC 5869 HKDF-Expand for one output block (L = 32): T(1) = HMAC(PRK, info || 0x01).
+func hkdfExpand(prk *Key, info []byte) Key {
+	m := NewMAC(prk[:])
+	m.Reset()
+	m.Write(info)
+	m.Write([]byte{1})
+	var out Key
+	copy(out[:], m.Sum()[:])
+	m.Wipe()
+	return out
 }
 
 // Handshake completes a login or join key agreement from one side: own is this side's ephemeral,
@@ -244,14 +265,7 @@ func SessionHandle(id []byte) string {
 
 // deriveSub = HKDF-Expand(epoch key, label, 32).
 func deriveSub(k *Key, label string) Key {
-	b, err := hkdf.Expand(sha256.New, k[:], label, KeySize)
-	if err != nil {
-		panic("protocol: hkdf: " + err.Error())
-	}
-	var out Key
-	copy(out[:], b)
-	clear(b)
-	return out
+	return hkdfExpand(k, []byte(label))
 }
 
 // MAC is HMAC-SHA256 under a fixed key, with the key's inner and outer states precomputed so that

@@ -2,7 +2,9 @@ package protocol
 
 import (
 	"bytes"
+	"crypto/hkdf"
 	"crypto/hmac"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"hash"
 	"math/rand/v2"
@@ -372,5 +374,27 @@ func TestSocketAuthAndHandle(t *testing.T) {
 	}
 	if bytes.Contains([]byte(h), id[:4]) {
 		t.Fatal("handle shows the ID")
+	}
+}
+
+// TestHKDFMatchesStandardLibrary: our wipeable HKDF is RFC 5869 HKDF-SHA256, checked against
+// crypto/hkdf on random salts (including empty and longer than a block), IKMs and infos.
+func TestHKDFMatchesStandardLibrary(t *testing.T) {
+	for i := range 500 {
+		salt := make([]byte, i%97)
+		ikm := make([]byte, 1+i%131)
+		info := make([]byte, i%61)
+		crand.Read(salt)
+		crand.Read(ikm)
+		crand.Read(info)
+		want, err := hkdf.Key(sha256.New, ikm, salt, string(info), KeySize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prk := hkdfExtract(salt, ikm)
+		got := hkdfExpand(&prk, info)
+		if !bytes.Equal(got[:], want) {
+			t.Fatalf("case %d: hkdf = %x, want %x", i, got, want)
+		}
 	}
 }

@@ -111,7 +111,27 @@ test("server revocation wipes the key and tells the page", async () => {
   assert.equal(r.result.status, 401);
   assert.ok(!r.result.headers.some(([k]) => k === "sv-error"), "protocol headers are stripped");
   assert.ok(posted.some((m) => m.event === "revoked" && m.detail.reason === "revoked"));
-  assert.equal((await send({ id: 4, op: "status" })).result.state, "wiped");
+  const st = (await send({ id: 4, op: "status" })).result;
+  assert.equal(st.state, "wiped");
+  assert.equal(st.reason, "revoked", "status says why the key was wiped");
+});
+
+test("server expiry wipes the key; status says expired until the next login", async () => {
+  const { srv, send, posted } = await setup();
+  await send({ id: 1, op: "init" });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  srv.error = "expired";
+  assert.equal((await send({ id: 3, op: "fetch", url: "/data" })).result.status, 401);
+  assert.ok(posted.some((m) => m.event === "expired" && m.detail.reason === "expired"));
+  assert.deepEqual((await send({ id: 4, op: "status" })).result.reason, "expired");
+  assert.equal((await send({ id: 5, op: "fetch", url: "/data" })).error.code, "no_session");
+  srv.error = null;
+  await send({ id: 6, op: "login", credentials: { password: "pw" } });
+  const st = (await send({ id: 7, op: "status" })).result;
+  assert.equal(st.state, "active");
+  assert.equal(st.reason, undefined);
+  const out = (await send({ id: 8, op: "logout" })).result;
+  assert.equal(out.reason, "logout");
 });
 
 test("hostile page messages are refused with typed errors and change nothing", async () => {
@@ -151,6 +171,17 @@ test("hostile page messages are refused with typed errors and change nothing", a
   const ok = await send({ id: 11, op: "fetch", url: "/api/ok" });
   assert.equal(ok.result.status, 200);
   assert.ok(srv.seen.every((s) => s.ok));
+});
+
+test("init refuses an endpoint prefix that leaves its path or the origin, and binds nothing", async () => {
+  const { send } = await setup();
+  for (const prefix of ["/../", "/./", "/sv/../", "//evil.example/", "/a//b/", "/", "/sv", "sv/", 42]) {
+    const r = await send({ id: 1, op: "init", prefix });
+    assert.equal(r.ok, false, JSON.stringify(prefix));
+    assert.equal(r.error.code, "bad_input", JSON.stringify(prefix));
+  }
+  assert.ok((await send({ id: 2, op: "init", prefix: "/auth/v1/" })).ok, "a clean prefix binds");
+  assert.equal((await send({ id: 3, op: "init" })).error.code, "policy_bound");
 });
 
 test("too many operations per second are refused", async () => {

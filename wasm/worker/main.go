@@ -37,7 +37,7 @@ var (
 	// move heap objects, so the address stays valid.
 	pinned      = map[uint32][]byte{}
 	pinnedBytes int
-	v      = vault.New(wasiRandom{}, time.Now)
+	v           = vault.New(wasiRandom{}, time.Now)
 )
 
 func ptr(b []byte) uint32 { return uint32(uintptr(unsafe.Pointer(unsafe.SliceData(b)))) }

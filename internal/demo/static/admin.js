@@ -103,3 +103,5 @@ $("logout").addEventListener("click", async () => {
   await refresh();
 });
 await refresh();
+// Usable only once the submit listener is attached (see app.js).
+$("login").disabled = false;

@@ -78,3 +78,6 @@ $("logout").addEventListener("click", async () => {
 });
 
 await refresh();
+// The form works only from here on: a submit before this module had its listener would have been
+// a native one (the form posts to /, which refuses it; credentials never go into a URL).
+$("login").disabled = false;

@@ -57,8 +57,8 @@ type recorder struct {
 }
 
 func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
-func (r *recorder) WithAttrs([]slog.Attr) slog.Handler      { return r }
-func (r *recorder) WithGroup(string) slog.Handler           { return r }
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *recorder) WithGroup(string) slog.Handler            { return r }
 func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	var b strings.Builder
 	b.WriteString(rec.Level.String() + " " + rec.Message)
@@ -560,20 +560,11 @@ func TestSlowClientDropped(t *testing.T) {
 		}
 	}
 	f.log.waitLog(t, "socket_dropped", "reason=slow_client", "lane="+slow.String())
-	// The slow client, reading at last, gets the events that were in its socket buffers, then
-	// finds its connection ended without a close frame.
-	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		mt, _, err := ws.ReadMessage()
-		if err != nil {
-			if !websocket.IsCloseError(err, websocket.CloseAbnormalClosure) {
-				t.Fatalf("slow client: %v", err)
-			}
-			break
-		}
-		if mt != websocket.BinaryMessage {
-			t.Fatalf("slow client: message type %d", mt)
-		}
+	// The server has forgotten the slow connection. (Its client still has thousands of events
+	// in its socket buffers behind a 1 KiB window; reading them is not the point here.)
+	waitOpen(t, f.h, 1)
+	if f.h.Send(slow, ev) != 0 {
+		t.Fatal("slow lane still reachable")
 	}
 }
 
