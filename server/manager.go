@@ -201,6 +201,7 @@ func (m *Manager) serveEndpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var h func(http.ResponseWriter, *http.Request)
+	method := http.MethodPost
 	switch name {
 	case "login":
 		if m.auth != nil {
@@ -212,12 +213,14 @@ func (m *Manager) serveEndpoint(w http.ResponseWriter, r *http.Request) {
 		h = m.rotate
 	case "rekey":
 		h = m.rekey
+	case "events":
+		h, method = m.serveEvents, http.MethodGet
 	}
 	if h == nil {
 		m.refuse(w, reasonNotFound)
 		return
 	}
-	if r.Method != http.MethodPost {
+	if r.Method != method {
 		m.refuse(w, reasonMethod)
 		return
 	}
