@@ -3,6 +3,7 @@ package server
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
 )
@@ -11,7 +12,8 @@ import (
 // request costs an HMAC and not an AES-GCM open, an HKDF and an HMAC key setup. The key of a
 // (lane, epoch) never changes (rotations are compare-and-swap, lane IDs are never reused), so
 // entries need no invalidation for correctness; they are dropped when this node deletes a lane
-// (to wipe the key soon) and evicted, wiped, past maxCachedLanes.
+// (to wipe the key soon) and evicted, wiped, past maxCachedLanes. Each entry also keeps the
+// lane's last-read records ([laneFacts]), which are bounded in age instead.
 type verifierCache struct {
 	m sync.Map // protocol.LaneID -> *laneVerifiers; reads take no lock
 	n atomic.Int64
@@ -26,9 +28,73 @@ type laneVerifiers struct {
 	// because a lane's session never changes.
 	handle, lane string
 
+	// facts are the lane's and session's records as this node last read them (nil before the
+	// first read): what Require needs from the store, so that a request of a busy lane does not
+	// read them every time.
+	facts atomic.Pointer[laneFacts]
+
 	mu    sync.Mutex
 	dead  bool // dropped from the cache and wiped
 	slots [2]*verifySlot
+}
+
+// laneFacts are a lane's and its session's records as the store returned them to this node,
+// kept so that [Manager.Require] can skip the store's Lane read. They are a cache and never the
+// authority for ending or refusing anything:
+//
+//   - Liveness: every request still calls Store.Seen, which reports a lane deleted on any node
+//     (logout, revocation, re-key, eviction, reuse, expiry) as gone.
+//   - Epoch: facts serve only requests signed under the epoch they hold, and only for factsTTL
+//     (at most half the rotation grace) after the read. A rotation made elsewhere meanwhile
+//     lets through only uses of the previous key that the grace window accepts anyway; the next
+//     use after the grace reads the store and is detected as reuse.
+//   - Idle timeout and rotation hint: when the facts say the session is idle or the key due for
+//     rotation, the store is read again before anything is decided (LastSeen moves on other
+//     nodes).
+//
+// What facts are used for beyond that never changes for a session: its ID, user, claims
+// (a re-key makes a new session), Created, Expires and User-Agent hash.
+type laneFacts struct {
+	lane  *Lane    // read only
+	sess  *Session // read only; its LastSeen is superseded by lastSeen
+	until time.Time
+	// lastSeen is the newest LastSeen known here (Unix ns): the read's, or this node's Touch.
+	lastSeen atomic.Int64
+}
+
+// factsTTLMax caps how long facts are used after the read.
+const factsTTLMax = 5 * time.Second
+
+// factsTTL is how long facts read now are used: half the rotation grace, at most factsTTLMax.
+func factsTTL(grace time.Duration) time.Duration { return min(grace/2, factsTTLMax) }
+
+// remember stores the records just read (at or after now) as the entry's facts, used until
+// now+ttl, and returns them.
+func (e *laneVerifiers) remember(lane *Lane, sess *Session, now time.Time, ttl time.Duration) *laneFacts {
+	f := &laneFacts{lane: lane, sess: sess, until: now.Add(ttl)}
+	f.lastSeen.Store(sess.LastSeen.UnixNano())
+	e.facts.Store(f)
+	return f
+}
+
+// usable reports whether f may stand in for a store read for a request signed under epoch at
+// now: fresh, of that epoch, with the session neither idle nor due a rotation hint by what this
+// node knows (either of those is decided on a fresh read).
+func (f *laneFacts) usable(epoch uint32, now time.Time, idle, rotateEvery time.Duration) bool {
+	return f.lane.Epoch == epoch && now.Before(f.until) &&
+		now.UnixNano()-f.lastSeen.Load() < int64(idle) &&
+		now.Sub(f.lane.RotatedAt) < rotateEvery
+}
+
+// touched records a successful Store.Touch at t.
+func (f *laneFacts) touched(t time.Time) {
+	n := t.UnixNano()
+	for {
+		old := f.lastSeen.Load()
+		if n <= old || f.lastSeen.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }
 
 // verifySlot holds one epoch's sign key as precomputed HMAC states: mac for the fast path
@@ -47,6 +113,14 @@ func newVerifySlot(epoch uint32, signKey *protocol.Key) *verifySlot {
 func (s *verifySlot) wipe() {
 	s.mac.Wipe()
 	s.v.Wipe()
+}
+
+// lookup returns the entry of lane, or nil.
+func (c *verifierCache) lookup(lane protocol.LaneID) *laneVerifiers {
+	if e, ok := c.m.Load(lane); ok {
+		return e.(*laneVerifiers)
+	}
+	return nil
 }
 
 func (c *verifierCache) entry(lane protocol.LaneID, sessionID []byte) *laneVerifiers {
@@ -80,7 +154,16 @@ func (c *verifierCache) drop(lanes ...protocol.LaneID) {
 	}
 }
 
+// dropAll removes and wipes every entry.
+func (c *verifierCache) dropAll() {
+	c.m.Range(func(k, _ any) bool {
+		c.drop(k.(protocol.LaneID))
+		return true
+	})
+}
+
 func (e *laneVerifiers) kill() {
+	e.facts.Store(nil)
 	e.mu.Lock()
 	e.dead = true
 	for i, s := range e.slots {

@@ -85,6 +85,17 @@ type Config struct {
 	// that header from the proxy. IPv6 addresses are counted per /64.
 	ClientAddr func(r *http.Request) string
 
+	// EventOrigin reports whether an event socket's upgrade request may come from its Origin
+	// (cross-site WebSocket hijacking); refused requests get 403. If nil, the Origin's host must
+	// equal the request's Host; requests without Origin (not from a browser) are admitted, since
+	// they must still answer the lane's challenge.
+	EventOrigin func(r *http.Request) bool
+	// MaxEventConns bounds this node's event connections, authenticated or not. If zero, 20,000.
+	MaxEventConns int
+	// ExpiringBefore is how long before a session's idle or absolute deadline its event sockets
+	// get an expiring event. If zero, 2 minutes or a quarter of IdleTimeout, whichever is less.
+	ExpiringBefore time.Duration
+
 	// Now is the clock. If nil, time.Now.
 	Now func() time.Time
 	// Rand is the source of session IDs, lane IDs, ephemeral keys and nonces. If nil,
@@ -103,6 +114,7 @@ const (
 	DefaultMaxBody            = 1 << 20
 	DefaultThrottleThreshold  = 30
 	DefaultThrottleWindow     = time.Minute
+	DefaultExpiringBefore     = 2 * time.Minute
 )
 
 // Authenticator checks the credentials of a login. The application implements it; credentials

@@ -322,6 +322,7 @@ func (m *Manager) rotate(w http.ResponseWriter, r *http.Request) {
 				rec.event, rec.extra = evRotated, []slog.Attr{slog.Uint64("epoch", uint64(next.Epoch))}
 				m.audit(ctx, slog.LevelInfo, rec)
 				writeJSON(w, reply)
+				m.liveRotated(lane.ID)
 				return
 			case errors.Is(err, ErrConflict):
 				// Another rotation of this lane won: look again.
@@ -432,7 +433,7 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 		m.refuse(w, reasonRekeyed)
 		return
 	}
-	m.verifiers.drop(lanes...)
+	m.lanesGone(lanes, goneRekeyed)
 	m.pending.drop(old.ID)
 	rec.event, rec.reason = evRekeyed, "privilege change"
 	if !elevated {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/server/internal/hub"
 	"github.com/sessionvault/sessionvault/server/internal/throttle"
 )
 
@@ -44,6 +45,14 @@ type Manager struct {
 	lastSweep                                 atomic.Int64 // Unix ns of the last sweep start
 	sweepWG                                   sync.WaitGroup
 	closed                                    atomic.Bool
+
+	// The event socket (events.go).
+	hub            *hub.Hub
+	live           liveLanes
+	seqs           eventSeqs
+	expiringBefore time.Duration
+
+	fan fanout // the store's notices, if it is a Notifier (fanout.go)
 }
 
 // maxThrottleEntries bounds the table of per-address refusal counters.
@@ -76,7 +85,7 @@ func New(cfg Config) (*Manager, error) {
 		sweepEvery:  time.Minute,
 	}
 	for _, d := range []time.Duration{cfg.IdleTimeout, cfg.AbsoluteTimeout, cfg.RotateEvery, cfg.RotateGrace,
-		cfg.ThrottleWindow, cfg.Window.MaxAge, cfg.Window.Skew} {
+		cfg.ThrottleWindow, cfg.Window.MaxAge, cfg.Window.Skew, cfg.ExpiringBefore} {
 		if d < 0 {
 			return nil, configError("durations must not be negative")
 		}
@@ -94,6 +103,8 @@ func New(cfg Config) (*Manager, error) {
 	setDefault(&m.grace, DefaultRotateGrace)
 	setDefault(&m.maxSessions, DefaultMaxSessionsPerUser)
 	setDefault(&m.maxBody, DefaultMaxBody)
+	m.expiringBefore = cfg.ExpiringBefore
+	setDefault(&m.expiringBefore, min(DefaultExpiringBefore, m.idle/4))
 	m.touch = m.idle / 20
 	if m.log == nil {
 		m.log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -131,6 +142,8 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m.floor, _ = cfg.Store.(ReplayFloor)
 	m.sweeper, _ = cfg.Store.(Sweeper)
+	m.newHub(&cfg)
+	m.startFanout()
 	return m, nil
 }
 
@@ -141,12 +154,19 @@ func setDefault[T comparable](p *T, def T) {
 	}
 }
 
-// Close stops background work (a running sweep) and waits for it. Requests served afterwards
-// still work, but no sweep starts again. It returns nil.
+// Close stops background work: it closes every event connection (with close code 1001, so
+// that workers reconnect, to another node or after a restart), stops the lanes' event timers
+// and waits for a running sweep. Requests served afterwards still work, but no sweep starts
+// again and the event endpoint answers 503. It waits at most 5 seconds for connections to end
+// and returns the hub's error if they did not.
 func (m *Manager) Close() error {
 	m.closed.Store(true)
+	m.stopFanout()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := m.closeEvents(ctx)
 	m.sweepWG.Wait()
-	return nil
+	return err
 }
 
 // maybeSweep starts a sweep of expired sessions if the store can sweep and none ran for
@@ -186,9 +206,10 @@ func (m *Manager) maybeSweep(now time.Time) {
 //	{prefix}logout  signed: end the session
 //	{prefix}rotate  signed, JSON {"pub"}: next epoch of the lane's key
 //	{prefix}rekey   signed, JSON {"pub"}: new session ID and lane, after [Manager.RequireRekey]
+//	{prefix}events  GET, WebSocket: the lane's event socket (PROTOCOL.md section 6)
 //
 // Mount it on the prefix: mux.Handle("/sv/", m.Handler()). Other paths under the prefix answer
-// 404 not_found (join and events come in later protocol versions).
+// 404 not_found.
 func (m *Manager) Handler() http.Handler {
 	return http.HandlerFunc(m.serveEndpoint)
 }

@@ -173,7 +173,10 @@ func (m *Manager) verifyRequest(w http.ResponseWriter, r *http.Request, allowLat
 		p = &ref.Params
 	}
 
-	// 3. Look up the lane.
+	// 3. Look up the lane, unless this node may have missed revocations (fanout.go).
+	if !m.fanoutReady(w) {
+		return nil, false
+	}
 	lane, sess, err := m.store.Lane(ctx, p.KeyID.Lane)
 	if err != nil || lane == nil || sess == nil {
 		return nil, m.laneError(ctx, w, err, p.KeyID.Lane, client)
@@ -314,11 +317,8 @@ func (m *Manager) verifyRequest(w http.ResponseWriter, r *http.Request, allowLat
 	}
 
 	// 8. Timeouts: absolute from login, idle from the last verified request.
-	if !now.Before(sess.Expires) || now.Sub(sess.LastSeen) >= m.idle {
-		rec.reason = "absolute"
-		if now.Before(sess.Expires) {
-			rec.reason = "idle"
-		}
+	if m.expired(sess, now) {
+		rec.reason = expiryKind(sess, now)
 		m.end(ctx, sess, goneExpired, evExpired, rec)
 		m.refuse(w, reasonExpired)
 		return nil, false
@@ -436,7 +436,7 @@ func (m *Manager) reuseDetected(ctx context.Context, w http.ResponseWriter, sess
 // event if this call ended it. A store failure is logged and returned.
 func (m *Manager) end(ctx context.Context, sess *Session, reason, event string, rec auditRec) error {
 	lanes, err := m.store.Delete(ctx, sess.ID, reason)
-	m.verifiers.drop(lanes...)
+	m.lanesGone(lanes, reason)
 	m.pending.drop(sess.ID)
 	level := slog.LevelInfo
 	switch event {

@@ -61,6 +61,12 @@ type Config struct {
 	// slow one: return only the latest that matter. If nil, nothing is resent.
 	Resync func(ctx context.Context, lane protocol.LaneID, since uint64) [][]byte
 
+	// Vacant, if set, is called (outside the hub's locks) when the last authenticated connection
+	// of a lane ends other than through [Hub.Close], so that the owner can forget what it keeps
+	// for the lane's connections. A lane that gets a new connection afterwards is authenticated
+	// again.
+	Vacant func(lane protocol.LaneID)
+
 	// CheckOrigin reports whether the upgrade request's Origin is allowed; refused requests get
 	// 403. If nil, the Origin's host must equal r.Host (case-insensitively); a request without
 	// an Origin header is allowed, because every browser sends one.
@@ -121,6 +127,7 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 type Hub struct {
 	authenticate func(ctx context.Context, keyid string, challenge, tag []byte) (protocol.LaneID, error)
 	resync       func(ctx context.Context, lane protocol.LaneID, since uint64) [][]byte
+	vacant       func(lane protocol.LaneID)
 	checkOrigin  func(r *http.Request) bool
 	readLimit    int64
 	pingInterval time.Duration
@@ -171,6 +178,7 @@ func New(cfg Config) *Hub {
 	h := &Hub{
 		authenticate: cfg.Authenticate,
 		resync:       cfg.Resync,
+		vacant:       cfg.Vacant,
 		checkOrigin:  cfg.CheckOrigin,
 		readLimit:    orDefault(cfg.ReadLimit, DefaultReadLimit),
 		pingInterval: orDefault(cfg.PingInterval, DefaultPingInterval),
@@ -463,6 +471,7 @@ func (h *Hub) unhold(c *conn, first [][]byte) {
 func (h *Hub) unregister(c *conn) {
 	s := h.shard(c.lane)
 	s.mu.Lock()
+	vacant := false
 	if c.registered {
 		c.registered = false
 		cs := s.lanes[c.lane]
@@ -472,11 +481,15 @@ func (h *Hub) unregister(c *conn) {
 		}
 		if len(cs) == 0 {
 			delete(s.lanes, c.lane)
+			vacant = true
 		} else {
 			s.lanes[c.lane] = cs
 		}
 	}
 	s.mu.Unlock()
+	if vacant && h.vacant != nil {
+		h.vacant(c.lane)
+	}
 }
 
 // clientAddr is the connection's peer address without the port, for logs.

@@ -1,0 +1,184 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+)
+
+// Notice is a message from one node to every node sharing a [Notifier] store: the lanes of a
+// deleted session, a resync, or (locally) the loss of the subscription.
+//
+// Notices are hints, never authority: a node re-reads the store before it accepts anything, so
+// a lost notice costs latency and a forged one costs a lookup.
+type Notice struct {
+	// Lanes are the lanes of the session the notice is about: every lane of a deleted session.
+	Lanes []protocol.LaneID
+	// Reason is the deletion reason (the [GoneError]'s), or what the publisher chose.
+	Reason string
+	// Resync reports that notices may have been missed and the subscription is back: drop every
+	// cache a notice would have invalidated and re-check every lane held (event connections)
+	// against the store. Lanes and Reason are empty in a resync that a subscription makes.
+	Resync bool
+	// Lost reports that the subscription is down: notices published from now on may be missed,
+	// until a notice with Resync set says it is back. It is never sent between nodes; a
+	// subscription makes it for its own subscriber.
+	Lost bool
+}
+
+// Notifier is an optional Store ability of stores shared by several server nodes
+// (server/redisstore): Subscribe delivers the [Notice] of every session deleted on any node.
+//
+// Subscribe returns once the subscription is confirmed, or an error if it could not be made.
+// Then fn is called for each notice, in order, from one goroutine, until ctx is done or stop is
+// called; stop waits for that goroutine. A subscription that loses its connection calls fn with
+// Lost set, heals itself, and calls fn with Resync set once it is subscribed again.
+//
+// The [Manager] of a Notifier store subscribes in [New] (in the background) and unsubscribes in
+// [Manager.Close]. Until its subscription is confirmed, and from a Lost notice until the resync
+// that follows, it answers signed requests 503 store_unavailable: a revocation made on another
+// node meanwhile would not reach its caches and event connections.
+type Notifier interface {
+	Subscribe(ctx context.Context, fn func(Notice)) (stop func(), err error)
+}
+
+// fanout is a Manager's subscription to its store's notices. The zero value is "no notifier":
+// always ready.
+type fanout struct {
+	on     bool // the store is a Notifier
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	ready atomic.Bool   // subscribed, and resynced since the last loss
+	downs atomic.Uint64 // losses seen; a resync of an older subscription does not count
+}
+
+// Backoff of the first subscription, when the store cannot be reached at start.
+var (
+	fanoutBackoffMin = 20 * time.Millisecond
+	fanoutBackoffMax = 2 * time.Second
+	fanoutFirstWait  = 5 * time.Second // how long New waits for the first attempt
+)
+
+func fanoutSignal(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+// startFanout subscribes to the notices of a Notifier store, in a goroutine of its own, and
+// waits for the first attempt (at most fanoutFirstWait), so that a Manager made while the store
+// is up is ready when New returns.
+func (m *Manager) startFanout() {
+	n, ok := m.store.(Notifier)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.fan.on, m.fan.cancel, m.fan.done = true, cancel, make(chan struct{})
+	first := make(chan struct{})
+	go func() {
+		defer close(m.fan.done)
+		m.subscribeLoop(ctx, n, first)
+	}()
+	t := time.NewTimer(fanoutFirstWait)
+	defer t.Stop()
+	select {
+	case <-first:
+	case <-t.C:
+	}
+}
+
+// subscribeLoop makes the first subscription, retrying with backoff, and keeps it until ctx
+// ends. It closes first after the first attempt.
+func (m *Manager) subscribeLoop(ctx context.Context, n Notifier, first chan struct{}) {
+	wait := fanoutBackoffMin
+	logged := false
+	defer fanoutSignal(first)
+	for {
+		downs := m.fan.downs.Load()
+		stop, err := n.Subscribe(ctx, m.notice)
+		if err == nil {
+			m.resyncLive()
+			m.fan.mu.Lock()
+			if m.fan.downs.Load() == downs { // no loss since: else the resync that follows says so
+				m.fan.ready.Store(true)
+			}
+			m.fan.mu.Unlock()
+			if logged {
+				m.log.LogAttrs(ctx, slog.LevelInfo, "sessionvault", slog.String("event", "notices_resynced"))
+			}
+			fanoutSignal(first)
+			<-ctx.Done()
+			stop()
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if !logged {
+			logged = true
+			m.audit(ctx, slog.LevelError, auditRec{event: evStoreError, reason: "subscribe", cause: err})
+		}
+		fanoutSignal(first)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, fanoutBackoffMax)
+	}
+}
+
+// notice applies one notice on this node. It runs in the subscription's goroutine.
+func (m *Manager) notice(n Notice) {
+	ctx := context.Background()
+	switch {
+	case n.Lost:
+		m.fan.mu.Lock()
+		m.fan.downs.Add(1)
+		m.fan.ready.Store(false)
+		m.fan.mu.Unlock()
+		m.audit(ctx, slog.LevelError, auditRec{event: evStoreError, reason: "notices_lost"})
+	case n.Resync:
+		// Before the node accepts requests again: whatever was missed is re-read.
+		m.resyncLive()
+		if len(n.Lanes) > 0 {
+			m.lanesGone(n.Lanes, n.Reason)
+		}
+		if !m.fan.ready.Swap(true) {
+			m.log.LogAttrs(ctx, slog.LevelInfo, "sessionvault", slog.String("event", "notices_resynced"))
+		}
+	default:
+		m.lanesGone(n.Lanes, n.Reason)
+	}
+}
+
+// fanoutReady reports whether this node receives every other node's revocations; when it does
+// not, it answers 503 store_unavailable and reports false. A Manager whose store is not a
+// [Notifier] is always ready.
+func (m *Manager) fanoutReady(w http.ResponseWriter) bool {
+	if !m.fan.on || m.fan.ready.Load() {
+		return true
+	}
+	m.refuse(w, reasonStoreDown)
+	return false
+}
+
+// stopFanout ends the subscription and waits for its goroutine.
+func (m *Manager) stopFanout() {
+	if m.fan.on {
+		m.fan.cancel()
+		<-m.fan.done
+	}
+}
