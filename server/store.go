@@ -48,6 +48,17 @@ type Store interface {
 	// seq is fresh, ErrReplay if it was seen or is older than the window. It is atomic per call
 	// (concurrent calls with one seq: exactly one nil). ErrNotFound/*GoneError if the lane is gone.
 	Seen(ctx context.Context, lane protocol.LaneID, seq uint64) error
+
+	// PutTicket stores a join ticket of a session until expires. hash is a 32-byte hash of the
+	// ticket (the ticket itself never reaches a store). The store does not check the session:
+	// the Manager does, at issue and again at join (AddLane). ErrExists if hash is taken.
+	PutTicket(ctx context.Context, sessionID, hash []byte, expires time.Time) error
+	// TakeTicket uses up the ticket stored under hash for sessionID: nil the first time (atomic:
+	// of concurrent calls, on any number of nodes, exactly one gets nil), [ErrTicketUsed] on
+	// every later call until the ticket's expiry, [ErrNotFound] for a ticket never stored,
+	// stored for another session, or expired. A ticket is unusable from its expiry on, by the
+	// store's clock.
+	TakeTicket(ctx context.Context, sessionID, hash []byte) error
 }
 
 // Sweeper is an optional Store ability: Sweep removes the sessions whose Expires is at or before
@@ -108,6 +119,8 @@ var (
 	ErrExists   = errors.New("server: already exists")
 	ErrConflict = errors.New("server: concurrent update")
 	ErrReplay   = errors.New("server: replayed nonce")
+	// ErrTicketUsed: a join ticket was taken before (Store.TakeTicket).
+	ErrTicketUsed = errors.New("server: join ticket already used")
 )
 
 // GoneError reports a lane or session that was deleted, and why ("logout", "revoked",

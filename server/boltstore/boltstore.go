@@ -13,6 +13,7 @@ import (
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
 	"github.com/sessionvault/sessionvault/server"
+	"github.com/sessionvault/sessionvault/server/internal/tickets"
 )
 
 var (
@@ -58,6 +59,8 @@ type Store struct {
 	// live holds every live lane's replay window, nil until the lane's first Seen. It is the
 	// authority on which lanes exist for Seen (see the package documentation, Concurrency).
 	live map[protocol.LaneID]*server.ReplayWindow
+
+	tickets tickets.Table // join tickets, in memory (ticket.go)
 }
 
 var errClosed = errors.New("boltstore: store is closed")

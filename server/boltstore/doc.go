@@ -33,6 +33,11 @@
 // with the time Open was called, so the Manager refuses signatures made before it and a restart
 // cannot reopen a window.
 //
+// Join tickets are not in the file either: they live seconds and are used once, so the Store
+// keeps them in process memory (a restart forgets them: a worker that got a ticket just before
+// the restart falls back to a login, and a forgotten ticket can never be used). bbolt lets one
+// process open the file, so memory is as shared as the file is.
+//
 // # Security
 //
 // The file holds session records and sealed keys; the Manager seals [server.Lane.Key] and

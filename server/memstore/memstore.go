@@ -18,6 +18,7 @@ import (
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
 	"github.com/sessionvault/sessionvault/server"
+	"github.com/sessionvault/sessionvault/server/internal/tickets"
 )
 
 var (
@@ -37,6 +38,7 @@ type Store struct {
 	users     map[string]map[string]*session // user ID -> session ID -> session
 	goneSess  map[string]*sessionTomb
 	goneLanes map[protocol.LaneID]*sessionTomb // shares the session's tombstone
+	tickets   tickets.Table                    // join tickets (ticket.go)
 }
 
 type session struct {

@@ -6,7 +6,7 @@
 //
 // [Run] checks the contract written on [server.Store]: creation and lookup, ErrExists,
 // compare-and-swap updates under concurrency, Touch, Delete and its tombstones, the per-user
-// index, replay windows under concurrency, exact round trips of every field, copy semantics,
+// index, replay windows under concurrency, single-use join tickets under concurrency, exact round trips of every field, copy semantics,
 // context cancellation and, when the store implements it, [server.Sweeper].
 //
 // The suite relies on the store's wall clock only for tombstone lifetimes, which it sets an hour
@@ -54,6 +54,9 @@ func Run(t *testing.T, newStore func(t *testing.T) server.Store) {
 		{"Copies", testCopies},
 		{"Canceled", testCanceled},
 		{"Sweep", testSweep},
+		{"Ticket", testTicket},
+		{"TicketConcurrentTake", testTicketConcurrentTake},
+		{"TicketExpiry", testTicketExpiry},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
