@@ -9,26 +9,20 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/server"
 )
 
-// Notice is a message from one node to every node sharing the Store: the lanes of a deleted
-// session, or a resync.
+// Notice is [server.Notice]: the lanes of a session deleted on some node, a resync, or the loss
+// of this node's subscription. A Store is a [server.Notifier], so a [server.Manager] on it
+// subscribes by itself.
 //
 // Notices are hints, never authority: a receiver re-reads the store before it acts (Lane returns
 // *server.GoneError for a deleted lane), so a lost notice costs latency and a forged one (anyone
-// who can PUBLISH on the Redis) costs a lookup, nothing more.
-type Notice struct {
-	// Lanes are the lanes of the session the notice is about: every lane of a deleted session.
-	Lanes []protocol.LaneID
-	// Reason is the deletion reason (the *server.GoneError's), or what the publisher chose.
-	Reason string
-	// Resync reports that notices may have been missed (the subscription was lost and is back,
-	// or a notice could not be read): drop every cache that a notice would have invalidated and
-	// re-check every lane held (event connections) against the store. Lanes and Reason are
-	// empty in a resync that [Store.Subscribe] makes.
-	Resync bool
-}
+// who can PUBLISH on the Redis) costs a lookup, nothing more. Lost is never sent: Publish
+// ignores it.
+type Notice = server.Notice
+
+var _ server.Notifier = (*Store)(nil)
 
 // Publish sends n to every current subscriber of the Store's channel, on every node (this one
 // included). [Store.Delete] publishes a notice of the deleted lanes by itself, inside the same
@@ -57,9 +51,9 @@ var (
 // called; stop waits for that goroutine to end and may be called more than once.
 //
 // The subscription heals itself: when its connection fails or falls silent (a ping unanswered
-// within a few seconds) it reconnects with backoff, and calls fn with a Notice whose Resync is
-// true once it is subscribed again, since notices published meanwhile are lost (Redis pub/sub
-// delivers at most once). fn should return quickly: Redis drops a subscriber that falls far
+// within a few seconds) it calls fn with a Notice whose Lost is true, reconnects with backoff,
+// and calls fn with a Notice whose Resync is true once it is subscribed again, since notices
+// published meanwhile are lost (Redis pub/sub delivers at most once). fn should return quickly: Redis drops a subscriber that falls far
 // behind (its client-output-buffer-limit for pubsub), which again ends in a resync.
 func (st *Store) Subscribe(ctx context.Context, fn func(Notice)) (stop func(), err error) {
 	if err := ctx.Err(); err != nil {
@@ -158,6 +152,7 @@ func (st *Store) listen(ctx context.Context, sub *subscription, fn func(Notice))
 					continue
 				}
 			}
+			fn(Notice{Lost: true})
 			if !st.resubscribe(ctx, sub) {
 				return
 			}
@@ -176,6 +171,7 @@ func (st *Store) listen(ctx context.Context, sub *subscription, fn func(Notice))
 		case *redis.Subscription:
 			// go-redis reconnected by itself and subscribed again on a new connection.
 			if m.Kind == "subscribe" {
+				fn(Notice{Lost: true})
 				fn(Notice{Resync: true})
 			}
 		}

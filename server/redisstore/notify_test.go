@@ -165,8 +165,8 @@ func TestNotifyResync(t *testing.T) {
 		if n.Resync {
 			break
 		}
-		// The notice of the Delete, if b was back in time: fine too.
-		if n.Reason != "revoked" {
+		// The loss, and the notice of the Delete if b was back in time: fine too.
+		if !n.Lost && n.Reason != "revoked" {
 			t.Fatalf("unexpected notice %+v", n)
 		}
 	}
@@ -210,8 +210,11 @@ func TestNotifyConnectionKilled(t *testing.T) {
 	if err := a.c.Do(ctx, "client", "kill", "type", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
+	if n := next(t, ch, 5*time.Second); !n.Lost {
+		t.Fatalf("after the kill: %+v, want the loss", n)
+	}
 	if n := next(t, ch, 5*time.Second); !n.Resync {
-		t.Fatalf("after the kill: %+v, want a resync", n)
+		t.Fatalf("after the kill and the loss: %+v, want a resync", n)
 	}
 	if err := a.Publish(ctx, Notice{Reason: "after"}); err != nil {
 		t.Fatal(err)
@@ -234,8 +237,11 @@ func TestNotifySilent(t *testing.T) {
 	if err := a.c.Do(ctx, "client", "pause", 1500, "all").Err(); err != nil {
 		t.Fatal(err)
 	}
+	if n := next(t, ch, 5*time.Second); !n.Lost {
+		t.Fatalf("after the pause: %+v, want the loss", n)
+	}
 	if n := next(t, ch, 5*time.Second); !n.Resync {
-		t.Fatalf("after the pause: %+v, want a resync", n)
+		t.Fatalf("after the pause and the loss: %+v, want a resync", n)
 	}
 	if err := a.Publish(ctx, Notice{Reason: "after"}); err != nil {
 		t.Fatal(err)
@@ -245,7 +251,7 @@ func TestNotifySilent(t *testing.T) {
 		if n.Reason == "after" {
 			break
 		}
-		if !n.Resync {
+		if !n.Resync && !n.Lost {
 			t.Fatalf("after the resync: %+v", n)
 		}
 	}

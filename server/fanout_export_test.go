@@ -1,0 +1,15 @@
+package server
+
+import "github.com/sessionvault/sessionvault/internal/protocol"
+
+// Hooks for the external tests of the fan-out (redis_test.go).
+
+// FanoutReady reports whether m would serve signed requests: its store is not a Notifier, or
+// its subscription is up and resynced.
+func FanoutReady(m *Manager) bool { return !m.fan.on || m.fan.ready.Load() }
+
+// HasVerifier reports whether m caches verifiers of lane.
+func HasVerifier(m *Manager, lane protocol.LaneID) bool {
+	_, ok := m.verifiers.m.Load(lane)
+	return ok
+}
