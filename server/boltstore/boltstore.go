@@ -31,6 +31,11 @@ var (
 	bucketTombstones = []byte("tombstones")
 	bucketExpiry     = []byte("expiry")
 	keyFormat        = []byte("format")
+	// bucketReplay holds the replay windows saved by a clean Close (lane ID -> window), and
+	// keyClean in bucketMeta says they are complete. Open loads and removes both in its first
+	// transaction, so after a crash (no keyClean) the replay floor applies instead.
+	bucketReplay = []byte("replay")
+	keyClean     = []byte("clean")
 )
 
 // fileFormat is the layout version in meta/format; Open refuses any other.
@@ -86,9 +91,13 @@ func Open(path string, opts *Options) (*Store, error) {
 }
 
 func (s *Store) init() error {
+	var saved map[protocol.LaneID]*server.ReplayWindow
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
+			return err
+		}
+		if saved, err = takeWindows(tx, meta); err != nil {
 			return err
 		}
 		switch v := meta.Get(keyFormat); {
@@ -109,28 +118,103 @@ func (s *Store) init() error {
 	if err != nil {
 		return fmt.Errorf("boltstore: init: %w", err)
 	}
+	if saved != nil { // a clean Close saved every window: nothing needs the floor
+		s.floor = time.Time{}
+	}
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketLanes).ForEach(func(k, _ []byte) error {
 			if len(k) != protocol.LaneIDSize {
 				return corrupt("lane", "bad key size")
 			}
-			s.live[protocol.LaneID(k)] = nil
+			s.live[protocol.LaneID(k)] = saved[protocol.LaneID(k)]
 			return nil
 		})
 	})
 }
 
-// Close closes the file. The Store must not be used afterwards (methods return an error).
-func (s *Store) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	s.live = nil
-	s.mu.Unlock()
-	return s.db.Close()
+// windowSize is a saved window's encoding: Top u64be || Bits as u64be words.
+const windowSize = 8 + 8*len(server.ReplayWindow{}.Bits)
+
+// takeWindows loads and removes the windows a clean Close saved. It returns nil (and removes
+// any partial save) when the last Close was not clean.
+func takeWindows(tx *bolt.Tx, meta *bolt.Bucket) (map[protocol.LaneID]*server.ReplayWindow, error) {
+	clean := meta.Get(keyClean) != nil
+	b := tx.Bucket(bucketReplay)
+	var out map[protocol.LaneID]*server.ReplayWindow
+	if clean {
+		out = make(map[protocol.LaneID]*server.ReplayWindow)
+		if b != nil {
+			err := b.ForEach(func(k, v []byte) error {
+				if len(k) != protocol.LaneIDSize || len(v) != windowSize {
+					return corrupt("replay window", "bad size")
+				}
+				w := &server.ReplayWindow{Top: binary.BigEndian.Uint64(v)}
+				for i := range w.Bits {
+					w.Bits[i] = binary.BigEndian.Uint64(v[8+8*i:])
+				}
+				out[protocol.LaneID(k)] = w
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		if err := meta.Delete(keyClean); err != nil {
+			return nil, err
+		}
+	}
+	if b != nil {
+		if err := tx.DeleteBucket(bucketReplay); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
-// ReplayFloor implements [server.ReplayFloor]: the time Open was called. Replay windows live in
-// process memory and start empty at Open, so a request signed before then must be refused.
+// Close saves the replay windows, marks the file closed cleanly and closes it. The Store must
+// not be used afterwards (methods return an error). A restart after a clean Close needs no
+// replay floor: the next Open restores every window. If saving fails, the file is closed all
+// the same and the next Open applies the floor, as after a crash.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	live := s.live
+	s.live = nil
+	s.mu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketReplay)
+		if err != nil {
+			return err
+		}
+		v := make([]byte, windowSize)
+		for id, w := range live {
+			if w == nil {
+				continue
+			}
+			binary.BigEndian.PutUint64(v, w.Top)
+			for i, x := range w.Bits {
+				binary.BigEndian.PutUint64(v[8+8*i:], x)
+			}
+			if err := b.Put(id[:], v); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keyClean, []byte{1})
+	})
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// ReplayFloor implements [server.ReplayFloor]. Replay windows live in process memory; a clean
+// Close saves them and the next Open restores them, and then the floor is the zero time. After
+// a crash they start empty, and the floor is the time Open was called: a request signed before
+// then must be refused.
 func (s *Store) ReplayFloor() time.Time { return s.floor }
 
 // update runs fn in a write transaction, durable (fsync) when it returns nil. It gives up if ctx

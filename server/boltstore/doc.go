@@ -28,10 +28,12 @@
 // Times in keys sort by byte order. Records use a compact versioned binary encoding (codec.go)
 // decoded strictly: a corrupt record is an error, never a panic.
 //
-// Replay windows are not in the file: a write per request would cost a sync per request. They
-// live in process memory and start empty at Open, and the Store implements [server.ReplayFloor]
-// with the time Open was called, so the Manager refuses signatures made before it and a restart
-// cannot reopen a window.
+// Replay windows are not written per request: that would cost a sync per request. They live in
+// process memory; a clean [Store.Close] saves them all in one transaction with a "clean" mark,
+// and the next Open restores them and removes both, so a restart (a deploy) loses nothing and
+// needs no floor. After a crash (no mark) they start empty, and the Store implements
+// [server.ReplayFloor] with the time Open was called, so the Manager refuses signatures made
+// before it and a crash cannot reopen a window.
 //
 // Join tickets are not in the file either: they live seconds and are used once, so the Store
 // keeps them in process memory (a restart forgets them: a worker that got a ticket just before

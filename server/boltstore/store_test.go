@@ -31,8 +31,8 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) server.Store { return openTemp(t) })
 }
 
-// TestReopen: records survive Close and Open; replay windows do not, and the replay floor moves
-// to the new Open so that the Manager refuses what the old windows would have caught.
+// TestReopen: records and replay windows survive a clean Close and Open, and then no replay
+// floor is needed (the zero time).
 func TestReopen(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "sv.db")
@@ -69,15 +69,16 @@ func TestReopen(t *testing.T) {
 		t.Error("Lane after Close succeeded")
 	}
 
-	before := time.Now()
-	time.Sleep(time.Millisecond)
 	st, err = Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if f := st.ReplayFloor(); !f.After(before) || !f.After(floor1) {
-		t.Errorf("ReplayFloor after reopen = %v, want after %v", f, before)
+	if f := st.ReplayFloor(); !f.IsZero() {
+		t.Errorf("ReplayFloor after a clean reopen = %v, want zero (the windows were restored)", f)
+	}
+	if floor1.IsZero() {
+		t.Error("ReplayFloor of a new file is zero")
 	}
 	gotL, gotS, err := st.Lane(ctx, l.ID)
 	if err != nil {
@@ -86,12 +87,12 @@ func TestReopen(t *testing.T) {
 	if !bytes.Equal(gotL.Key, l.Key) || !bytes.Equal(gotS.ID, s.ID) || gotS.UserID != "alice" {
 		t.Error("records changed across reopen")
 	}
-	// The window starts empty: the floor, not the store, refuses nonce 7 now.
-	if err := st.Seen(ctx, l.ID, 7); err != nil {
-		t.Errorf("Seen(7) after reopen = %v, want nil (windows are not persisted)", err)
-	}
+	// The window was restored: nonce 7 is still spent, 8 is fresh.
 	if err := st.Seen(ctx, l.ID, 7); !errors.Is(err, server.ErrReplay) {
-		t.Errorf("Seen(7) twice after reopen = %v, want ErrReplay", err)
+		t.Errorf("Seen(7) after a clean reopen = %v, want ErrReplay (window restored)", err)
+	}
+	if err := st.Seen(ctx, l.ID, 8); err != nil {
+		t.Errorf("Seen(8) after reopen = %v, want nil", err)
 	}
 	var g *server.GoneError
 	if err := st.Seen(ctx, gl.ID, 1); !errors.As(err, &g) || g.Reason != "revoked" {
@@ -270,3 +271,55 @@ func TestSweepBatches(t *testing.T) {
 func BenchmarkSeen(b *testing.B)   { storetest.BenchSeen(b, openTemp(b)) }
 func BenchmarkLane(b *testing.B)   { storetest.BenchLane(b, openTemp(b)) }
 func BenchmarkCreate(b *testing.B) { storetest.BenchCreate(b, openTemp(b)) }
+
+// TestReopenAfterCrash: the file as a crash leaves it (a consistent copy taken while open, so no
+// clean Close and no saved windows) opens with empty windows and a replay floor at Open, so the
+// Manager refuses what the lost windows would have caught. The saved windows of an earlier
+// clean Close are not reused either: they are removed when the file is opened.
+func TestReopenAfterCrash(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	path, crash := filepath.Join(dir, "sv.db"), filepath.Join(dir, "crash.db")
+	st, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := storetest.NewSession("alice", time.Now())
+	l := storetest.NewLane(s)
+	if err := st.Create(ctx, s, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Seen(ctx, l.ID, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil { // clean: saves the window with 3
+		t.Fatal(err)
+	}
+	if st, err = Open(path, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Seen(ctx, l.ID, 9); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.db.View(func(tx *bolt.Tx) error { return tx.CopyFile(crash, 0o600) }); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	before := time.Now()
+	c, err := Open(crash, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if f := c.ReplayFloor(); f.Before(before) {
+		t.Errorf("ReplayFloor after a crash = %v, want the time of Open (>= %v)", f, before)
+	}
+	// Empty window: the store alone does not know 3 or 9 (the floor refuses them upstream).
+	if err := c.Seen(ctx, l.ID, 9); err != nil {
+		t.Errorf("Seen(9) after a crash = %v, want nil (windows lost, the floor applies)", err)
+	}
+	if err := c.Seen(ctx, l.ID, 3); err != nil {
+		t.Errorf("Seen(3) after a crash = %v, want nil: the stale saved window must not come back", err)
+	}
+}
