@@ -1,0 +1,125 @@
+package server_test
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/internal/redistest"
+	"github.com/sessionvault/sessionvault/server"
+)
+
+// Event sockets across two nodes behind one Redis: a revocation made on node A reaches the
+// event connections held by node B, through A's notice, or through B's resync when B missed it.
+
+// handleOf returns the handle of the user's only session, as an admin view would list it.
+func handleOf(t *testing.T, e *env, user string) string {
+	t.Helper()
+	list, err := e.mgr.Sessions(t.Context(), user)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("sessions of %s: %v %v", user, list, err)
+	}
+	return list[0].Handle
+}
+
+// TestRedisTwoNodesEvents: a worker's event socket on node B gets a sealed revoked event (under
+// its lane's event key) and the close when node A revokes the session, and a reconnect to
+// either node is refused with the reason.
+func TestRedisTwoNodesEvents(t *testing.T) {
+	srv := redistest.Own(t, false)
+	a, b := redisNodes(t, srv.URL(), realClock)
+	srvA, srvB := serveEnv(t, a), serveEnv(t, b)
+	c := a.newClient()
+	l := c.rawLogin("alice") // on A
+	s := dialEvents(t, srvB, l)
+	if err := a.mgr.Revoke(t.Context(), "alice", handleOf(t, a, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	s.wantEnd(protocol.EventRevoked, "revoked")
+	if _, refused := tryEvents(t, srvB, l, nil); refused != "revoked" {
+		t.Fatalf("reconnect to B: refusal %q, want revoked", refused)
+	}
+	if _, refused := tryEvents(t, srvA, l, nil); refused != "revoked" {
+		t.Fatalf("reconnect to A: refusal %q, want revoked", refused)
+	}
+}
+
+// TestRedisEventsResync: node B's subscription is down (an ACL keeps it from subscribing again)
+// when node A revokes; B's socket gets the revoked event once B is subscribed again, from the
+// resync's re-check of its connections against the store.
+func TestRedisEventsResync(t *testing.T) {
+	srv := redistest.Own(t, false)
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer admin.Close()
+	ctx := t.Context()
+	acl := func(rules ...any) {
+		t.Helper()
+		if err := admin.Do(ctx, append([]any{"acl", "setuser", "nodeb"}, rules...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acl("on", ">nodeb-password", "~*", "&*", "+@all")
+	a := newEnv(t, onStore(redisStore(t, srv.URL(), "ev:"), nil), realClock)
+	b := newEnv(t, onStore(redisStore(t, "redis://nodeb:nodeb-password@"+srv.Addr()+"/0", "ev:"), nil), realClock)
+	srvB := serveEnv(t, b)
+	c := a.newClient()
+	l := c.rawLogin("alice")
+	s := dialEvents(t, srvB, l)
+
+	acl("-subscribe")
+	if err := admin.Do(ctx, "client", "kill", "type", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "B notices the loss of its subscription", func() bool { return !server.FanoutReady(b.mgr) })
+	if err := a.mgr.Revoke(ctx, "alice", handleOf(t, a, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	// B cannot hear it (its periodic re-check is a minute away): the event comes from the
+	// resync once B may subscribe again.
+	acl("+subscribe")
+	s.wantEnd(protocol.EventRevoked, "revoked")
+}
+
+// TestRedisRevocationLatency reports (does not assert) the time from the call of Manager.Revoke
+// on node A (the admin's action: user index read, deletion, notice) to the sealed revoked event
+// read by a socket client of node B: p50 and p99 over the trials (30; 300 with SV_BENCH=1, the
+// figure of DESIGN.md section 8).
+//
+//	SV_BENCH=1 go test -run TestRedisRevocationLatency -v ./server/
+func TestRedisRevocationLatency(t *testing.T) {
+	trials := 30
+	if os.Getenv("SV_BENCH") == "1" {
+		trials = 300
+	}
+	srv := redistest.Own(t, false)
+	a, b := redisNodes(t, srv.URL(), realClock)
+	srvB := serveEnv(t, b)
+	c := a.newClient()
+	var lat []time.Duration
+	for i := range trials {
+		user := fmt.Sprintf("user%d", i)
+		l := c.rawLogin(user)
+		s := dialEvents(t, srvB, l)
+		handle := handleOf(t, a, user)
+		start := time.Now()
+		if err := a.mgr.Revoke(t.Context(), user, handle); err != nil {
+			t.Fatal(err)
+		}
+		ev, _ := s.next(map[uint32]protocol.Key{l.epoch: l.key})
+		d := time.Since(start)
+		if ev == nil || ev.Type != protocol.EventRevoked {
+			t.Fatalf("trial %d: %+v", i, ev)
+		}
+		lat = append(lat, d)
+		s.ws.Close()
+	}
+	slices.Sort(lat)
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	t.Logf("revocation across two nodes (Revoke on A -> sealed event read on B), %d trials: p50 %v, p99 %v, max %v",
+		trials, q(0.50), q(0.99), lat[len(lat)-1])
+}
