@@ -60,6 +60,8 @@ export class Router {
    * @param {string} o.origin  the worker's own origin
    * @param {() => number} [o.now]
    * @param {typeof WebSocket | null} [o.WebSocket]  the event channel's socket; null disables it
+   * @param {string} [o.joinURL]  where a join ticket goes: {prefix}join beside the boot script
+   * @param {() => string} [o.takeTicket]  hands over the boot script's join ticket, once ("" if none)
    */
   constructor(o) {
     this.vault = o.instance;
@@ -77,6 +79,8 @@ export class Router {
     // Why the router last wiped the key ("expired", "revoked", ...): the module's wipe op takes
     // no reason and records "logout", so status() reports this one instead. Cleared by a login.
     this.wipedFor = null;
+    this.joinURL = o.joinURL || null;
+    this.takeTicket = o.takeTicket || (() => "");
   }
 
   /** Starts (or restarts) the event channel of the active lane. */
@@ -146,7 +150,7 @@ export class Router {
   async dispatch(msg) {
     switch (msg.op) {
       case "init":
-        return { value: this.init(msg) };
+        return { value: await this.init(msg) };
       case "login":
         return { value: await this.login(msg) };
       case "fetch":
@@ -160,7 +164,7 @@ export class Router {
     }
   }
 
-  init(msg) {
+  async init(msg) {
     const p = msg.policy === undefined ? {} : msg.policy;
     if (!isPlain(p)) fail("bad_input", "policy must be a plain object");
     for (const k of Object.keys(p)) {
@@ -180,7 +184,46 @@ export class Router {
       ...(p.methods ? [[4, strings(p.methods, "methods")]] : []),
     ]);
     this.prefix = prefix; // only after the module accepted the (first) policy
-    return { bound: true };
+    const out = { bound: true };
+    const ticket = this.takeTicket();
+    if (ticket) {
+      // A reload or a new tab of a live session: join it. Any failure leaves the worker empty
+      // (the page logs in); the reason is the only thing the page learns.
+      try {
+        await this.join(ticket);
+        out.joined = true;
+      } catch (e) {
+        out.joined = false;
+        out.joinError = e instanceof VaultError ? e.code : "internal";
+      }
+    }
+    out.state = this.status().state;
+    return out;
+  }
+
+  /** Trades the boot script's single-use ticket and a fresh public key for a lane of the session. */
+  async join(ticket) {
+    if (typeof ticket !== "string" || !/^[A-Za-z0-9_-]{43}$/.test(ticket) || !this.joinURL) fail("bad_ticket", "no usable join ticket");
+    const t = b64url.decode(ticket, 32);
+    try {
+      const pub = this.vault.call(OP.begin, [[1, 2]]).get(1);
+      const res = await this.fetch(this.joinURL, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: '{"pub":"' + b64url.encode(pub) + '","ticket":"' + ticket + '"}',
+        credentials: "same-origin", // the cookie names the session the ticket is bound to
+        redirect: "error",
+        cache: "no-store",
+        referrerPolicy: "no-referrer",
+      });
+      const reply = await this.json(res);
+      this.finish(reply, t);
+    } finally {
+      t.fill(0);
+    }
+    this.wipedFor = null;
+    this.startChannel();
+    this.emit("active", { expires: this.status().expires, joined: true });
   }
 
   endpoint(name) {
@@ -230,7 +273,7 @@ export class Router {
     return body;
   }
 
-  finish(reply) {
+  finish(reply, ticket) {
     const fields = [
       [1, b64url.decode(reply.lane, 16)],
       [2, b64url.decode(reply.pub, 32)],
@@ -238,6 +281,7 @@ export class Router {
       [4, this.int(reply.serverTime)],
     ];
     if (reply.expires !== undefined) fields.push([5, this.int(reply.expires)]);
+    if (ticket) fields.push([6, ticket]);
     return this.vault.call(OP.finish, fields);
   }
 
@@ -286,8 +330,11 @@ export class Router {
     return this.toPage(res);
   }
 
-  /** Signs and sends; reacts to Sv-Action and Sv-Error. */
-  async send(method, url, headers, body) {
+  /**
+   * Signs and sends; reacts to Sv-Action and Sv-Error. Signed API calls go without cookies; the
+   * session endpoints that change the join cookie (rekey, logout) pass "same-origin".
+   */
+  async send(method, url, headers, body, credentials = "omit") {
     const fields = [
       [1, method],
       [2, url.origin],
@@ -303,7 +350,7 @@ export class Router {
       method,
       headers,
       body,
-      credentials: "omit",
+      credentials,
       redirect: "error",
       cache: "no-store",
       mode: url.origin === this.origin ? "same-origin" : "cors",
@@ -369,7 +416,7 @@ export class Router {
           const url = new URL(this.endpoint("rekey"));
           const body = new TextEncoder().encode('{"pub":"' + b64url.encode(pub) + '"}');
           const h = new Headers({ "Content-Type": "application/json" });
-          const reply = await this.json(await this.send("POST", url, h, body));
+          const reply = await this.json(await this.send("POST", url, h, body, "same-origin"));
           this.finish(reply);
           this.startChannel();
           this.emit("rekeyed", {});
@@ -386,7 +433,7 @@ export class Router {
     if (st.state === "active" || st.state === "rotating") {
       try {
         const url = new URL(this.endpoint("logout"));
-        const res = await this.send("POST", url, new Headers(), new Uint8Array(0));
+        const res = await this.send("POST", url, new Headers(), new Uint8Array(0), "same-origin");
         // Read the (small) answer to its end: an unread body holds the connection until GC.
         await res.arrayBuffer();
       } catch {

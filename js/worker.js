@@ -2,11 +2,22 @@
 // same origin (never from a blob: URL); js/client.js does this for you. It compiles vault.wasm
 // (served beside it as application/wasm), binds the policy from the first "init" message and
 // routes the page's messages. The page never receives key material: see SECURITY.md.
+//
+// Served by the Go server's boot-script endpoint ({prefix}worker.js), it may carry a join
+// ticket (PROTOCOL.md section 3.2): only in the response to a fresh dedicated worker of a page
+// whose browser holds the cookie of a live session. The ticket exists in this worker's global
+// only; the worker trades it, once, for a lane of that session at {prefix}join.
 
 import { Instance } from "./abi.js";
 import { Router } from "./router.js";
 
+// The server fills in this line; served as a plain file, it stays empty (no join).
+let ticket = "";
 const wasmURL = new URL("vault.wasm", import.meta.url);
+// The join endpoint is beside the script that carried the ticket: the server only puts a ticket
+// into the script it serves at {prefix}worker.js, so the ticket can only go back there (the
+// page's init message cannot send it elsewhere).
+const joinURL = new URL("join", import.meta.url).href;
 // Keep our own references: nothing else runs in this global, but a habit that costs nothing.
 const post = self.postMessage.bind(self);
 const netFetch = self.fetch.bind(self);
@@ -17,7 +28,18 @@ const ready = (async () => {
   if (!res.ok) throw new Error("vault.wasm: HTTP " + res.status);
   const module = await WebAssembly.compileStreaming(res);
   const instance = await Instance.create(module, { log: (m) => console.error("[vault module]", m) });
-  router = new Router({ instance, fetch: netFetch, post, origin: self.location.origin });
+  router = new Router({
+    instance,
+    fetch: netFetch,
+    post,
+    origin: self.location.origin,
+    joinURL,
+    takeTicket: () => {
+      const t = ticket;
+      ticket = "";
+      return t;
+    },
+  });
 })();
 
 ready.then(

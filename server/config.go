@@ -96,6 +96,10 @@ type Config struct {
 	// get an expiring event. If zero, 2 minutes or a quarter of IdleTimeout, whichever is less.
 	ExpiringBefore time.Duration
 
+	// Join configures reload and new tabs: the browser-session cookie, the boot script's ticket
+	// and {prefix}join. The zero value turns join on with safe defaults (see [JoinConfig]).
+	Join JoinConfig
+
 	// Now is the clock. If nil, time.Now.
 	Now func() time.Time
 	// Rand is the source of session IDs, lane IDs, ephemeral keys and nonces. If nil,

@@ -146,6 +146,7 @@ func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
 	rec := auditRec{event: evCreated, handle: protocol.SessionHandle(sess.ID), user: userID, lane: lane.ID.String(), client: client}
 	m.audit(ctx, slog.LevelInfo, rec)
 	m.enforceLimit(ctx, userID, sess.ID, client)
+	m.setCookie(w, sess)
 	writeJSON(w, reply)
 }
 
@@ -252,6 +253,7 @@ func (m *Manager) logout(w http.ResponseWriter, r *http.Request) {
 		m.refuse(w, reasonStoreDown)
 		return
 	}
+	m.clearCookie(w, true)
 	writeJSON(w, struct {
 		OK bool `json:"ok"`
 	}{true})
@@ -441,5 +443,6 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.extra = []slog.Attr{slog.String("new_handle", protocol.SessionHandle(sess.ID)), slog.String("new_lane", lane.ID.String())}
 	m.audit(ctx, slog.LevelInfo, rec)
+	m.setCookie(w, sess)
 	writeJSON(w, reply)
 }

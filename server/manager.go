@@ -53,6 +53,8 @@ type Manager struct {
 	expiringBefore time.Duration
 
 	fan fanout // the store's notices, if it is a Notifier (fanout.go)
+
+	join joinState // reload and new tabs (join.go)
 }
 
 // maxThrottleEntries bounds the table of per-address refusal counters.
@@ -138,6 +140,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	var err error
 	if m.seal, err = newSealer(key, m.rand); err != nil {
+		return nil, err
+	}
+	if err := m.initJoin(&cfg.Join, key); err != nil {
 		return nil, err
 	}
 	m.floor, _ = cfg.Store.(ReplayFloor)
@@ -236,6 +241,12 @@ func (m *Manager) serveEndpoint(w http.ResponseWriter, r *http.Request) {
 		h = m.rekey
 	case "events":
 		h, method = m.serveEvents, http.MethodGet
+	case "worker.js":
+		h, method = m.serveBoot, http.MethodGet
+	case "join":
+		if !m.join.disabled {
+			h = m.serveJoin
+		}
 	}
 	if h == nil {
 		m.refuse(w, reasonNotFound)

@@ -864,7 +864,7 @@ func TestLoginRefusals(t *testing.T) {
 		{"cross-site", post("/sv/login", "application/json", good, func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "cross-site") }), 403, "cross_site"},
 		{"too large", post("/sv/login", "application/json", bytes.Repeat([]byte(" "), 2<<20), nil), 413, "body_too_large"},
 		{"GET", e.serve(c.newRequest("GET", "/sv/login", nil)), 405, "method_not_allowed"},
-		{"unknown endpoint", post("/sv/join", "application/json", good, nil), 404, "not_found"},
+		{"unknown endpoint", post("/sv/nope", "application/json", good, nil), 404, "not_found"},
 		{"authenticator error", post("/sv/login", "application/json", bytes.Replace(good, []byte(testPassword), []byte("down"), 1), nil), 503, "unavailable"},
 		{"authenticator panic", post("/sv/login", "application/json", bytes.Replace(good, []byte(testPassword), []byte("panic"), 1), nil), 503, "unavailable"},
 		{"bad credentials", post("/sv/login", "application/json", bytes.Replace(good, []byte(testPassword), []byte("nope"), 1), nil), 401, "bad_credentials"},

@@ -26,7 +26,8 @@ function fakeServer() {
       return reply(200, { lane: b64url(s.lane), pub: b64url(s.pub), confirm: b64url(s.confirm), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 });
     }
     // Everything else must be signed under the current key.
-    assert.equal(init.credentials, "omit", "signed requests go without cookies");
+    const withCookie = u.pathname === "/sv/logout" || u.pathname === "/sv/rekey";
+    assert.equal(init.credentials, withCookie ? "same-origin" : "omit", "signed API requests go without cookies");
     const ok = verifyProfile(signKey(srv.key), {
       method: init.method,
       authority: u.host,

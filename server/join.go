@@ -1,0 +1,473 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/js"
+)
+
+// JoinConfig configures reload and new tabs (PROTOCOL.md section 3.2): the browser-session
+// cookie set at login, the single-use join ticket that the boot script ({prefix}worker.js)
+// carries when a fresh worker of the session's browser loads it, and {prefix}join, where the
+// worker trades the ticket for a lane of its own. The zero value turns join on with the safe
+// defaults.
+type JoinConfig struct {
+	// Disabled turns join off: login sets no cookie, the boot script never carries a ticket and
+	// {prefix}join answers 404, so a reload or a new tab needs a new login.
+	Disabled bool
+	// CookieName is the cookie's name. It must start with "__Host-" (the browser then insists on
+	// Secure, Path=/ and no Domain, so no subdomain can set or shadow it). If zero,
+	// "__Host-session".
+	CookieName string
+	// CookieLifetime, if positive, makes the cookie persistent (Max-Age) for this long, never
+	// past the session's absolute deadline, so that a session survives a browser restart. If
+	// zero, it is a session cookie that ends with the browser session.
+	CookieLifetime time.Duration
+	// TicketLifetime is how long a boot script's ticket can be traded. It covers the worker's
+	// start (the wasm module compiled, the page's init message) and one request. If zero, 10
+	// seconds; at most a minute.
+	TicketLifetime time.Duration
+	// ClearSiteData, if true, makes logout responses also carry Clear-Site-Data: "cookies",
+	// which clears every cookie of the site (all its subdomains included), not only the join
+	// cookie. Leave it off unless the site holds no other cookie worth keeping; the join cookie
+	// is cleared by an expired Set-Cookie either way.
+	ClearSiteData bool
+}
+
+// Defaults of [JoinConfig].
+const (
+	DefaultCookieName     = "__Host-session"
+	DefaultTicketLifetime = 10 * time.Second
+	maxTicketLifetime     = time.Minute
+)
+
+// Join refusal reasons (PROTOCOL.md section 8): the worker stays without a session and the page
+// logs in.
+const (
+	reasonBadTicket   = "bad_ticket"   // 401: no ticket of this session, or it expired
+	reasonTicketReuse = "ticket_reuse" // 401: the ticket was used before
+)
+
+// Audit events of join.
+const (
+	evTicketIssued  = "ticket_issued"
+	evTicketRefused = "ticket_refused"
+	evTicketReuse   = "ticket_reuse"
+	evJoined        = "joined"
+	evJoinRefused   = "join_refused"
+)
+
+// Reasons a boot script goes out without a ticket ([Manager.TicketRefusals]).
+const (
+	RefusedNoCookie      = "no_cookie"         // no join cookie: not logged in (or a browser without it)
+	RefusedNoMetadata    = "no_fetch_metadata" // no Sec-Fetch-* headers: an old browser or not a browser
+	RefusedDest          = "dest"              // Sec-Fetch-Dest is not worker (fetch, script, import, iframe, ...)
+	RefusedMode          = "mode"              // Sec-Fetch-Mode is not same-origin (a static import in a module worker, ...)
+	RefusedSite          = "site"              // Sec-Fetch-Site is not same-origin
+	RefusedBadCookie     = "bad_cookie"        // a cookie that does not open: forged, mangled or of another StoreKey
+	RefusedSessionGone   = "session_gone"      // the cookie's session ended (logout, revocation, expiry, idle)
+	RefusedUserAgent     = "user_agent_mismatch"
+	RefusedRateLimited   = "rate_limited"
+	RefusedStoreDown     = "store_unavailable"
+	refusedReasonsNumber = 10
+)
+
+var refusedReasons = [refusedReasonsNumber]string{RefusedNoCookie, RefusedNoMetadata, RefusedDest, RefusedMode, RefusedSite,
+	RefusedBadCookie, RefusedSessionGone, RefusedUserAgent, RefusedRateLimited, RefusedStoreDown}
+
+func init() {
+	reasonStatus[reasonBadTicket] = 401
+	reasonStatus[reasonTicketReuse] = 401
+}
+
+// ticketSize is the length of a join ticket; it travels as 43 characters of b64url.
+const ticketSize = 32
+
+// joinState is the Manager's join configuration and counters.
+type joinState struct {
+	disabled       bool
+	cookieName     string
+	cookieLifetime time.Duration
+	ticketLifetime time.Duration
+	clearSiteData  bool
+	cookies        *cookieSealer
+	refused        [refusedReasonsNumber]atomic.Uint64
+}
+
+// bootScript is js/worker.js split around its ticket placeholder.
+var bootScript = sync.OnceValues(func() (head, tail []byte) {
+	src, err := js.Files.ReadFile("worker.js")
+	if err != nil {
+		panic("server: js.Files has no worker.js")
+	}
+	head, tail, ok := bytes.Cut(src, []byte(ticketPlaceholder))
+	if !ok {
+		panic("server: worker.js has no ticket placeholder " + ticketPlaceholder)
+	}
+	return append(head, ticketPlaceholder[:len(ticketPlaceholder)-2]...), append([]byte(`";`), tail...)
+})
+
+// ticketPlaceholder is the line of js/worker.js that the boot-script endpoint fills in.
+const ticketPlaceholder = `let ticket = "";`
+
+func (m *Manager) initJoin(cfg *JoinConfig, storeKey []byte) error {
+	j := &m.join
+	j.disabled = cfg.Disabled
+	j.cookieName, j.cookieLifetime, j.ticketLifetime, j.clearSiteData = cfg.CookieName, cfg.CookieLifetime, cfg.TicketLifetime, cfg.ClearSiteData
+	setDefault(&j.cookieName, DefaultCookieName)
+	setDefault(&j.ticketLifetime, DefaultTicketLifetime)
+	if !strings.HasPrefix(j.cookieName, "__Host-") || len(j.cookieName) > 64 || strings.ContainsFunc(j.cookieName, func(r rune) bool {
+		return !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) {
+		return configError(`Join.CookieName must be "__Host-" followed by letters, digits, '-' or '_'`)
+	}
+	if j.cookieLifetime < 0 || j.ticketLifetime < 0 || j.ticketLifetime > maxTicketLifetime {
+		return configError("Join.CookieLifetime must not be negative and Join.TicketLifetime must be at most a minute")
+	}
+	bootScript() // panics now, not at the first request, if the embedded script lacks the placeholder
+	var err error
+	j.cookies, err = newCookieSealer(storeKey, m.rand)
+	return err
+}
+
+// TicketRefusals returns how many boot scripts this Manager served without a ticket, by reason
+// (the Refused* constants). Every reason is present, with 0 if it never happened.
+func (m *Manager) TicketRefusals() map[string]uint64 {
+	out := make(map[string]uint64, refusedReasonsNumber)
+	for i, r := range refusedReasons {
+		out[r] = m.join.refused[i].Load()
+	}
+	return out
+}
+
+func (m *Manager) countRefusal(reason string) {
+	for i, r := range refusedReasons {
+		if r == reason {
+			m.join.refused[i].Add(1)
+			return
+		}
+	}
+}
+
+// ticketHash is the store's name of a ticket and what the join transcript binds
+// (PROTOCOL.md section 3.2): SHA-256("sessionvault/v1 ticket" || ticket).
+func ticketHash(t []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte("sessionvault/v1 ticket"))
+	h.Write(t)
+	return h.Sum(nil)
+}
+
+// serveBoot serves GET {prefix}worker.js, the worker's boot script (js/worker.js). It is never
+// cached. Only a request of a fresh dedicated worker (Sec-Fetch-Dest: worker, Sec-Fetch-Mode:
+// same-origin, Sec-Fetch-Site: same-origin) with the cookie of a live session gets a script
+// with a ticket in it; every other request gets the same script without one, and the refusal is
+// counted ([Manager.TicketRefusals]).
+func (m *Manager) serveBoot(w http.ResponseWriter, r *http.Request) {
+	ticket := m.bootTicket(w, r)
+	head, tail := bootScript()
+	h := w.Header()
+	h["Content-Type"] = []string{"text/javascript; charset=utf-8"}
+	h["Cache-Control"] = []string{"no-store"}
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	h["Vary"] = []string{"Cookie, Sec-Fetch-Dest, Sec-Fetch-Mode, Sec-Fetch-Site"}
+	h["Cross-Origin-Resource-Policy"] = []string{"same-origin"}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	buf := make([]byte, 0, len(head)+len(ticket)+len(tail))
+	buf = append(append(append(buf, head...), ticket...), tail...)
+	w.Write(buf)
+}
+
+// bootTicket returns a new ticket (b64url) for the boot script, or "" with the refusal counted
+// and logged.
+func (m *Manager) bootTicket(w http.ResponseWriter, r *http.Request) string {
+	if m.join.disabled {
+		return ""
+	}
+	ctx := r.Context()
+	client := m.clientAddr(r)
+	refuse := func(level slog.Level, reason string, rec auditRec) string {
+		m.countRefusal(reason)
+		rec.event, rec.reason, rec.client = evTicketRefused, reason, client
+		m.audit(ctx, level, rec)
+		return ""
+	}
+	sid, present, err := m.cookieSession(r)
+	if !present {
+		return refuse(slog.LevelDebug, RefusedNoCookie, auditRec{})
+	}
+	now := m.now()
+	if m.limiter.Blocked(client, now) {
+		return refuse(slog.LevelWarn, RefusedRateLimited, auditRec{})
+	}
+	// Fetch metadata first: a page's fetch(), import(), <script>, iframe or a static import in
+	// a blob worker carries the cookie too, and must not cost a store lookup.
+	dest, mode, site := r.Header.Get("Sec-Fetch-Dest"), r.Header.Get("Sec-Fetch-Mode"), r.Header.Get("Sec-Fetch-Site")
+	switch {
+	case dest == "" && mode == "" && site == "":
+		return refuse(slog.LevelInfo, RefusedNoMetadata, auditRec{})
+	case dest != "worker":
+		return refuse(slog.LevelWarn, RefusedDest, auditRec{extra: []slog.Attr{slog.String("dest", clip(dest))}})
+	case mode != "same-origin":
+		return refuse(slog.LevelWarn, RefusedMode, auditRec{extra: []slog.Attr{slog.String("mode", clip(mode))}})
+	case site != "same-origin":
+		return refuse(slog.LevelWarn, RefusedSite, auditRec{extra: []slog.Attr{slog.String("site", clip(site))}})
+	}
+	if err != nil {
+		m.count(ctx, client, evTicketRefused)
+		m.clearCookie(w, false)
+		return refuse(slog.LevelWarn, RefusedBadCookie, auditRec{})
+	}
+	rec := auditRec{handle: protocol.SessionHandle(sid)}
+	sess, _, err := m.store.Session(ctx, sid)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			m.clearCookie(w, false)
+			return refuse(slog.LevelInfo, RefusedSessionGone, rec)
+		}
+		rec.cause = err
+		return refuse(slog.LevelError, RefusedStoreDown, rec)
+	}
+	rec.user = sess.UserID
+	if !m.liveAt(sess, now) {
+		m.clearCookie(w, false)
+		return refuse(slog.LevelInfo, RefusedSessionGone, rec)
+	}
+	if !m.sameUA(sess, r) {
+		return refuse(slog.LevelWarn, RefusedUserAgent, rec)
+	}
+	t := make([]byte, ticketSize)
+	if _, err := io.ReadFull(m.rand, t); err != nil {
+		rec.cause = err
+		return refuse(slog.LevelError, RefusedStoreDown, rec)
+	}
+	defer clear(t)
+	exp := now.Add(m.join.ticketLifetime)
+	if exp.After(sess.Expires) {
+		exp = sess.Expires
+	}
+	if err := m.store.PutTicket(ctx, sid, ticketHash(t), exp); err != nil {
+		rec.cause = err
+		return refuse(slog.LevelError, RefusedStoreDown, rec)
+	}
+	rec.event, rec.client = evTicketIssued, client
+	m.audit(ctx, slog.LevelInfo, rec)
+	return b64.EncodeToString(t)
+}
+
+// liveAt reports whether sess is within its absolute and idle timeouts at now.
+func (m *Manager) liveAt(sess *Session, now time.Time) bool {
+	return now.Before(sess.Expires) && now.Sub(sess.LastSeen) < m.idle
+}
+
+// sameUA reports whether r comes from the User-Agent the session is bound to (always true
+// without Config.BindUserAgent).
+func (m *Manager) sameUA(sess *Session, r *http.Request) bool {
+	if sess.UserAgent == nil {
+		return true
+	}
+	h := sha256.Sum256([]byte(r.UserAgent()))
+	return bytes.Equal(h[:], sess.UserAgent)
+}
+
+// clip bounds a header value quoted in a log line.
+func clip(s string) string {
+	if len(s) > 32 {
+		return s[:32]
+	}
+	return s
+}
+
+type joinRequest struct {
+	Pub    string `json:"pub"`
+	Ticket string `json:"ticket"`
+}
+
+// maxJoinBody bounds a join request: two b64url values and their names.
+const maxJoinBody = 1024
+
+// join: POST {prefix}join {"pub", "ticket"} with the join cookie (PROTOCOL.md section 3.2): a new
+// lane of the cookie's session, for the worker that holds the session's ticket.
+func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	now := m.now()
+	client := m.clientAddr(r)
+	if m.limiter.Blocked(client, now) {
+		m.refuse(w, reasonRateLimited)
+		return
+	}
+	m.maybeSweep(now)
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" {
+		m.audit(ctx, slog.LevelWarn, auditRec{event: evJoinRefused, client: client, reason: reasonCrossSite})
+		m.refuse(w, reasonCrossSite)
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		m.refuse(w, reasonUnsupported)
+		return
+	}
+	if r.ContentLength > maxJoinBody {
+		m.refuse(w, reasonTooLarge)
+		return
+	}
+	body, err := readBody(r, maxJoinBody)
+	if err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			m.refuse(w, reasonTooLarge)
+		} else {
+			m.refuse(w, reasonBadRequest)
+		}
+		return
+	}
+	defer clear(body)
+	var req joinRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		m.refuse(w, reasonBadRequest)
+		return
+	}
+	clientPub, ok := decodePub(req.Pub)
+	ticket := make([]byte, ticketSize)
+	defer clear(ticket)
+	if n, err := b64.Strict().Decode(ticket, []byte(req.Ticket)); !ok || err != nil || n != ticketSize || len(req.Ticket) != b64.EncodedLen(ticketSize) {
+		m.refuse(w, reasonBadRequest)
+		return
+	}
+	rec := auditRec{event: evJoinRefused, client: client}
+	sid, present, err := m.cookieSession(r)
+	if !present || err != nil {
+		// The worker's join request carries the cookie (credentials: same-origin); without it
+		// the ticket is not the requester's.
+		rec.reason = "no_cookie"
+		if present {
+			rec.reason = "bad_cookie"
+			m.clearCookie(w, false)
+		}
+		m.refusedAs(ctx, w, rec, reasonBadTicket)
+		return
+	}
+	rec.handle = protocol.SessionHandle(sid)
+	switch err := m.store.TakeTicket(ctx, sid, ticketHash(ticket)); {
+	case errors.Is(err, ErrTicketUsed):
+		rec.event, rec.reason = evTicketReuse, "ticket used before"
+		m.refusedAs(ctx, w, rec, reasonTicketReuse)
+		return
+	case errors.Is(err, ErrNotFound):
+		rec.reason = "unknown or expired ticket"
+		m.refusedAs(ctx, w, rec, reasonBadTicket)
+		return
+	case err != nil:
+		m.storeError(ctx, w, rec, err)
+		return
+	}
+	sess, _, err := m.store.Session(ctx, sid)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			m.clearCookie(w, false)
+			rec.reason = goneReason(err)
+			m.audit(ctx, slog.LevelInfo, rec)
+			m.refuse(w, rec.reason)
+			return
+		}
+		m.storeError(ctx, w, rec, err)
+		return
+	}
+	rec.user = sess.UserID
+	if !m.liveAt(sess, now) {
+		m.clearCookie(w, false)
+		rec.reason = reasonExpired
+		m.audit(ctx, slog.LevelInfo, rec)
+		m.refuse(w, reasonExpired)
+		return
+	}
+	if !m.sameUA(sess, r) {
+		rec.reason = reasonUserAgent
+		m.refusedAs(ctx, w, rec, reasonBadTicket)
+		return
+	}
+	lane, reply, reason, err := m.addLane(ctx, sess, clientPub, ticket, now)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			m.clearCookie(w, false)
+			rec.reason = reason
+			m.audit(ctx, slog.LevelInfo, rec)
+			m.refuse(w, reason)
+			return
+		}
+		if errors.Is(err, protocol.ErrKeyAgreement) {
+			m.refuse(w, reasonBadRequest)
+			return
+		}
+		if errors.Is(err, protocol.ErrKeyAgreement) {
+			m.refuse(w, reasonBadRequest)
+			return
+		}
+		rec.event, rec.reason, rec.cause = evStoreError, "join", err
+		m.audit(ctx, slog.LevelError, rec)
+		m.refuse(w, reason)
+		return
+	}
+	rec.event, rec.reason, rec.lane = evJoined, "", lane.ID.String()
+	m.audit(ctx, slog.LevelInfo, rec)
+	writeJSON(w, reply)
+}
+
+// addLane runs the server side of a join key agreement (PROTOCOL.md section 3.2) and stores the
+// new lane under sess. The session's deadline is the reply's: a join never extends a session.
+func (m *Manager) addLane(ctx context.Context, sess *Session, clientPub [protocol.PublicKeySize]byte, ticket []byte, now time.Time) (*Lane, *handshakeReply, string, error) {
+	var laneID protocol.LaneID
+	if _, err := io.ReadFull(m.rand, laneID[:]); err != nil {
+		return nil, nil, reasonUnavailable, err
+	}
+	eph, err := protocol.NewEphemeral(m.rand)
+	if err != nil {
+		return nil, nil, reasonUnavailable, err
+	}
+	serverPub := eph.Public()
+	tr := protocol.HandshakeTranscript(protocol.HandshakeJoin, clientPub, serverPub, laneID, ticket)
+	k, err := protocol.Handshake(eph, clientPub, tr, laneID)
+	if err != nil {
+		return nil, nil, reasonBadRequest, err // a low-order or invalid public key
+	}
+	defer k.Wipe()
+	confirm := protocol.Confirm(&k, tr)
+	sealed, err := m.seal.seal(&k, laneID, 0)
+	if err != nil {
+		return nil, nil, reasonUnavailable, err
+	}
+	lane := &Lane{ID: laneID, SessionID: sess.ID, Epoch: 0, Key: sealed, RotatedAt: now}
+	if err := m.store.AddLane(ctx, lane); err != nil {
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return nil, nil, goneReason(err), err
+		case errors.Is(err, ErrExists):
+			return nil, nil, reasonUnavailable, errors.New("server: lane ID collision: is the random source broken?")
+		}
+		return nil, nil, reasonStoreDown, err
+	}
+	return lane, &handshakeReply{
+		Lane:        laneID.String(),
+		Pub:         b64.EncodeToString(serverPub[:]),
+		Confirm:     b64.EncodeToString(confirm[:]),
+		Epoch:       0,
+		ServerTime:  now.UnixMilli(),
+		Expires:     sess.Expires.UnixMilli(),
+		IdleTimeout: int64(m.idle / time.Second),
+		RotateEvery: int64(m.rotateEvery / time.Second),
+	}, "", nil
+}
