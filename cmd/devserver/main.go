@@ -5,6 +5,9 @@
 //	go run ./cmd/devserver                 # http://127.0.0.1:8080, bolt store in ./.devdata
 //	go run ./cmd/devserver -h              # flags
 //
+// Several nodes share sessions and revocations through Redis: give each the same -store URL and
+// the same -store-key-file (README.md, "Two nodes").
+//
 // It builds the wasm module itself with the Go toolchain (only when a source file changed), so a
 // fresh clone needs nothing but Go.
 package main
@@ -20,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,7 +48,8 @@ Flags:
 	var o options
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
 	fs.StringVar(&o.data, "data", ".devdata", "data directory: the bolt store, the store key and the wasm build cache")
-	fs.StringVar(&o.store, "store", "bolt", `session store: "bolt" (durable, in the data directory) or "mem" (lost on exit)`)
+	fs.StringVar(&o.store, "store", "bolt", `session store: "bolt" (durable, in the data directory), "mem" (lost on exit), or a Redis URL such as redis://127.0.0.1:6379/0 (shared by every node given it)`)
+	fs.StringVar(&o.storeKeyFile, "store-key-file", "", "file of the 32-byte key sealing lane keys at rest, made if missing; nodes sharing a Redis must share it (default: store.key in the data directory)")
 	fs.DurationVar(&o.rotateEvery, "rotate-every", 10*time.Minute, "key age after which a lane is asked to rotate")
 	fs.DurationVar(&o.idle, "idle-timeout", 30*time.Minute, "idle timeout of a session")
 	fs.StringVar(&o.wasm, "wasm", "", "serve this prebuilt vault.wasm instead of building one")
@@ -61,6 +66,7 @@ Flags:
 
 type options struct {
 	addr, data, store, wasm string
+	storeKeyFile            string
 	rotateEvery, idle       time.Duration
 }
 
@@ -76,7 +82,7 @@ func run(ctx context.Context, o options, logger *slog.Logger, ready chan<- strin
 			return err
 		}
 	}
-	app, err := demo.New(demo.Options{Data: o.data, Store: o.store, WasmPath: wasmPath, RotateEvery: o.rotateEvery, IdleTimeout: o.idle})
+	app, err := demo.New(demo.Options{Data: o.data, Store: o.store, StoreKeyFile: o.storeKeyFile, WasmPath: wasmPath, RotateEvery: o.rotateEvery, IdleTimeout: o.idle})
 	if err != nil {
 		return err
 	}
@@ -87,7 +93,7 @@ func run(ctx context.Context, o options, logger *slog.Logger, ready chan<- strin
 		return err
 	}
 	srv := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	logger.Info("sessionvault demo ready", "url", "http://"+ln.Addr().String()+"/", "store", o.store, "data", o.data)
+	logger.Info("sessionvault demo ready", "url", "http://"+ln.Addr().String()+"/", "store", redactStore(o.store), "data", o.data)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -104,4 +110,16 @@ func run(ctx context.Context, o options, logger *slog.Logger, ready chan<- strin
 		return srv.Shutdown(sctx)
 	}
 	return nil
+}
+
+// redactStore drops the password of a Redis URL, for the log.
+func redactStore(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		rest = "…@" + rest[at+1:]
+	}
+	return scheme + "://" + rest
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/internal/redistest"
 	"github.com/sessionvault/sessionvault/internal/vault"
 )
 
@@ -188,5 +189,87 @@ func signed(t *testing.T, v *vault.Vault, base, method, path string, body []byte
 	if err != nil {
 		t.Fatal(err)
 	}
+	return res
+}
+
+// TestSmokeRedis runs two devserver nodes on one real redis-server (started by the test) with a
+// shared store key file, as README.md's "Two nodes" does, behind a pretend load balancer that
+// keeps the Host: a login on node 1 works on node 2, a request accepted by node 1 is refused
+// as a replay by node 2, and a logout on node 2 ends the session on node 1.
+func TestSmokeRedis(t *testing.T) {
+	wasm := os.Getenv("SV_WASM")
+	if wasm == "" {
+		wasm = filepath.Join("..", "..", "build", "vault.wasm")
+	}
+	if _, err := os.Stat(wasm); err != nil {
+		t.Fatalf("no wasm module at %s: run make wasm (or set SV_WASM)", wasm)
+	}
+	rs := redistest.Own(t, false)
+	keyFile := filepath.Join(t.TempDir(), "shared-store.key")
+	o := options{store: rs.URL(), storeKeyFile: keyFile, wasm: wasm, rotateEvery: time.Minute, idle: time.Minute}
+	o1, o2 := o, o
+	o1.addr, o1.data = "127.0.0.1:0", t.TempDir()
+	o2.addr, o2.data = "127.0.0.1:0", t.TempDir()
+	base1, stop1 := start(t, o1)
+	defer stop1()
+	base2, stop2 := start(t, o2)
+	defer stop2()
+	if _, err := os.Stat(filepath.Join(o1.data, "store.key")); err == nil {
+		t.Error("with -store-key-file, a key was made in the data directory")
+	}
+
+	v := login(t, base1, "alice")
+	if res := signedVia(t, v, base1, base2, "GET", "/api/profile", nil); res.StatusCode != 200 {
+		t.Fatalf("node 2, a session of node 1: %d %s", res.StatusCode, res.Header.Get("Sv-Error"))
+	}
+	req := signedRequest(t, v, base1, base1, "POST", "/api/notes", []byte(`{"text":"once"}`))
+	replay := req.Clone(t.Context())
+	replay.URL.Host = strings.TrimPrefix(base2, "http://")
+	replay.Body = io.NopCloser(strings.NewReader(`{"text":"once"}`))
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != 200 {
+		t.Fatalf("node 1: %v %v", res, err)
+	}
+	res, err := http.DefaultClient.Do(replay)
+	if err != nil || res.StatusCode != 401 || res.Header.Get("Sv-Error") != "replay" {
+		t.Fatalf("replay on node 2: %v %v", res, err)
+	}
+	if res := signedVia(t, v, base1, base2, "POST", "/sv/logout", nil); res.StatusCode != 200 {
+		t.Fatalf("logout on node 2: %d %s", res.StatusCode, res.Header.Get("Sv-Error"))
+	}
+	v2 := login(t, base1, "bob")
+	if res := signedVia(t, v2, base1, base1, "GET", "/api/profile", nil); res.StatusCode != 200 {
+		t.Fatalf("another session on node 1: %d", res.StatusCode)
+	}
+	if res := signed(t, v, base1, "GET", "/api/profile", nil); res.StatusCode != 401 || res.Header.Get("Sv-Error") != "logout" {
+		t.Fatalf("node 1 after a logout on node 2: %d %s", res.StatusCode, res.Header.Get("Sv-Error"))
+	}
+}
+
+// signedRequest signs a request for origin and addresses it to node, with the Host of origin
+// (what a load balancer in front of the nodes forwards).
+func signedRequest(t *testing.T, v *vault.Vault, origin, node, method, path string, body []byte) *http.Request {
+	t.Helper()
+	s, err := v.Sign(vault.SignRequest{Method: method, Origin: origin, Path: path, Body: body, HasBody: body != nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(method, node+path, bytes.NewReader(body))
+	req.Host = strings.TrimPrefix(origin, "http://")
+	req.Header.Set("Signature-Input", s.SignatureInput)
+	req.Header.Set("Signature", s.Signature)
+	if s.ContentDigest != "" {
+		req.Header.Set("Content-Digest", s.ContentDigest)
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req
+}
+
+func signedVia(t *testing.T, v *vault.Vault, origin, node, method, path string, body []byte) *http.Response {
+	t.Helper()
+	res, err := http.DefaultClient.Do(signedRequest(t, v, origin, node, method, path, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
 	return res
 }

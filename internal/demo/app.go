@@ -47,8 +47,13 @@ type Options struct {
 	// Data is the data directory: the bolt store and the store key. Required for "bolt". If zero
 	// with "mem", the store key is random and lives only in this process.
 	Data string
-	// Store is "bolt" (durable, in Data) or "mem". If zero, "bolt".
+	// Store is "bolt" (durable, in Data), "mem", or a Redis URL as go-redis's ParseURL reads it
+	// (redis://host:port/db, rediss:// for TLS): demo nodes on one Redis share sessions, replay
+	// windows and revocations. If zero, "bolt".
 	Store string
+	// StoreKeyFile holds the 32-byte key that seals lane keys at rest, made (mode 0600) if
+	// missing. Nodes on one Redis must share it. If zero, Data/store.key.
+	StoreKeyFile string
 	// WasmPath is the vault module to serve. Required.
 	WasmPath string
 	// RotateEvery, IdleTimeout and AbsoluteTimeout pass through to server.Config (zero: defaults).
@@ -119,8 +124,12 @@ func newApp(o Options, wasmPath string) (*app, error) {
 	// A mem store without a data directory gets a random key for this process (the manager makes
 	// one when StoreKey is nil): nothing outlives the process, so there is nothing to keep.
 	var key []byte
-	if o.Store != "mem" || o.Data != "" {
-		if key, err = storeKey(filepath.Join(o.Data, "store.key")); err != nil {
+	keyFile := o.StoreKeyFile
+	if keyFile == "" && (o.Store != "mem" || o.Data != "") {
+		keyFile = filepath.Join(o.Data, "store.key")
+	}
+	if keyFile != "" {
+		if key, err = storeKey(keyFile); err != nil {
 			return nil, err
 		}
 	}
@@ -135,7 +144,12 @@ func newApp(o Options, wasmPath string) (*app, error) {
 	case "mem":
 		a.store = memstore.New()
 	default:
-		return nil, errors.New(`-store must be "bolt" or "mem"`)
+		rs, err := openRedis(o.Store, o.IdleTimeout)
+		if err != nil {
+			return nil, err
+		}
+		a.store = rs
+		a.closers = append(a.closers, rs.Close)
 	}
 	a.mgr, err = server.New(server.Config{
 		Store:           a.store,
@@ -155,10 +169,10 @@ func newApp(o Options, wasmPath string) (*app, error) {
 	return a, nil
 }
 
-// Close releases the manager and the store.
+// Close releases the manager and then the store.
 func (a *app) Close() {
-	for _, c := range a.closers {
-		c()
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
 	}
 }
 
@@ -190,11 +204,6 @@ func (a *app) routes() {
 	// The vault's assets and the session endpoints.
 	a.mux.HandleFunc("GET /sv/vault.wasm", a.serveWasm)
 	for _, name := range js.Modules {
-		if name == "worker.js" {
-			// The boot script is the Manager's: it carries a join ticket when a reload or a new
-			// tab of a live session starts its worker (PROTOCOL.md section 3.2).
-			continue
-		}
 		a.mux.HandleFunc("GET /sv/"+name, a.serveJS(name))
 	}
 	a.mux.Handle("/sv/", a.mgr.Handler())
@@ -255,10 +264,15 @@ func (a *app) serveJS(name string) http.HandlerFunc {
 		h := w.Header()
 		h.Set("Content-Type", "text/javascript; charset=utf-8")
 		h.Set("ETag", tag)
-		h.Set("Cache-Control", "no-cache")
-		if r.Header.Get("If-None-Match") == tag {
-			w.WriteHeader(http.StatusNotModified)
-			return
+		if name == "worker.js" {
+			// The boot script is never cached (a later protocol version embeds a join ticket).
+			h.Set("Cache-Control", "no-store")
+		} else {
+			h.Set("Cache-Control", "no-cache")
+			if r.Header.Get("If-None-Match") == tag {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
 		}
 		w.Write(b)
 	}
@@ -474,9 +488,32 @@ func storeKey(path string) ([]byte, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
+	// Made under a temporary name and linked into place, which fails if another node made it
+	// meanwhile: two nodes started at once on a shared key file agree on one key.
 	b = make([]byte, 32)
 	rand.Read(b)
-	return b, os.WriteFile(path, b, 0o600)
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".store.key-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return storeKey(path)
+		}
+		return nil, err
+	}
+	return b, nil
 }
 
 // BuildWasm builds the vault module into out with the Go toolchain (cached by the go command),
