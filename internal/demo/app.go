@@ -204,6 +204,11 @@ func (a *app) routes() {
 	// The vault's assets and the session endpoints.
 	a.mux.HandleFunc("GET /sv/vault.wasm", a.serveWasm)
 	for _, name := range js.Modules {
+		if name == "worker.js" {
+			// The boot script is the Manager's: it carries a join ticket when a reload or a new
+			// tab of a live session starts its worker (PROTOCOL.md section 3.2).
+			continue
+		}
 		a.mux.HandleFunc("GET /sv/"+name, a.serveJS(name))
 	}
 	a.mux.Handle("/sv/", a.mgr.Handler())
@@ -264,15 +269,10 @@ func (a *app) serveJS(name string) http.HandlerFunc {
 		h := w.Header()
 		h.Set("Content-Type", "text/javascript; charset=utf-8")
 		h.Set("ETag", tag)
-		if name == "worker.js" {
-			// The boot script is never cached (a later protocol version embeds a join ticket).
-			h.Set("Cache-Control", "no-store")
-		} else {
-			h.Set("Cache-Control", "no-cache")
-			if r.Header.Get("If-None-Match") == tag {
-				w.WriteHeader(http.StatusNotModified)
-				return
-			}
+		h.Set("Cache-Control", "no-cache")
+		if r.Header.Get("If-None-Match") == tag {
+			w.WriteHeader(http.StatusNotModified)
+			return
 		}
 		w.Write(b)
 	}
