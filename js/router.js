@@ -101,6 +101,9 @@ export class Router {
         if (name !== "channel") this.emit(name, detail);
       },
       rotate: () => this.rotate().catch(() => {}),
+      // Refused (forged, replayed, other-lane) events and socket failures: to the worker's
+      // console, never to the page. The messages carry an error code, never event bytes.
+      log: (m) => console.warn("[vault events]", m),
     });
     this.channel.start();
   }
