@@ -102,7 +102,7 @@ func Start(port int, extra ...string) (*Server, error) {
 		return nil, err
 	}
 	go func() { s.cmd.Wait(); close(s.done) }()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, DialerRetries: 1})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
