@@ -72,9 +72,20 @@
 // Store, so requests of one lane may be in flight at once and arrive in any order (within the
 // 1,024-nonce window). Rotations are compare-and-swap in the Store: of two concurrent rotations
 // of one lane, one wins and the other is answered as a retry or detected as reuse. Per lane, the
-// HMAC states are cached and their use is serialized by a mutex. New starts no goroutine; expired
-// sessions are swept (when the Store is a [Sweeper]) from request handling at most once a minute,
-// and [Manager.Close] waits for a sweep in progress.
+// HMAC states are cached and their use is serialized by a mutex. Expired sessions are swept (when
+// the Store is a [Sweeper]) from request handling at most once a minute, and [Manager.Close]
+// waits for a sweep in progress.
+//
+// # Several nodes
+//
+// Nodes sharing a store (server/redisstore) share sessions and replay windows, so a request
+// accepted by one node is a replay on every other. When the Store is a [Notifier], New starts one
+// goroutine that subscribes to the deletions made on every node ([Notice]) and applies them here:
+// cached verifiers dropped, event connections sent a sealed revoked event and closed. Pub/sub
+// delivers at most once, so a node whose subscription is down (from the loss until it is back and
+// has re-checked its cache and connections) answers signed requests 503 store_unavailable rather
+// than risk serving a session revoked meanwhile; [Manager.Close] ends the subscription. Every
+// node needs the same Config.StoreKey.
 //
 // # Errors
 //

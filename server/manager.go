@@ -62,8 +62,10 @@ const maxThrottleEntries = 10_000
 
 // New checks cfg, fills in its defaults and returns a Manager. It fails (wrapping [ErrConfig])
 // when Store is nil, StoreKey is not 32 bytes, Prefix is not a "/.../" path or a duration is
-// negative. It starts no goroutine: expired sessions are swept (when the Store is a [Sweeper])
-// from request handling, at most once a minute, and [Manager.Close] waits for a running sweep.
+// negative. Expired sessions are swept (when the Store is a [Sweeper]) from request handling, at
+// most once a minute, and [Manager.Close] waits for a running sweep. When the Store is a
+// [Notifier], New starts the goroutine of its subscription and waits (at most 5 s) for the first
+// attempt; Close stops it.
 func New(cfg Config) (*Manager, error) {
 	if cfg.Store == nil {
 		return nil, configError("Store is required")

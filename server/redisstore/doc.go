@@ -92,7 +92,9 @@
 // other is undone (and what an interrupted undo leaves behind expires with its TTL).
 //
 // Notices ([Store.Publish], [Store.Subscribe]) use Redis pub/sub, which delivers at most once:
-// a subscriber that loses its connection is told to resync when it is back.
+// a subscriber that loses its connection is told so at once (Notice.Lost) and to resync when it
+// is back (Notice.Resync). A Store is a [server.Notifier]: a [server.Manager] on it subscribes by
+// itself, and refuses signed requests (503) from a loss until the resync.
 //
 // # Errors
 //
