@@ -56,9 +56,10 @@ type laneVerifiers struct {
 // (a re-key makes a new session), Created, Expires and User-Agent hash.
 type laneFacts struct {
 	lane  *Lane    // read only
-	sess  *Session // read only; its LastSeen is superseded by lastSeen
+	sess  *Session // read only
 	until time.Time
-	// lastSeen is the newest LastSeen known here (Unix ns): the read's, or this node's Touch.
+	// lastSeen is the newest LastSeen known here (Unix ns): the read's, or this node's Touch
+	// since. It decides when to Touch; timeouts are judged on sess.LastSeen, the read's.
 	lastSeen atomic.Int64
 }
 
@@ -78,12 +79,10 @@ func (e *laneVerifiers) remember(lane *Lane, sess *Session, now time.Time, ttl t
 }
 
 // usable reports whether f may stand in for a store read for a request signed under epoch at
-// now: fresh, of that epoch, with the session neither idle nor due a rotation hint by what this
-// node knows (either of those is decided on a fresh read).
-func (f *laneFacts) usable(epoch uint32, now time.Time, idle, rotateEvery time.Duration) bool {
-	return f.lane.Epoch == epoch && now.Before(f.until) &&
-		now.UnixNano()-f.lastSeen.Load() < int64(idle) &&
-		now.Sub(f.lane.RotatedAt) < rotateEvery
+// now: fresh, of that epoch, and with the key not due a rotation hint. The caller also requires
+// that the session has not timed out by f.sess: a timeout is decided on a fresh read.
+func (f *laneFacts) usable(epoch uint32, now time.Time, rotateEvery time.Duration) bool {
+	return f.lane.Epoch == epoch && now.Before(f.until) && now.Sub(f.lane.RotatedAt) < rotateEvery
 }
 
 // touched records a successful Store.Touch at t.

@@ -26,7 +26,8 @@ type Info struct {
 	Lane string
 	// Epoch is the key epoch the request was signed under.
 	Epoch uint32
-	// Claims are the claims of the session, from the Authenticator or the last re-key. Read only.
+	// Claims are the claims of the session, from the Authenticator or the last re-key. Read
+	// only: the map is shared by the session's requests.
 	Claims map[string]string
 }
 
@@ -84,7 +85,7 @@ const (
 // (after [Manager.RequireRekey]).
 func (m *Manager) Require(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		st, ok := m.verifyRequest(w, r, false)
+		st, ok := m.verify(w, r, false, true)
 		if !ok {
 			return
 		}
@@ -120,7 +121,15 @@ func (m *Manager) hints(w http.ResponseWriter, st *reqState) {
 // verifyRequest runs the whole verification and, on failure, writes the refusal and returns
 // false. allowLate lets a request signed under the previous epoch after its grace window through
 // with st.late set (the rotate endpoint decides); otherwise such a request revokes the session.
+// It reads the lane from the store: st.lane and st.sess are the store's current records.
 func (m *Manager) verifyRequest(w http.ResponseWriter, r *http.Request, allowLate bool) (st *reqState, ok bool) {
+	return m.verify(w, r, allowLate, false)
+}
+
+// verify is verifyRequest; with useFacts, the lane's cached records ([laneFacts]) stand in for
+// the store's Lane read while they are usable, so st.lane and st.sess may be up to factsTTL old
+// (Require, whose handlers see only Info).
+func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useFacts bool) (st *reqState, ok bool) {
 	defer m.recoverTo(w, r)
 	ctx := r.Context()
 	now := m.now()
@@ -177,12 +186,32 @@ func (m *Manager) verifyRequest(w http.ResponseWriter, r *http.Request, allowLat
 	if !m.fanoutReady(w) {
 		return nil, false
 	}
-	lane, sess, err := m.store.Lane(ctx, p.KeyID.Lane)
-	if err != nil || lane == nil || sess == nil {
-		return nil, m.laneError(ctx, w, err, p.KeyID.Lane, client)
+	// The records cached with the lane's verifiers serve while usable (laneFacts: liveness stays
+	// the store's, in step 7, and a timeout is decided on a fresh read); otherwise, and always
+	// for the session endpoints, the store's are read.
+	var (
+		lane  *Lane
+		sess  *Session
+		ent   *laneVerifiers
+		facts *laneFacts
+		err   error
+	)
+	if useFacts {
+		if ent = m.verifiers.lookup(p.KeyID.Lane); ent != nil {
+			if f := ent.facts.Load(); f != nil && f.usable(p.KeyID.Epoch, now, m.rotateEvery) && !m.expired(f.sess, now) {
+				facts, lane, sess = f, f.lane, f.sess
+			}
+		}
+	}
+	if facts == nil {
+		lane, sess, err = m.store.Lane(ctx, p.KeyID.Lane)
+		if err != nil || lane == nil || sess == nil {
+			return nil, m.laneError(ctx, w, err, p.KeyID.Lane, client)
+		}
+		ent = m.verifiers.entry(lane.ID, sess.ID)
+		facts = ent.remember(lane, sess, now, factsTTL(m.grace))
 	}
 	st = &reqState{Context: ctx, sess: sess, lane: lane, keyID: p.KeyID, client: client, hasBody: p.HasBody, now: now}
-	ent := m.verifiers.entry(lane.ID, sess.ID)
 	rec := auditRec{handle: ent.handle, user: sess.UserID, lane: ent.lane, client: client}
 
 	// 4. The HMAC, under the current epoch's key or the previous one's.
@@ -342,11 +371,13 @@ func (m *Manager) verifyRequest(w http.ResponseWriter, r *http.Request, allowLat
 		}
 	}
 
-	// 11. Coarse last-seen.
-	if now.Sub(sess.LastSeen) >= m.touch {
+	// 11. Coarse last-seen (by the newest LastSeen this node knows, its own Touch included).
+	if now.UnixNano()-facts.lastSeen.Load() >= int64(m.touch) {
 		if err := m.store.Touch(ctx, sess.ID, now); err != nil {
 			rec.event, rec.reason, rec.cause = evStoreError, "touch", err
 			m.audit(ctx, slog.LevelWarn, rec)
+		} else {
+			facts.touched(now)
 		}
 	}
 
