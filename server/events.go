@@ -32,8 +32,10 @@ type liveLanes struct {
 	m  map[protocol.LaneID]*liveLane
 }
 
-// liveLane is what this node keeps for one lane's connections. Its fields are guarded by mu.
+// liveLane is what this node keeps for one lane's connections. Its fields are guarded by mu;
+// conns is guarded by liveLanes.mu.
 type liveLane struct {
+	conns     int // connections past socketAuth that have not ended (hub.Config.Ended)
 	mu        sync.Mutex
 	id        protocol.LaneID
 	epoch     uint32
@@ -99,7 +101,7 @@ func (m *Manager) newHub(cfg *Config) {
 	m.hub = hub.New(hub.Config{
 		Authenticate: m.socketAuth,
 		Resync:       m.socketResync,
-		Vacant:       m.socketVacant,
+		Ended:        m.socketEnded,
 		CheckOrigin:  cfg.EventOrigin,
 		MaxConns:     cfg.MaxEventConns,
 		Logger:       m.log,
@@ -199,6 +201,7 @@ func (m *Manager) socketAuth(ctx context.Context, keyid string, challenge, tag [
 		ll = &liveLane{id: lane.ID}
 		m.live.m[lane.ID] = ll
 	}
+	ll.conns++
 	ll.mu.Lock()
 	m.live.mu.Unlock()
 	if ll.epoch != lane.Epoch || ll.eventKey == (protocol.Key{}) {
@@ -222,9 +225,20 @@ func (m *Manager) socketResync(ctx context.Context, id protocol.LaneID, since ui
 	return m.checkLive(ctx, ll)
 }
 
-// socketVacant forgets a lane whose last connection on this node ended.
-func (m *Manager) socketVacant(id protocol.LaneID) {
-	if ll := m.live.take(id); ll != nil {
+// socketEnded counts down the lane's connections and forgets the lane when none is left.
+func (m *Manager) socketEnded(id protocol.LaneID) {
+	m.live.mu.Lock()
+	ll := m.live.m[id]
+	if ll != nil {
+		ll.conns--
+		if ll.conns > 0 {
+			ll = nil
+		} else {
+			delete(m.live.m, id)
+		}
+	}
+	m.live.mu.Unlock()
+	if ll != nil {
 		ll.mu.Lock()
 		ll.kill()
 		ll.mu.Unlock()

@@ -29,6 +29,9 @@ type conn struct {
 	addr string
 	lane protocol.LaneID
 	send chan []byte // sealed events; closeFrame asks the write pump to close
+	// authOK: Authenticate accepted the connection (set before the pumps start; read by
+	// release, which calls Config.Ended for it).
+	authOK bool
 
 	// Guarded by the lane's shard lock.
 	registered bool
@@ -143,6 +146,7 @@ func (c *conn) authenticate(reqCtx context.Context) bool {
 		return false
 	}
 	c.lane = lane
+	c.authOK = true
 	c.send = make(chan []byte, h.sendQueue)
 	hold := h.resync != nil
 	if why := h.register(c, start, hold); why != "" {

@@ -61,11 +61,12 @@ type Config struct {
 	// slow one: return only the latest that matter. If nil, nothing is resent.
 	Resync func(ctx context.Context, lane protocol.LaneID, since uint64) [][]byte
 
-	// Vacant, if set, is called (outside the hub's locks) when the last authenticated connection
-	// of a lane ends other than through [Hub.Close], so that the owner can forget what it keeps
-	// for the lane's connections. A lane that gets a new connection afterwards is authenticated
-	// again.
-	Vacant func(lane protocol.LaneID)
+	// Ended, if set, is called (outside the hub's locks, once) for every connection whose
+	// Authenticate succeeded, when that connection is over: closed by either side, by
+	// [Hub.Close] or [Hub.Shutdown], or refused after Authenticate (its lane was closed
+	// meanwhile). The owner can count a lane's connections with it and forget what it keeps for
+	// a lane when the count falls to zero.
+	Ended func(lane protocol.LaneID)
 
 	// CheckOrigin reports whether the upgrade request's Origin is allowed; refused requests get
 	// 403. If nil, the Origin's host must equal r.Host (case-insensitively); a request without
@@ -127,7 +128,7 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 type Hub struct {
 	authenticate func(ctx context.Context, keyid string, challenge, tag []byte) (protocol.LaneID, error)
 	resync       func(ctx context.Context, lane protocol.LaneID, since uint64) [][]byte
-	vacant       func(lane protocol.LaneID)
+	ended        func(lane protocol.LaneID)
 	checkOrigin  func(r *http.Request) bool
 	readLimit    int64
 	pingInterval time.Duration
@@ -178,7 +179,7 @@ func New(cfg Config) *Hub {
 	h := &Hub{
 		authenticate: cfg.Authenticate,
 		resync:       cfg.Resync,
-		vacant:       cfg.Vacant,
+		ended:        cfg.Ended,
 		checkOrigin:  cfg.CheckOrigin,
 		readLimit:    orDefault(cfg.ReadLimit, DefaultReadLimit),
 		pingInterval: orDefault(cfg.PingInterval, DefaultPingInterval),
@@ -414,6 +415,9 @@ func (h *Hub) release(c *conn) {
 	delete(h.all, c)
 	h.drainedLocked()
 	h.mu.Unlock()
+	if c.authOK && h.ended != nil {
+		h.ended(c.lane)
+	}
 }
 
 func (h *Hub) drainedLocked() {
@@ -471,7 +475,6 @@ func (h *Hub) unhold(c *conn, first [][]byte) {
 func (h *Hub) unregister(c *conn) {
 	s := h.shard(c.lane)
 	s.mu.Lock()
-	vacant := false
 	if c.registered {
 		c.registered = false
 		cs := s.lanes[c.lane]
@@ -481,15 +484,11 @@ func (h *Hub) unregister(c *conn) {
 		}
 		if len(cs) == 0 {
 			delete(s.lanes, c.lane)
-			vacant = true
 		} else {
 			s.lanes[c.lane] = cs
 		}
 	}
 	s.mu.Unlock()
-	if vacant && h.vacant != nil {
-		h.vacant(c.lane)
-	}
 }
 
 // clientAddr is the connection's peer address without the port, for logs.
