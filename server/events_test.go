@@ -268,8 +268,12 @@ func TestEventsRotateExpiringExpired(t *testing.T) {
 	if _, refused := s.next(nil); refused != "expired" {
 		t.Fatalf("refusal %q, want expired", refused)
 	}
-	if !strings.Contains(e.logs.String(), `"event":"expired"`) {
-		t.Error("no expired audit event")
+	// The audit record is written after the lanes are told; give it a moment.
+	for i := 0; !strings.Contains(e.logs.String(), `"event":"expired"`); i++ {
+		if i == 200 {
+			t.Fatal("no expired audit event")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
