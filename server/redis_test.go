@@ -275,6 +275,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 		c := a.newClient()
 		c.remote = fmt.Sprintf("192.0.2.%d:4000", 20+i) // its own throttling counter
 		l := c.rawLogin(fmt.Sprintf("user%d", i))
+		mine := []*rawLane{dead[0].copy(), dead[1].copy()} // a thief's copies, one per goroutine
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -314,7 +315,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 					}
 				}
 				// A request of a revoked session.
-				dl := dead[n%len(dead)]
+				dl := mine[n%len(mine)]
 				w = node.serve(dc.signRaw(dl, "GET", "/api/dead", nil))
 				count("revoked: " + outcome(w))
 				if w.Code == 200 {
