@@ -1,0 +1,96 @@
+package server_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/server"
+	"github.com/sessionvault/sessionvault/server/memstore"
+)
+
+// The Manager's side of the fan-out (fanout.go) with a scripted Notifier, no Redis: when it
+// serves and when it refuses. redis_test.go runs the same against a real redis-server.
+
+// scriptedNotifier is a memstore whose notices the test sends, and whose Subscribe fails while
+// down is set.
+type scriptedNotifier struct {
+	server.Store
+	down atomic.Bool
+	mu   sync.Mutex
+	fn   func(server.Notice)
+}
+
+func (s *scriptedNotifier) Subscribe(ctx context.Context, fn func(server.Notice)) (func(), error) {
+	if s.down.Load() {
+		return nil, errDown
+	}
+	s.mu.Lock()
+	s.fn = fn
+	s.mu.Unlock()
+	return func() {}, nil
+}
+
+func (s *scriptedNotifier) send(n server.Notice) {
+	s.mu.Lock()
+	fn := s.fn
+	s.mu.Unlock()
+	fn(n)
+}
+
+var _ server.Notifier = (*scriptedNotifier)(nil)
+
+func TestFanoutSubscribeAtStart(t *testing.T) {
+	sn := &scriptedNotifier{Store: memstore.New()}
+	sn.down.Store(true)
+	e := newEnv(t, func(c *server.Config) { c.Store = sn })
+	if server.FanoutReady(e.mgr) {
+		t.Fatal("ready without a subscription")
+	}
+	c := e.newClient()
+	c.login("alice") // login needs no notices
+	wantRefused(t, c.get("/api/x"), 503, "store_unavailable")
+	if n := e.calls.Load(); n != 0 {
+		t.Fatalf("the handler ran %d times", n)
+	}
+	if len(e.logs.events("store_error")) == 0 {
+		t.Error("the failed subscription was not logged")
+	}
+	sn.down.Store(false)
+	waitFor(t, 10*time.Second, "the retried subscription", func() bool { return server.FanoutReady(e.mgr) })
+	wantOK(t, c.get("/api/x"))
+}
+
+func TestFanoutLostAndResync(t *testing.T) {
+	sn := &scriptedNotifier{Store: memstore.New()}
+	e := newEnv(t, func(c *server.Config) { c.Store = sn })
+	if !server.FanoutReady(e.mgr) {
+		t.Fatal("not ready after New with the store up")
+	}
+	c := e.newClient()
+	c.login("alice")
+	wantOK(t, c.get("/api/1"))
+	lane := laneOf(t, c)
+	if !server.HasVerifier(e.mgr, lane) {
+		t.Fatal("no cached verifier after a request")
+	}
+
+	sn.send(server.Notice{Lost: true})
+	wantRefused(t, c.get("/api/2"), 503, "store_unavailable")
+	sn.send(server.Notice{Resync: true})
+	if server.HasVerifier(e.mgr, lane) {
+		t.Error("a resync kept the cached verifiers")
+	}
+	wantOK(t, c.get("/api/3"))
+
+	// Another node's deletion: the notice drops this node's cache of the lane (the store, shared
+	// in real life, is what refuses the lane).
+	sn.send(server.Notice{Lanes: []protocol.LaneID{lane}, Reason: "revoked"})
+	if server.HasVerifier(e.mgr, lane) {
+		t.Error("a notice of the lane kept its cached verifiers")
+	}
+	wantOK(t, c.get("/api/4")) // not deleted in this store: a notice is a hint, not authority
+}
