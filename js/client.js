@@ -37,7 +37,9 @@ export class Vault extends EventTarget {
   }
 
   /**
-   * Starts the worker and binds its policy (first write wins, for the worker's whole life).
+   * Starts the worker and binds its policy (first write wins, for the worker's whole life). On a
+   * reload or in a new tab of a live session, the worker joins that session before this resolves
+   * (PROTOCOL.md 3.2): check `await vault.status()` and skip the login form when it is "active".
    * @param {{workerURL?: string|URL, prefix?: string, policy?: {origins?: string[], prefixes?: string[], methods?: string[]}}} [opts]
    * @returns {Promise<Vault>}
    */

@@ -37,7 +37,8 @@ export interface Status {
 
 export interface VaultEventMap {
   ready: CustomEvent<{}>;
-  active: CustomEvent<{ expires?: number }>;
+  /** After a login, or a join (reload, new tab: `joined` is true). */
+  active: CustomEvent<{ expires?: number; joined?: boolean }>;
   rotated: CustomEvent<{ epoch: number }>;
   rekeyed: CustomEvent<{}>;
   expiring: CustomEvent<{ deadline: number }>;

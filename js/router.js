@@ -198,6 +198,9 @@ export class Router {
       } catch (e) {
         out.joined = false;
         out.joinError = e instanceof VaultError ? e.code : "internal";
+        // Drop the half-done handshake (its ephemeral key): the worker holds nothing.
+        this.vault.call(OP.wipe);
+        this.wipedFor = out.joinError;
       }
     }
     out.state = this.status().state;

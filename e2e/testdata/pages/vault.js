@@ -20,6 +20,7 @@ try {
   window.vault = vault;
   window.VaultError = VaultError;
   data.state = (await vault.status()).state;
+  data.readyAt = String(performance.now()); // ms since navigation start: the reload-to-active time when it joined
 } catch (e) {
   data.error = (e && e.code ? e.code + ": " : "") + (e && e.message);
   data.state = "error";
