@@ -6,7 +6,7 @@
 // required, and an [Authenticator] to serve login:
 //
 //	m, err := server.New(server.Config{Store: st, StoreKey: key, Authenticator: auth})
-//	mux.Handle("/sv/", m.Handler())           // POST login, logout, rotate, rekey
+//	mux.Handle("/sv/", m.Handler())           // login, logout, rotate, rekey, join, events, worker.js
 //	mux.Handle("/api/", m.Require(apiHandler)) // signed requests only
 //
 // In a handler behind [Manager.Require], [FromContext] returns the session: user ID, claims, the
@@ -57,8 +57,10 @@
 // Audit events are log/slog records with message "sessionvault" and the attribute event set to
 // created, rotated, rekeyed, revoked, expired, logout, reuse_detected, replay_refused,
 // bad_signature, unknown_session, limit_evicted, brute_force_suspected, login_failed,
-// user_agent_mismatch, store_error or internal_error, with handle, user, lane (public), client
-// and reason where known. No record holds a key, a session ID, a cookie value or credentials; an
+// user_agent_mismatch, store_error, internal_error, and for reloads and new tabs ticket_issued,
+// ticket_refused (reason: see [Manager.TicketRefusals]), ticket_reuse, joined and join_refused,
+// with handle, user, lane (public), client and reason where known. No record holds a key, a join
+// ticket, a session ID, a cookie value or credentials; an
 // Authenticator's error text is logged only for errors other than [ErrBadCredentials], and store
 // error texts are logged, so neither should quote secrets.
 //

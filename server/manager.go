@@ -207,13 +207,15 @@ func (m *Manager) maybeSweep(now time.Time) {
 	}()
 }
 
-// Handler returns the handler of the session endpoints, all POST, under Config.Prefix:
+// Handler returns the handler of the session endpoints under Config.Prefix (POST unless noted):
 //
 //	{prefix}login   JSON {"pub", "credentials"}: authenticate, key agreement, new session
 //	{prefix}logout  signed: end the session
 //	{prefix}rotate  signed, JSON {"pub"}: next epoch of the lane's key
 //	{prefix}rekey   signed, JSON {"pub"}: new session ID and lane, after [Manager.RequireRekey]
 //	{prefix}events  GET, WebSocket: the lane's event socket (PROTOCOL.md section 6)
+//	{prefix}worker.js  GET: the worker's boot script, with a join ticket for a fresh worker of a live session
+//	{prefix}join    JSON {"pub", "ticket"} with the join cookie: a new lane of the session (reload, new tab)
 //
 // Mount it on the prefix: mux.Handle("/sv/", m.Handler()). Other paths under the prefix answer
 // 404 not_found.
