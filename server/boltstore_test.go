@@ -22,8 +22,9 @@ func openBolt(t *testing.T, path string) *boltstore.Store {
 }
 
 // TestDurableStoreRestart runs a session across a restart of the server on boltstore: the
-// session survives with a configured StoreKey, a request signed before the restart is refused
-// (the store's replay floor), the file holds no key, and a server without the StoreKey cannot
+// session survives with a configured StoreKey, a request accepted before a clean restart is
+// refused as a replay after it (the store saved its replay windows), one signed but never sent
+// is accepted (it is no replay), the file holds no key, and a server without the StoreKey cannot
 // use the sessions.
 func TestDurableStoreRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sv.db")
@@ -35,10 +36,12 @@ func TestDurableStoreRestart(t *testing.T) {
 	wantOK(t, c.get("/api/me"))
 	wantOK(t, c.rotate())
 	wantOK(t, c.get("/api/me"))
-	// Signed before the restart (on the real clock, so before the next process's start), never
-	// sent.
-	e.clock.t = time.Now()
+	// Signed before the restart: one accepted (and captured by an observer), one never sent.
+	// (This first Open was not after a clean Close: its floor applies, so sign past it.)
+	e.clock.t = time.Now().Add(7 * time.Second)
 	captured := c.sign("GET", "/api/me", nil)
+	wantOK(t, e.serve(captured.Clone(captured.Context())))
+	unsent := c.sign("GET", "/api/me", nil)
 	raw := c.rawLogin("bob")
 	e.mgr.Close()
 	if err := st.Close(); err != nil {
@@ -61,11 +64,11 @@ func TestDurableStoreRestart(t *testing.T) {
 	st2 := openBolt(t, path)
 	defer st2.Close()
 	e2 := newEnv(t, func(c *server.Config) { c.Store = st2 })
-	e.clock.t = time.Now().Add(7 * time.Second)
 	e2.clock.t = e.clock.Now()
 	c2 := e2.newClient()
 	c2.v = c.v
-	wantRefused(t, e2.serve(captured), 401, "expired_signature")
+	wantRefused(t, e2.serve(captured), 401, "replay")
+	wantOK(t, e2.serve(unsent))
 	wantOK(t, c2.get("/api/me"))
 	wantOK(t, c2.rotate())
 	wantOK(t, c2.get("/api/me"))
