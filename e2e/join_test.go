@@ -154,9 +154,23 @@ func TestJoinReloadKeepsSession(t *testing.T) {
 	if n := lanes(t, d, "alice"); n != 2 {
 		t.Fatalf("%d lanes, want 2 (login and join)", n)
 	}
-	if tickets, _ := bt.issued(); len(tickets) != 1 {
+	tickets, _ := bt.issued()
+	if len(tickets) != 1 {
 		t.Fatalf("%d tickets issued, want 1", len(tickets))
 	}
+	// No ticket, cookie value or session ID in the audit log, or in what the worker told the page.
+	secrets := append([][]byte{}, tickets...)
+	for _, c := range browserCookies(tb) {
+		if c.Name == server.DefaultCookieName {
+			secrets = append(secrets, []byte(c.Value))
+		}
+	}
+	_, ids := d.LaneKeys(t, "alice")
+	secrets = append(secrets, ids...)
+	if len(secrets) != 3 {
+		t.Fatalf("%d secrets to look for (ticket, cookie, session ID), want 3", len(secrets))
+	}
+	AssertNoSecrets(t, []Haystack{{"audit log", []byte(strings.Join(d.App.Events(), "\n"))}, tb.WorkerMessages()}, secrets...)
 	assertPageHasNoTicket(tb, bt)
 	assertNoConsoleErrors(tb)
 }
