@@ -377,3 +377,32 @@ func init() {
 type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
+
+// TestRedisTwoNodesJoin: a ticket that node A's boot script embeds is traded on node B (the
+// nodes share tickets, sessions and the store key that seals the cookie); the new lane works on
+// both nodes, and the same ticket is refused as reused on either node afterwards.
+func TestRedisTwoNodesJoin(t *testing.T) {
+	srv := redistest.Own(t, false)
+	a, b := redisNodes(t, srv.URL())
+	ca := a.newClient()
+	ck := ca.loginCookie("alice")
+	ticket := ca.workerTicket(ck)
+
+	cb := b.newClient()
+	v2, w := cb.join(ck, ticket)
+	if v2 == nil {
+		t.Fatalf("join on node B with node A's ticket: %d %s", w.Code, w.Body)
+	}
+	wantOK(t, b.serve(cb.signWith(v2, "GET", "/api/me", nil)))
+	wantOK(t, a.serve(cb.signWith(v2, "GET", "/api/me", nil)))
+	for _, n := range []*env{a, b} {
+		c := n.newClient()
+		if v, w := c.join(ck, ticket); v != nil || w.Code != 401 || w.Header().Get("Sv-Error") != "ticket_reuse" {
+			t.Errorf("reused ticket: %d %q, want 401 ticket_reuse", w.Code, w.Header().Get("Sv-Error"))
+		}
+	}
+	infos, err := a.mgr.Sessions(t.Context(), "alice")
+	if err != nil || len(infos) != 1 || infos[0].Lanes != 2 {
+		t.Fatalf("sessions after the join: %+v %v, want one session with 2 lanes", infos, err)
+	}
+}
