@@ -10,7 +10,11 @@
 // nonce order (signing is the worker's work, done in the browser, not on the server's cores);
 // both modes then do the same client work per request.
 // It reports requests per second per mode and round, the medians, and the median of the per-round
-// ratios (robust against a machine whose load changes during the measurement).
+// ratios (robust against a machine whose load changes during the measurement). It also reports
+// requests per second of this process's CPU time (user + system, client and server together) and
+// their ratio: on a machine shared with other work, wall-clock rates measure the share of the
+// cores the process got as much as its own cost, while the CPU-time ratio tracks the cost per
+// request of each mode.
 //
 //	go run ./cmd/loadgen -duration 2s -rounds 7
 //
@@ -76,11 +80,15 @@ func main() {
 		log.Fatal(err)
 	}
 	fmt.Printf("median: plain %.0f req/s, signed %.0f req/s; median per-round ratio %.1f%% (budget >= 85%%)\n", res.plain, res.signed, 100*res.ratio)
+	if res.cpuRatio > 0 {
+		fmt.Printf("median per-round ratio of requests per CPU second: %.1f%%\n", 100*res.cpuRatio)
+	}
 }
 
 // result holds the medians over the rounds of each mode's rate and of the per-round ratio
-// (signed / plain), the figure to hold against the budget.
-type result struct{ plain, signed, ratio float64 }
+// (signed / plain), the figure to hold against the budget, and the median per-round ratio of
+// requests per CPU second (0 where the process's CPU time is not available).
+type result struct{ plain, signed, ratio, cpuRatio float64 }
 
 // run starts the server, logs in the lanes and measures.
 func run(duration time.Duration, conns, rounds int, maxReq int64, bodySize int, netClient bool, out io.Writer) (result, error) {
@@ -135,11 +143,11 @@ func run(duration time.Duration, conns, rounds int, maxReq int64, bodySize int, 
 		conns, clientName, duration, rounds, bodySize, runtime.GOMAXPROCS(0))
 	gen := &generator{addr: addr, origin: origin, body: body, vaults: vaults, netClient: netClient}
 	// A short plain run sizes the batches of pre-signed requests.
-	rate, err := gen.measure(false, duration/4+time.Millisecond, maxReq)
+	rate, _, err := gen.measure(false, duration/4+time.Millisecond, maxReq)
 	if err != nil {
 		return result{}, err
 	}
-	var plain, signed, ratios []float64
+	var plain, signed, ratios, cpuRatios []float64
 	for r := range rounds {
 		// Pre-sign this round's requests (the worker's work, done in the browser, not here).
 		perConn := int64(1.5*rate*duration.Seconds())/int64(conns) + 64
@@ -147,28 +155,38 @@ func run(duration time.Duration, conns, rounds int, maxReq int64, bodySize int, 
 		if err := gen.presign(int(perConn)); err != nil {
 			return result{}, err
 		}
+		runtime.GC() // the signing's garbage is not the measured runs' to collect
 		// Alternate which mode goes first, so that a drift of the machine's load between the
 		// two runs of a round does not favour one mode.
-		var p, s float64
+		var p, s, pc, sc float64
 		for _, signedMode := range []bool{r%2 == 1, r%2 == 0} {
-			x, err := gen.measure(signedMode, duration, maxReq)
+			x, xc, err := gen.measure(signedMode, duration, maxReq)
 			if err != nil {
 				return result{}, err
 			}
 			if signedMode {
-				s = x
+				s, sc = x, xc
 			} else {
-				p = x
+				p, pc = x, xc
 			}
 		}
 		rate = max(rate, p)
-		fmt.Fprintf(out, "round %d: plain %.0f req/s, signed %.0f req/s (%.1f%%)\n", r+1, p, s, 100*s/p)
+		fmt.Fprintf(out, "round %d: plain %.0f req/s, signed %.0f req/s (%.1f%%)", r+1, p, s, 100*s/p)
+		if pc > 0 && sc > 0 {
+			fmt.Fprintf(out, "; per CPU second: plain %.0f, signed %.0f (%.1f%%)", pc, sc, 100*sc/pc)
+			cpuRatios = append(cpuRatios, sc/pc)
+		}
+		fmt.Fprintln(out)
 		plain, signed, ratios = append(plain, p), append(signed, s), append(ratios, s/p)
 	}
 	if gen.onTheFly.Load() > 0 {
 		fmt.Fprintf(out, "note: %d requests were signed during a run (batches ran out)\n", gen.onTheFly.Load())
 	}
-	return result{median(plain), median(signed), median(ratios)}, nil
+	res := result{plain: median(plain), signed: median(signed), ratio: median(ratios)}
+	if len(cpuRatios) == len(ratios) {
+		res.cpuRatio = median(cpuRatios)
+	}
+	return res, nil
 }
 
 func median(xs []float64) float64 {
@@ -354,9 +372,9 @@ func (s *netSender) send(sig *vault.Signature) error {
 func (s *netSender) close() {}
 
 // measure drives one mode with one sender per lane for duration (or maxReq requests) and returns
-// requests per second. Signed requests use the pre-signed batches, in order, and are signed on
-// the spot only if a batch runs out.
-func (g *generator) measure(signedMode bool, duration time.Duration, maxReq int64) (float64, error) {
+// requests per second, and per second of the process's CPU time (0 if unknown). Signed requests
+// use the pre-signed batches, in order, and are signed on the spot only if a batch runs out.
+func (g *generator) measure(signedMode bool, duration time.Duration, maxReq int64) (rate, cpuRate float64, err error) {
 	var count atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -367,6 +385,7 @@ func (g *generator) measure(signedMode bool, duration time.Duration, maxReq int6
 		tr = &http.Transport{MaxIdleConnsPerHost: len(g.vaults), MaxConnsPerHost: len(g.vaults)}
 		defer tr.CloseIdleConnections()
 	}
+	cpu0 := processCPU()
 	start := time.Now()
 	deadline := start.Add(duration)
 	for i := range senders {
@@ -376,7 +395,7 @@ func (g *generator) measure(signedMode bool, duration time.Duration, maxReq int6
 		}
 		conn, err := net.Dial("tcp", g.addr)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		conn.SetDeadline(deadline.Add(10 * time.Second))
 		senders[i] = &rawSender{g: g, conn: conn, br: bufio.NewReaderSize(conn, 4096), buf: make([]byte, 0, 1024+len(g.body))}
@@ -418,10 +437,15 @@ func (g *generator) measure(signedMode bool, duration time.Duration, maxReq int6
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
 	if firstErr != nil {
-		return 0, fmt.Errorf("loadgen: signed %v: %w", signedMode, firstErr)
+		return 0, 0, fmt.Errorf("loadgen: signed %v: %w", signedMode, firstErr)
 	}
-	return float64(count.Load()) / elapsed.Seconds(), nil
+	n := float64(count.Load())
+	if cpu > 0 {
+		cpuRate = n / cpu.Seconds()
+	}
+	return n / elapsed.Seconds(), cpuRate, nil
 }
 
 // readResponse reads one HTTP/1.1 response with a Content-Length body and requires 200.
