@@ -7,7 +7,7 @@
 import { OP, VaultError, num, str } from "./abi.js";
 
 const SUBPROTOCOL = "sessionvault.v1";
-const END_REASONS = new Set(["revoked", "logout", "reuse_detected", "rekeyed", "limit_evicted", "unknown_session", "expired", "user_agent_mismatch"]);
+const END_REASONS = new Set(["revoked", "logout", "reuse_detected", "rekeyed", "limit_evicted", "lane_evicted", "unknown_session", "expired", "user_agent_mismatch"]);
 
 const b64url = (bytes) => {
   let s = "";

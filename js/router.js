@@ -21,7 +21,7 @@ const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIO
 const FORBIDDEN = new Set(["signature", "signature-input", "content-digest", "cookie", "sv-action", "sv-error"]);
 // Headers stripped from responses before the page sees them.
 const STRIP = new Set(["sv-action", "sv-error", "signature", "signature-input"]);
-const END_REASONS = new Set(["revoked", "logout", "reuse_detected", "rekeyed", "limit_evicted", "unknown_session", "expired", "user_agent_mismatch"]);
+const END_REASONS = new Set(["revoked", "logout", "reuse_detected", "rekeyed", "limit_evicted", "lane_evicted", "unknown_session", "expired", "user_agent_mismatch"]);
 
 const b64url = {
   encode(bytes) {

@@ -53,6 +53,11 @@ type Config struct {
 	// MaxSessionsPerUser bounds a user's concurrent sessions; a login past the bound ends the
 	// user's oldest sessions (reason limit_evicted). If zero, 10; if negative, no bound.
 	MaxSessionsPerUser int
+	// MaxLanesPerSession bounds a session's lanes (one per worker: the login's, and one per
+	// reload or new tab that joins). A join past the bound first ends the session's stalest
+	// lanes, those with the oldest key (a closed tab's lane stops rotating), with reason
+	// lane_evicted; the session and its other lanes go on. If zero, 16; if negative, no bound.
+	MaxLanesPerSession int
 
 	// Window is the accepted age and future skew of a signature's created time. If zero,
 	// protocol.DefaultMaxAge (60 s) and protocol.DefaultSkew (5 s).
@@ -115,6 +120,7 @@ const (
 	DefaultRotateEvery        = 10 * time.Minute
 	DefaultRotateGrace        = 30 * time.Second
 	DefaultMaxSessionsPerUser = 10
+	DefaultMaxLanesPerSession = 16
 	DefaultMaxBody            = 1 << 20
 	DefaultThrottleThreshold  = 30
 	DefaultThrottleWindow     = time.Minute

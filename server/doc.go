@@ -58,7 +58,8 @@
 // created, rotated, rekeyed, revoked, expired, logout, reuse_detected, replay_refused,
 // bad_signature, unknown_session, limit_evicted, brute_force_suspected, login_failed,
 // user_agent_mismatch, store_error, internal_error, and for reloads and new tabs ticket_issued,
-// ticket_refused (reason: see [Manager.TicketRefusals]), ticket_reuse, joined and join_refused,
+// ticket_refused (reason: see [Manager.TicketRefusals]), ticket_reuse, joined, join_refused and
+// lane_evicted (one lane of the session ended by a join past Config.MaxLanesPerSession),
 // with handle, user, lane (public), client and reason where known. No record holds a key, a join
 // ticket, a session ID, a cookie value or credentials; an
 // Authenticator's error text is logged only for errors other than [ErrBadCredentials], and store
@@ -98,6 +99,7 @@
 //	    bad_credentials                                    (the session, if any, goes on)
 //	401 unknown_session, revoked, logout, rekeyed, limit_evicted, reuse_detected, expired,
 //	    user_agent_mismatch                                (the session is over: wipe the key)
+//	401 lane_evicted                      (this lane is over, the session goes on: wipe the key)
 //	403 cross_site   404 not_found   405 method_not_allowed   413 body_too_large
 //	415 unsupported_media   429 rate_limited
 //	503 store_unavailable (the store failed: fail closed), unavailable (the Authenticator or the

@@ -376,7 +376,7 @@ func (m *Manager) deadline(sess *Session) time.Time {
 // PROTOCOL.md section 8, all of which end the session in the worker).
 func wireReason(gone string) string {
 	switch gone {
-	case goneLogout, goneRevoked, goneReuse, goneRekeyed, goneLimit, goneExpired:
+	case goneLogout, goneRevoked, goneReuse, goneRekeyed, goneLimit, goneLane, goneExpired:
 		return gone
 	case goneUserAgent:
 		return reasonRevoked

@@ -12,12 +12,14 @@ import (
 )
 
 // Notice is a message from one node to every node sharing a [Notifier] store: the lanes of a
-// deleted session, a resync, or (locally) the loss of the subscription.
+// deleted session (or one lane deleted alone), a resync, or (locally) the loss of the
+// subscription.
 //
 // Notices are hints, never authority: a node re-reads the store before it accepts anything, so
 // a lost notice costs latency and a forged one costs a lookup.
 type Notice struct {
-	// Lanes are the lanes of the session the notice is about: every lane of a deleted session.
+	// Lanes are the lanes the notice is about: every lane of a deleted session, or the one lane
+	// of [Store.DeleteLane].
 	Lanes []protocol.LaneID
 	// Reason is the deletion reason (the [GoneError]'s), or what the publisher chose.
 	Reason string
@@ -32,7 +34,8 @@ type Notice struct {
 }
 
 // Notifier is an optional Store ability of stores shared by several server nodes
-// (server/redisstore): Subscribe delivers the [Notice] of every session deleted on any node.
+// (server/redisstore): Subscribe delivers the [Notice] of every session (and every lane
+// deleted alone) on any node.
 //
 // Subscribe returns once the subscription is confirmed, or an error if it could not be made.
 // Then fn is called for each notice, in order, from one goroutine, until ctx is done or stop is

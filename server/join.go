@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -375,7 +376,7 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 		m.storeError(ctx, w, rec, err)
 		return
 	}
-	sess, _, err := m.store.Session(ctx, sid)
+	sess, lanes, err := m.store.Session(ctx, sid)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			m.clearCookie(w, false)
@@ -398,6 +399,11 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 	if !m.sameUA(sess, r) {
 		rec.reason = reasonUserAgent
 		m.refusedAs(ctx, w, rec, reasonBadTicket)
+		return
+	}
+	if err := m.makeRoom(ctx, lanes, rec); err != nil {
+		rec.reason = "lane eviction"
+		m.storeError(ctx, w, rec, err)
 		return
 	}
 	lane, reply, reason, err := m.addLane(ctx, sess, clientPub, ticket, now)
@@ -425,6 +431,60 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 	rec.event, rec.reason, rec.lane = evJoined, "", lane.ID.String()
 	m.audit(ctx, slog.LevelInfo, rec)
 	writeJSON(w, reply)
+}
+
+// makeRoom makes room for one more lane in a session whose lanes are lanes, under
+// Config.MaxLanesPerSession (PROTOCOL.md section 3.2): when the session has the bound's number
+// of lanes or more, it ends the stalest ones, those whose key is oldest (RotatedAt: an open
+// tab's lane rotates every RotateEvery, a closed tab's never again), alone and with reason
+// lane_evicted, until one more fits. Their event connections, on this node and (through the
+// store's notices) on the others, get a sealed revoked event and close; each eviction is
+// audited (lane_evicted). The session and its other lanes go on.
+//
+// Concurrent joins may each find room and leave the session over the bound by as many lanes;
+// the next join brings it back under. A store failure is returned: the join is refused.
+func (m *Manager) makeRoom(ctx context.Context, lanes []protocol.LaneID, rec auditRec) error {
+	if m.maxLanes < 0 || len(lanes) < m.maxLanes {
+		return nil
+	}
+	type candidate struct {
+		id protocol.LaneID
+		at time.Time
+	}
+	cands := make([]candidate, 0, len(lanes))
+	for _, id := range lanes {
+		l, _, err := m.store.Lane(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue // ended meanwhile: that is room made
+		case err != nil:
+			return err
+		}
+		cands = append(cands, candidate{id, l.RotatedAt})
+	}
+	excess := len(cands) - m.maxLanes + 1
+	if excess <= 0 {
+		return nil
+	}
+	slices.SortFunc(cands, func(a, b candidate) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.id[:], b.id[:])
+	})
+	for _, c := range cands[:excess] {
+		switch err := m.store.DeleteLane(ctx, c.id, goneLane); {
+		case errors.Is(err, ErrNotFound):
+			continue // a concurrent join evicted it, or the session ended
+		case err != nil:
+			return err
+		}
+		m.lanesGone([]protocol.LaneID{c.id}, goneLane)
+		r := rec
+		r.event, r.reason, r.lane = evLaneEvicted, goneLane, c.id.String()
+		m.audit(ctx, slog.LevelInfo, r)
+	}
+	return nil
 }
 
 // addLane runs the server side of a join key agreement (PROTOCOL.md section 3.2) and stores the

@@ -33,7 +33,7 @@ type Manager struct {
 
 	prefix                                    string
 	idle, absolute, rotateEvery, grace, touch time.Duration
-	maxSessions                               int
+	maxSessions, maxLanes                     int
 	window                                    protocol.Window
 	maxBody                                   int64
 	bindUA                                    bool
@@ -83,6 +83,7 @@ func New(cfg Config) (*Manager, error) {
 		rotateEvery: cfg.RotateEvery,
 		grace:       cfg.RotateGrace,
 		maxSessions: cfg.MaxSessionsPerUser,
+		maxLanes:    cfg.MaxLanesPerSession,
 		window:      cfg.Window,
 		maxBody:     cfg.MaxBody,
 		bindUA:      cfg.BindUserAgent,
@@ -106,6 +107,7 @@ func New(cfg Config) (*Manager, error) {
 	setDefault(&m.rotateEvery, DefaultRotateEvery)
 	setDefault(&m.grace, DefaultRotateGrace)
 	setDefault(&m.maxSessions, DefaultMaxSessionsPerUser)
+	setDefault(&m.maxLanes, DefaultMaxLanesPerSession)
 	setDefault(&m.maxBody, DefaultMaxBody)
 	m.expiringBefore = cfg.ExpiringBefore
 	setDefault(&m.expiringBefore, min(DefaultExpiringBefore, m.idle/4))

@@ -30,6 +30,7 @@ const (
 	reasonLogout         = "logout"
 	reasonRekeyed        = "rekeyed"
 	reasonLimitEvicted   = "limit_evicted" // ended by a newer login past MaxSessionsPerUser
+	reasonLaneEvicted    = "lane_evicted"  // this lane only: ended by a join past MaxLanesPerSession
 	reasonReuse          = "reuse_detected"
 	reasonExpired        = "expired"
 	// Others.
@@ -50,6 +51,9 @@ const (
 	goneReuse   = "reuse_detected"
 	goneRekeyed = "rekeyed"
 	goneLimit   = "limit_evicted"
+	// goneLane: one lane ended by a join past MaxLanesPerSession (Store.DeleteLane); the
+	// session goes on.
+	goneLane    = "lane_evicted"
 	goneExpired = "expired"
 	// goneUserAgent: a request from another User-Agent (Config.BindUserAgent); later requests
 	// are told revoked.
@@ -60,7 +64,7 @@ var reasonStatus = map[string]int{
 	reasonMalformed: 400, reasonProfile: 400, reasonDigestMismatch: 400, reasonBadRequest: 400,
 	reasonMissing: 401, reasonBadSignature: 401, reasonExpiredSignature: 401, reasonFutureSignature: 401,
 	reasonReplay: 401, reasonUserAgent: 401, reasonBadCredentials: 401,
-	reasonUnknownSession: 401, reasonRevoked: 401, reasonLogout: 401, reasonRekeyed: 401, reasonLimitEvicted: 401,
+	reasonUnknownSession: 401, reasonRevoked: 401, reasonLogout: 401, reasonRekeyed: 401, reasonLimitEvicted: 401, reasonLaneEvicted: 401,
 	reasonReuse: 401, reasonExpired: 401,
 	reasonCrossSite: 403, reasonNotFound: 404, reasonMethod: 405, reasonTooLarge: 413,
 	reasonUnsupported: 415, reasonRateLimited: 429, reasonStoreDown: 503, reasonUnavailable: 503,
@@ -83,6 +87,8 @@ func goneReason(err error) string {
 		return reasonExpired
 	case goneLimit:
 		return reasonLimitEvicted
+	case goneLane:
+		return reasonLaneEvicted
 	}
 	return reasonRevoked // revoked, user_agent_mismatch and any reason a later version adds
 }
@@ -124,6 +130,7 @@ const (
 	evBadSignature = "bad_signature"
 	evUnknown      = "unknown_session"
 	evLimitEvicted = "limit_evicted"
+	evLaneEvicted  = "lane_evicted"
 	evBruteForce   = "brute_force_suspected"
 	evLoginFailed  = "login_failed"
 	evUserAgent    = "user_agent_mismatch"

@@ -39,6 +39,15 @@ type Store interface {
 	// tombstone with reason for each lane until the session's absolute expiry, and returns the
 	// removed lanes. Deleting a missing session returns no lanes and no error.
 	Delete(ctx context.Context, sessionID []byte, reason string) ([]protocol.LaneID, error)
+	// DeleteLane removes one lane from its live session (the session and its other lanes stay)
+	// with the lane's replay window, and leaves a tombstone with reason for the lane until the
+	// session's absolute expiry: Lane, Seen, UpdateLane and a second DeleteLane then return a
+	// *GoneError with this reason, and AddLane refuses its ID (ErrExists). A later Delete of the
+	// session keeps the lane's own reason. A session keeps the tombstones of its last
+	// [LaneTombstones] lanes deleted this way; an older one's goes (that lane is then
+	// ErrNotFound). ErrNotFound/*GoneError if the lane is gone. Stores shared by several nodes
+	// ([Notifier]) publish a notice of the lane with the deletion.
+	DeleteLane(ctx context.Context, id protocol.LaneID, reason string) error
 	// Session returns a session and the IDs of its lanes.
 	Session(ctx context.Context, sessionID []byte) (*Session, []protocol.LaneID, error)
 	// UserSessions returns the user's live sessions through the per-user index (no scan), oldest
@@ -113,6 +122,13 @@ type Lane struct {
 	EventSeq        uint64 // last event sequence number sent to the lane
 }
 
+// LaneTombstones is how many tombstones of lanes deleted alone ([Store.DeleteLane]) a store
+// keeps per session; past it, the oldest goes. A lane whose tombstone went is ErrNotFound, which
+// the worker is told as unknown_session and which also ends its key. The bound keeps joins in a
+// loop (each evicting a lane past Config.MaxLanesPerSession) from growing a session's records
+// without limit.
+const LaneTombstones = 64
+
 // Store errors.
 var (
 	ErrNotFound = errors.New("server: not found")
@@ -124,7 +140,8 @@ var (
 )
 
 // GoneError reports a lane or session that was deleted, and why ("logout", "revoked",
-// "reuse_detected", "rekeyed", "limit_evicted", "expired", ...). It wraps ErrNotFound.
+// "reuse_detected", "rekeyed", "limit_evicted", "lane_evicted", "expired", ...). It wraps
+// ErrNotFound.
 type GoneError struct{ Reason string }
 
 func (e *GoneError) Error() string { return "server: session gone (" + e.Reason + ")" }

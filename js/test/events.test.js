@@ -107,3 +107,14 @@ test("reconnect with backoff, resync since the last event, refusal on reconnect 
   assert.deepEqual(events.at(-1), ["revoked", { reason: "revoked" }]);
   assert.equal(num(inst.call(OP.status).get(1)), 4);
 });
+
+test("a lane evicted while away (refused lane_evicted on reconnect) wipes and tells the page revoked", async () => {
+  const { inst, srv, ch, events, timers } = await setup();
+  ch.start();
+  authenticate(srv);
+  FakeSocket.last.drop();
+  timers.at(-1).fn();
+  FakeSocket.last.deliver(JSON.stringify({ type: "refused", reason: "lane_evicted" }));
+  assert.deepEqual(events.at(-1), ["revoked", { reason: "lane_evicted" }]);
+  assert.equal(num(inst.call(OP.status).get(1)), 4, "wiped");
+});

@@ -117,6 +117,18 @@ test("server revocation wipes the key and tells the page", async () => {
   assert.equal(st.reason, "revoked", "status says why the key was wiped");
 });
 
+test("an evicted lane (lane_evicted) wipes the key and tells the page revoked", async () => {
+  const { srv, send, posted } = await setup();
+  await send({ id: 1, op: "init" });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  srv.error = "lane_evicted";
+  assert.equal((await send({ id: 3, op: "fetch", url: "/data" })).result.status, 401);
+  assert.ok(posted.some((m) => m.event === "revoked" && m.detail.reason === "lane_evicted"));
+  const st = (await send({ id: 4, op: "status" })).result;
+  assert.equal(st.state, "wiped");
+  assert.equal(st.reason, "lane_evicted");
+});
+
 test("server expiry wipes the key; status says expired until the next login", async () => {
   const { srv, send, posted } = await setup();
   await send({ id: 1, op: "init" });

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -490,7 +491,8 @@ func (s *Store) Touch(ctx context.Context, sessionID []byte, t time.Time) error 
 
 // remove deletes a live session, its lanes and its users-index entry, returning its lanes.
 // With a reason it leaves tombstones until the session's Expires (the expiry-index entry stays
-// to sweep them); without, it also removes the expiry-index entry.
+// to sweep them; the lanes DeleteLane removed before keep theirs); without, it also removes the
+// expiry-index entry and the tombstones of the lanes DeleteLane removed.
 func remove(tx *bolt.Tx, sessionID, v []byte, reason *string) ([]protocol.LaneID, error) {
 	var sess server.Session
 	lanes, err := decodeSession(&sess, sessionID, v)
@@ -498,6 +500,15 @@ func remove(tx *bolt.Tx, sessionID, v []byte, reason *string) ([]protocol.LaneID
 		return nil, err
 	}
 	lb, tb := tx.Bucket(bucketLanes), tx.Bucket(bucketTombstones)
+	// While the session lives, its tombstone key lists the lanes deleted alone (DeleteLane).
+	var alone []protocol.LaneID
+	if tv := tb.Get(tombKey(tombSession, sessionID)); tv != nil {
+		t, err := decodeTombstone(tv)
+		if err != nil {
+			return nil, err
+		}
+		alone = t.lanes
+	}
 	for _, id := range lanes {
 		if err := lb.Delete(id[:]); err != nil {
 			return nil, err
@@ -510,6 +521,14 @@ func remove(tx *bolt.Tx, sessionID, v []byte, reason *string) ([]protocol.LaneID
 		return nil, err
 	}
 	if reason == nil {
+		for _, id := range alone {
+			if err := tb.Delete(tombKey(tombLane, id[:])); err != nil {
+				return nil, err
+			}
+		}
+		if err := tb.Delete(tombKey(tombSession, sessionID)); err != nil {
+			return nil, err
+		}
 		return lanes, tx.Bucket(bucketExpiry).Delete(expiryKey(&sess))
 	}
 	lt := encodeTombstone(&tombstone{until: sess.Expires, reason: *reason})
@@ -518,8 +537,65 @@ func remove(tx *bolt.Tx, sessionID, v []byte, reason *string) ([]protocol.LaneID
 			return nil, err
 		}
 	}
-	st := encodeTombstone(&tombstone{until: sess.Expires, reason: *reason, lanes: lanes})
+	all := append(slices.Clone(lanes), alone...)
+	st := encodeTombstone(&tombstone{until: sess.Expires, reason: *reason, lanes: all})
 	return lanes, tb.Put(tombKey(tombSession, sessionID), st)
+}
+
+// DeleteLane implements [server.Store]. It returns once the deletion is on disk. The lane's
+// tombstone lives until the session's Expires (or until [server.LaneTombstones] later ones of
+// its session); the session's tombstone key lists the lane (with no reason while the session
+// lives), so that Sweep and a later Delete find the tombstone.
+func (s *Store) DeleteLane(ctx context.Context, id protocol.LaneID, reason string) error {
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		lb, tb, sessions := tx.Bucket(bucketLanes), tx.Bucket(bucketTombstones), tx.Bucket(bucketSessions)
+		v := lb.Get(id[:])
+		if v == nil {
+			return gone(tx, tombKey(tombLane, id[:]))
+		}
+		var l server.Lane
+		if err := decodeLane(&l, id[:], v); err != nil {
+			return err
+		}
+		sv := sessions.Get(l.SessionID)
+		if sv == nil {
+			return corrupt("lane", "session missing")
+		}
+		var sess server.Session
+		lanes, err := decodeSession(&sess, l.SessionID, sv)
+		if err != nil {
+			return err
+		}
+		lanes = slices.DeleteFunc(lanes, func(x protocol.LaneID) bool { return x == id })
+		if err := sessions.Put(l.SessionID, encodeSession(&sess, lanes)); err != nil {
+			return err
+		}
+		if err := lb.Delete(id[:]); err != nil {
+			return err
+		}
+		if err := tb.Put(tombKey(tombLane, id[:]), encodeTombstone(&tombstone{until: sess.Expires, reason: reason})); err != nil {
+			return err
+		}
+		sk := tombKey(tombSession, l.SessionID)
+		t := &tombstone{until: sess.Expires}
+		if tv := tb.Get(sk); tv != nil {
+			if t, err = decodeTombstone(tv); err != nil {
+				return err
+			}
+		}
+		t.lanes = append(t.lanes, id)
+		if len(t.lanes) > server.LaneTombstones {
+			if err := tb.Delete(tombKey(tombLane, t.lanes[0][:])); err != nil {
+				return err
+			}
+			t.lanes = slices.Delete(t.lanes, 0, 1)
+		}
+		if err := tb.Put(sk, encodeTombstone(t)); err != nil {
+			return err
+		}
+		tx.OnCommit(func() { s.forget([]protocol.LaneID{id}) })
+		return nil
+	})
 }
 
 // Delete implements [server.Store]. It returns once the deletion is on disk. Deleting a session

@@ -21,6 +21,8 @@
 //	            (the per-user index: a range scan, already in Created order)
 //	tombstones  'l' || lane ID -> until, reason
 //	            's' || session ID -> until, reason, lane IDs
+//	            (while the session lives: no reason, the lanes DeleteLane removed, so that
+//	            Sweep and Delete find their tombstones)
 //	expiry      expires || session ID -> empty
 //	            (Sweep walks it in order: a live session due is removed, a deleted one's
 //	            tombstones are; the entry lives exactly as long as the session or its tombstones)

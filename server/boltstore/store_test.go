@@ -31,8 +31,8 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) server.Store { return openTemp(t) })
 }
 
-// TestReopen: records and replay windows survive a clean Close and Open, and then no replay
-// floor is needed (the zero time).
+// TestReopen: records, tombstones (of a session and of a lane deleted alone) and replay windows
+// survive a clean Close and Open, and then no replay floor is needed (the zero time).
 func TestReopen(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "sv.db")
@@ -53,6 +53,13 @@ func TestReopen(t *testing.T) {
 		}
 	}
 	if _, err := st.Delete(ctx, gone.ID, "revoked"); err != nil {
+		t.Fatal(err)
+	}
+	evicted := storetest.NewLane(s)
+	if err := st.AddLane(ctx, evicted); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteLane(ctx, evicted.ID, "lane_evicted"); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Seen(ctx, l.ID, 7); err != nil {
@@ -100,6 +107,16 @@ func TestReopen(t *testing.T) {
 	}
 	if _, _, err := st.Lane(ctx, gl.ID); !errors.As(err, &g) {
 		t.Errorf("Lane(deleted) after reopen = %v, want GoneError", err)
+	}
+	// A lane deleted alone stays deleted, with its reason, and out of its live session.
+	if err := st.Seen(ctx, evicted.ID, 1); !errors.As(err, &g) || g.Reason != "lane_evicted" {
+		t.Errorf("Seen(lane deleted alone) after reopen = %v, want GoneError(lane_evicted)", err)
+	}
+	if _, _, err := st.Lane(ctx, evicted.ID); !errors.As(err, &g) || g.Reason != "lane_evicted" {
+		t.Errorf("Lane(lane deleted alone) after reopen = %v, want GoneError(lane_evicted)", err)
+	}
+	if _, lanes, err := st.Session(ctx, s.ID); err != nil || len(lanes) != 1 || lanes[0] != l.ID {
+		t.Errorf("Session after reopen = lanes %v, %v; want only %v", lanes, err, l.ID)
 	}
 }
 

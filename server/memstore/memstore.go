@@ -42,8 +42,9 @@ type Store struct {
 }
 
 type session struct {
-	s     server.Session
-	lanes []protocol.LaneID
+	s       server.Session
+	lanes   []protocol.LaneID
+	evicted []protocol.LaneID // lanes deleted alone with a tombstone, oldest first (at most server.LaneTombstones)
 }
 
 type lane struct {
@@ -57,7 +58,6 @@ type lane struct {
 type sessionTomb struct {
 	reason string
 	until  time.Time
-	lanes  []protocol.LaneID
 }
 
 // New returns an empty Store.
@@ -213,12 +213,37 @@ func (m *Store) Delete(ctx context.Context, sessionID []byte, reason string) ([]
 		return nil, nil
 	}
 	m.remove(sess)
-	tomb := &sessionTomb{reason: reason, until: sess.s.Expires, lanes: sess.lanes}
+	tomb := &sessionTomb{reason: reason, until: sess.s.Expires}
 	m.goneSess[string(sessionID)] = tomb
 	for _, id := range sess.lanes {
 		m.goneLanes[id] = tomb
 	}
 	return slices.Clone(sess.lanes), nil
+}
+
+// DeleteLane implements [server.Store]. The lane's tombstone is its own (a later Delete of the
+// session keeps its reason) and lives until the session's Expires, or until
+// [server.LaneTombstones] later ones of its session.
+func (m *Store) DeleteLane(ctx context.Context, id protocol.LaneID, reason string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ln := m.lanes[id]
+	if ln == nil {
+		return gone(m.goneLanes[id])
+	}
+	sess := ln.sess
+	sess.lanes = slices.DeleteFunc(slices.Clone(sess.lanes), func(l protocol.LaneID) bool { return l == id })
+	delete(m.lanes, id)
+	m.goneLanes[id] = &sessionTomb{reason: reason, until: sess.s.Expires}
+	sess.evicted = append(sess.evicted, id)
+	if len(sess.evicted) > server.LaneTombstones {
+		delete(m.goneLanes, sess.evicted[0])
+		sess.evicted = slices.Delete(sess.evicted, 0, 1)
+	}
+	return nil
 }
 
 // remove drops a live session, its lanes (with their replay windows) and its index entry.
@@ -312,9 +337,11 @@ func (m *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 	for id, tomb := range m.goneSess {
 		if !now.Before(tomb.until) {
 			delete(m.goneSess, id)
-			for _, l := range tomb.lanes {
-				delete(m.goneLanes, l)
-			}
+		}
+	}
+	for id, tomb := range m.goneLanes { // a deleted session's lanes and lanes deleted alone
+		if !now.Before(tomb.until) {
+			delete(m.goneLanes, id)
 		}
 	}
 	return n, nil

@@ -26,9 +26,13 @@
 //	    x        the records' absolute deadline, Unix ms (max(Expires, creation) + 1 min)
 //	    l<lane>  lane record (l + the 16 raw bytes of the lane ID)
 //	    w<lane>  the lane's replay window, 136 bytes
+//	    d<lane>  the reason of a lane deleted alone ([Store.DeleteLane]), which has no l or w
+//	    q        the lanes with a d field, oldest first (16 bytes each, at most
+//	             server.LaneTombstones: past it the oldest d goes)
 //	  after Delete, the same key holds the tombstone instead:
 //	    g        the reason
 //	    l<lane>  "" for each lane the session had
+//	    d<lane>  kept: a lane deleted alone before keeps its own reason
 //	sv:l:{b64(lane ID)}     string: the session ID (the lane index)
 //	sv:u:{b64(user ID)}     sorted set: created||session ID, scored by the session's deadline
 //	sv:notice               the pub/sub channel of [Notice]s
@@ -54,7 +58,7 @@
 //
 // Round trips: Create 1 (a pipeline: lane index SET NX, session script, user index script);
 // AddLane 2; Lane 1 (2 on first sight); Seen 1 (2 on first sight); UpdateLane 1; Touch 1;
-// Delete 2; Session 1; UserSessions 2.
+// Delete 2; DeleteLane 1 (2 on first sight); Session 1; UserSessions 2.
 //
 // # TTLs
 //
@@ -63,7 +67,9 @@
 //   - the session hash ends at its deadline: Expires plus a minute (so that the Manager can
 //     still tell "expired" from "unknown"), never sooner than a minute after its creation; with
 //     [Options.IdleTimeout], also IdleTimeout plus a minute after its last Touch;
-//   - a tombstone ends at the session's Expires (a session deleted past it leaves none);
+//   - a tombstone ends at the session's Expires (a session deleted past it leaves none); the
+//     reason of a lane deleted alone lives in its session's key, so as long as the session, then
+//     in its tombstone;
 //   - a lane index entry ends at its session's absolute deadline;
 //   - a user index ends at its last member's deadline; members whose deadline passed, or whose
 //     session is gone, are dropped as the index is written and read.

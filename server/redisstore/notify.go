@@ -25,8 +25,8 @@ type Notice = server.Notice
 var _ server.Notifier = (*Store)(nil)
 
 // Publish sends n to every current subscriber of the Store's channel, on every node (this one
-// included). [Store.Delete] publishes a notice of the deleted lanes by itself, inside the same
-// script as the deletion; Publish is for anything else.
+// included). [Store.Delete] and [Store.DeleteLane] publish a notice of the deleted lanes by
+// themselves, inside the same script as the deletion; Publish is for anything else.
 func (st *Store) Publish(ctx context.Context, n Notice) error {
 	if err := ctx.Err(); err != nil {
 		return unavailable("publish", err)

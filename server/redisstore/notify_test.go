@@ -119,6 +119,36 @@ func TestNotify(t *testing.T) {
 	quiet(t, ch, 200*time.Millisecond)
 }
 
+// TestNotifyDeleteLane: DeleteLane publishes a notice of the one lane, with its reason; deleting
+// it again tells nobody, and the session's later Delete tells only of the lanes it had left.
+func TestNotifyDeleteLane(t *testing.T) {
+	ctx := t.Context()
+	a, b := twoNodes(t, sharedAddr(t))
+	ch, _ := notices(t, b)
+
+	s, l := create(t, a, "alice")
+	l2 := storetest.NewLane(s)
+	if err := a.AddLane(ctx, l2); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteLane(ctx, l.ID, "lane_evicted"); err != nil {
+		t.Fatal(err)
+	}
+	if n := next(t, ch, 2*time.Second); n.Resync || n.Reason != "lane_evicted" || !slices.Equal(n.Lanes, []protocol.LaneID{l.ID}) {
+		t.Errorf("notice of DeleteLane = %+v, want lane %v, reason lane_evicted", n, l.ID)
+	}
+	var g *server.GoneError
+	if err := b.DeleteLane(ctx, l.ID, "revoked"); !errors.As(err, &g) || g.Reason != "lane_evicted" {
+		t.Errorf("second DeleteLane (node B) = %v, want GoneError(lane_evicted)", err)
+	}
+	if _, err := a.Delete(ctx, s.ID, "logout"); err != nil {
+		t.Fatal(err)
+	}
+	if n := next(t, ch, 2*time.Second); n.Reason != "logout" || !slices.Equal(n.Lanes, []protocol.LaneID{l2.ID}) {
+		t.Errorf("next notice = %+v, want the Delete's of lane %v only (none of the second DeleteLane)", n, l2.ID)
+	}
+}
+
 // TestNotifySubscribeCanceled: a subscription ends with its context.
 func TestNotifySubscribeCanceled(t *testing.T) {
 	st := newStore(t)

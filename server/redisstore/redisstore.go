@@ -132,6 +132,9 @@ func (st *Store) userKey(user string) string {
 // laneField is the hash field of a lane's record; its replay window is "w" + the same ID.
 func laneField(id protocol.LaneID) string { return "l" + string(id[:]) }
 
+// deadField is the hash field of the reason of a lane deleted alone ([Store.DeleteLane]).
+func deadField(id protocol.LaneID) string { return "d" + string(id[:]) }
+
 // userMember is a session's entry in its user's index: created (byte order is time order) ||
 // session ID, so that byte order is the order UserSessions returns.
 func userMember(created time.Time, sid []byte) string {
@@ -403,18 +406,20 @@ func (st *Store) Lane(ctx context.Context, id protocol.LaneID) (*server.Lane, *s
 		return nil, nil, err
 	}
 	for {
-		v, err := st.c.HMGet(ctx, r.key, "s", "t", "g", laneField(id)).Result()
+		v, err := st.c.HMGet(ctx, r.key, "s", "t", "g", laneField(id), deadField(id)).Result()
 		if err != nil {
 			return nil, nil, unavailable("lane", err)
 		}
-		if len(v) != 4 {
+		if len(v) != 5 {
 			return nil, nil, unavailable("lane", errReply)
 		}
 		rec, _ := v[0].(string)
 		seen, _ := v[1].(string)
 		reason, isGone := v[2].(string)
 		lane, hasLane := v[3].(string)
-		switch {
+		switch dead, isDead := v[4].(string); {
+		case isDead:
+			return nil, nil, &server.GoneError{Reason: dead}
 		case isGone && hasLane:
 			return nil, nil, &server.GoneError{Reason: reason}
 		case v[0] != nil && hasLane:
@@ -525,6 +530,47 @@ func (st *Store) Delete(ctx context.Context, sessionID []byte, reason string) ([
 		}
 	}
 	return lanes, nil
+}
+
+// DeleteLane implements [server.Store]: one script removes the lane's record and replay window
+// from its session's hash, leaves the lane's reason there (until the session's key ends, or
+// [server.LaneTombstones] later ones; a later Delete keeps it in the tombstone) and publishes a
+// notice of the lane; plus one GET of
+// the lane index the first time this Store looks the lane up. The lane index entry stays until
+// its TTL, so that Lane finds the reason.
+func (st *Store) DeleteLane(ctx context.Context, id protocol.LaneID, reason string) error {
+	if err := ctx.Err(); err != nil {
+		return unavailable("delete lane", err)
+	}
+	r, cached, err := st.ref(ctx, id)
+	if err != nil {
+		return err
+	}
+	head := encodeNoticeHead(reason, false)
+	for {
+		res, err := st.run(ctx, scriptDeleteLane, r.key, id[:], reason, ms(time.Now()), st.channel, head, server.LaneTombstones)
+		if err != nil {
+			return unavailable("delete lane", err)
+		}
+		code, gone, err := scriptReply(res)
+		switch {
+		case err != nil:
+			return unavailable("delete lane", err)
+		case gone != nil:
+			return gone
+		case code == codeOK:
+			return nil
+		case code != codeNotFound:
+			return unavailable("delete lane", fmt.Errorf("%w: %d", errReply, code))
+		}
+		if !cached {
+			return server.ErrNotFound
+		}
+		if r, err = st.recheck(ctx, id, r); err != nil {
+			return err
+		}
+		cached = false
+	}
 }
 
 // Session implements [server.Store]: one HGETALL.

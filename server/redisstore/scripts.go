@@ -6,8 +6,10 @@ import "github.com/redis/go-redis/v9"
 // Cluster slot), and runs atomically: no other command sees a half-done script.
 //
 // Session hash fields (see doc.go): s session record, t last seen, e Expires (Unix ms), x the
-// absolute deadline of the records (Unix ms), l<lane> lane record, w<lane> replay window, and in a
-// tombstone only g (the reason) and l<lane> = "" for each lane that was the session's.
+// absolute deadline of the records (Unix ms), l<lane> lane record, w<lane> replay window, d<lane>
+// the reason of a lane deleted alone (DeleteLane; kept in the tombstone), q the IDs of the lanes
+// with a d field, oldest first (at most server.LaneTombstones), and in a tombstone only
+// g (the reason), l<lane> = "" for each lane the session had at its deletion, and the d<lane>.
 //
 // Replies: 0 done; 1 refused (exists, conflict, replay); 2 not found; a string: gone, with this
 // reason.
@@ -25,19 +27,21 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[7])
 return 0
 `)
 
-// scriptAddLane: ARGV lane field, lane record. Replies {0, x} when added.
+// scriptAddLane: ARGV lane field, lane record. Replies {0, x} when added; 1 if the lane ID is
+// taken, by a lane or by the tombstone of a lane deleted alone.
 var scriptAddLane = redis.NewScript(`
-local g = redis.call('HGET', KEYS[1], 'g')
-if g then return g end
-local x = redis.call('HGET', KEYS[1], 'x')
-if not x then return 2 end
+local r = redis.call('HMGET', KEYS[1], 'g', 'x', 'd' .. string.sub(ARGV[1], 2))
+if r[1] then return r[1] end
+if not r[2] then return 2 end
+if r[3] then return 1 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 1 end
-return {0, x}
+return {0, r[2]}
 `)
 
 // scriptUpdateLane: ARGV lane field, version||previous epoch (5 bytes), lane record.
 var scriptUpdateLane = redis.NewScript(`
-local r = redis.call('HMGET', KEYS[1], 'g', ARGV[1])
+local r = redis.call('HMGET', KEYS[1], 'g', ARGV[1], 'd' .. string.sub(ARGV[1], 2))
+if r[3] then return r[3] end
 if r[1] then
   if r[2] then return r[1] end
   return 2
@@ -75,15 +79,22 @@ return 1
 
 // scriptDelete: ARGV reason, now (Unix ms), notice channel, notice head. Replies {} if there is
 // no live session, else {session record, lane IDs...}. The tombstone replaces the session in
-// the same key and lives until Expires; past Expires nothing is left. The notice (head and the
-// lane IDs) is published from inside the script: no deletion without its notice.
+// the same key and lives until Expires; past Expires nothing is left. The lanes deleted alone
+// before keep their d<lane> reasons in it. The notice (head and the lane IDs) is published from
+// inside the script: no deletion without its notice.
 var scriptDelete = redis.NewScript(`
 local r = redis.call('HMGET', KEYS[1], 's', 'e')
 if not r[1] then return {} end
-local lanes = {}
+local lanes, dead = {}, {}
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if #f == 17 and string.sub(f, 1, 1) == 'l' then lanes[#lanes + 1] = string.sub(f, 2) end
+  if #f == 17 then
+    local c = string.sub(f, 1, 1)
+    if c == 'l' then lanes[#lanes + 1] = string.sub(f, 2)
+    elseif c == 'd' then dead[#dead + 1] = f end
+  end
 end
+local why = {}
+if #dead > 0 then why = redis.call('HMGET', KEYS[1], unpack(dead)) end
 redis.call('DEL', KEYS[1])
 local e = tonumber(r[2])
 if e > tonumber(ARGV[2]) then
@@ -92,11 +103,43 @@ if e > tonumber(ARGV[2]) then
     args[#args + 1] = 'l' .. l
     args[#args + 1] = ''
   end
+  for i, f in ipairs(dead) do
+    args[#args + 1] = f
+    args[#args + 1] = why[i]
+  end
   redis.call('HSET', KEYS[1], unpack(args))
   redis.call('PEXPIREAT', KEYS[1], e)
 end
 redis.call('PUBLISH', ARGV[3], ARGV[4] .. table.concat(lanes))
 return {r[1], unpack(lanes)}
+`)
+
+// scriptDeleteLane: ARGV lane ID (16 bytes), reason, now (Unix ms), notice channel, notice
+// head, the most d<lane> fields to keep (server.LaneTombstones). Removes the lane's record and
+// replay window and, unless the session is past its Expires, leaves d<lane> = reason (it lives
+// as long as the session's key, and in its tombstone) and appends the lane to q, the lanes with
+// a d field, oldest first; past the bound, the oldest's d goes. The notice of the lane is
+// published from inside the script, like Delete's.
+var scriptDeleteLane = redis.NewScript(`
+local id = ARGV[1]
+local r = redis.call('HMGET', KEYS[1], 'g', 'l' .. id, 'd' .. id, 'e', 'q')
+if r[3] then return r[3] end
+if r[1] then
+  if r[2] then return r[1] end
+  return 2
+end
+if not r[2] then return 2 end
+redis.call('HDEL', KEYS[1], 'l' .. id, 'w' .. id)
+if tonumber(r[4]) > tonumber(ARGV[3]) then
+  local q = (r[5] or '') .. id
+  if #q > 16 * tonumber(ARGV[6]) then
+    redis.call('HDEL', KEYS[1], 'd' .. string.sub(q, 1, 16))
+    q = string.sub(q, 17)
+  end
+  redis.call('HSET', KEYS[1], 'd' .. id, ARGV[2], 'q', q)
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. id)
+return 0
 `)
 
 // scriptSeen is [server.ReplayWindow.Check] on the lane's window, field w<lane>: 136 bytes, the
@@ -108,7 +151,8 @@ return {r[1], unpack(lanes)}
 // ARGV: lane ID (16 bytes), seq (u64be).
 var scriptSeen = redis.NewScript(`
 local id = ARGV[1]
-local r = redis.call('HMGET', KEYS[1], 'g', 'w' .. id)
+local r = redis.call('HMGET', KEYS[1], 'g', 'w' .. id, 'd' .. id)
+if r[3] then return r[3] end
 local here = redis.call('HEXISTS', KEYS[1], 'l' .. id) == 1
 if r[1] then
   if here then return r[1] end

@@ -318,6 +318,9 @@ func TestRoundTrips(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := a.DeleteLane(ctx, wl.ID, "lane_evicted"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := a.Delete(ctx, warm.ID, "logout"); err != nil {
 		t.Fatal(err)
 	}
@@ -349,6 +352,11 @@ func TestRoundTrips(t *testing.T) {
 	count(rtA, "UpdateLane", 1, func() error { return a.UpdateLane(ctx, &next, 0) })
 	count(rtA, "AddLane", 2, func() error { return a.AddLane(ctx, storetest.NewLane(s)) })
 	count(rtA, "Session", 1, func() error { _, _, err := a.Session(ctx, s.ID); return err })
+	extra := storetest.NewLane(s)
+	if err := a.AddLane(ctx, extra); err != nil {
+		t.Fatal(err)
+	}
+	count(rtA, "DeleteLane (cached)", 1, func() error { return a.DeleteLane(ctx, extra.ID, "lane_evicted") })
 	count(rtA, "UserSessions", 2, func() error { _, err := a.UserSessions(ctx, "alice"); return err })
 	count(rtA, "Delete", 2, func() error { _, err := a.Delete(ctx, s.ID, "logout"); return err })
 	var unknown protocol.LaneID

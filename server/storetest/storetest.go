@@ -5,7 +5,8 @@
 //	}
 //
 // [Run] checks the contract written on [server.Store]: creation and lookup, ErrExists,
-// compare-and-swap updates under concurrency, Touch, Delete and its tombstones, the per-user
+// compare-and-swap updates under concurrency, Touch, Delete and its tombstones, DeleteLane (one
+// lane of a live session) and its tombstone under concurrency, the per-user
 // index, replay windows under concurrency, single-use join tickets under concurrency, exact round trips of every field, copy semantics,
 // context cancellation and, when the store implements it, [server.Sweeper].
 //
@@ -46,6 +47,12 @@ func Run(t *testing.T, newStore func(t *testing.T) server.Store) {
 		{"Touch", testTouch},
 		{"Delete", testDelete},
 		{"DeletePastExpiry", testDeletePastExpiry},
+		{"DeleteLane", testDeleteLane},
+		{"DeleteLaneThenDelete", testDeleteLaneThenDelete},
+		{"DeleteLanePastExpiry", testDeleteLanePastExpiry},
+		{"DeleteLaneConcurrent", testDeleteLaneConcurrent},
+		{"DeleteLaneSweep", testDeleteLaneSweep},
+		{"DeleteLaneTombstoneBound", testDeleteLaneTombstoneBound},
 		{"UserSessions", testUserSessions},
 		{"Seen", testSeen},
 		{"SeenConcurrentSame", testSeenConcurrentSame},
@@ -534,6 +541,295 @@ func testDeletePastExpiry(t *testing.T, st server.Store) {
 	wantNotFound(t, "Session(deleted past expiry)", err)
 }
 
+// testDeleteLane deletes one lane of two: the other and the session go on; the deleted lane is
+// gone with its reason for every method, and its ID stays taken.
+func testDeleteLane(t *testing.T, st server.Store) {
+	ctx := t.Context()
+	s, l := create(t, st, "alice")
+	l2 := NewLane(s)
+	if err := st.AddLane(ctx, l2); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []*server.Lane{l, l2} {
+		if err := st.Seen(ctx, x.ID, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if err := st.DeleteLane(ctx, l.ID, "lane_evicted"); err != nil {
+		t.Fatalf("DeleteLane: %v", err)
+	}
+	_, _, err := st.Lane(ctx, l.ID)
+	wantGone(t, "Lane(deleted lane)", err, "lane_evicted")
+	wantGone(t, "Seen(deleted lane)", st.Seen(ctx, l.ID, 2), "lane_evicted")
+	next := *l
+	next.Epoch, next.Key = 1, randBytes(60)
+	wantGone(t, "UpdateLane(deleted lane)", st.UpdateLane(ctx, &next, 0), "lane_evicted")
+	wantSession(t, st, s, l2.ID)
+
+	// The other lane still works, window included.
+	wantLane(t, st, l2, s)
+	wantErr(t, "Seen(other lane, 1)", st.Seen(ctx, l2.ID, 1), server.ErrReplay)
+	if err := st.Seen(ctx, l2.ID, 2); err != nil {
+		t.Errorf("Seen(other lane, 2) = %v, want nil", err)
+	}
+	next2 := *l2
+	next2.Epoch, next2.Key, next2.RotatedAt = 1, randBytes(60), base.Add(time.Second)
+	if err := st.UpdateLane(ctx, &next2, 0); err != nil {
+		t.Errorf("UpdateLane(other lane) = %v", err)
+	}
+	wantLane(t, st, &next2, s)
+	if got, err := st.UserSessions(ctx, "alice"); err != nil || len(got) != 1 {
+		t.Errorf("UserSessions after DeleteLane = %d sessions, %v; want 1", len(got), err)
+	}
+
+	// Deleting again: gone, with the first reason.
+	wantGone(t, "second DeleteLane", st.DeleteLane(ctx, l.ID, "revoked"), "lane_evicted")
+	_, _, err = st.Lane(ctx, l.ID)
+	wantGone(t, "Lane after second DeleteLane", err, "lane_evicted")
+
+	// The ID stays taken; a new lane joins the session as usual.
+	again := NewLane(s)
+	again.ID = l.ID
+	wantErr(t, "AddLane(deleted lane's ID)", st.AddLane(ctx, again), server.ErrExists)
+	_, _, err = st.Lane(ctx, l.ID)
+	wantGone(t, "Lane after refused AddLane", err, "lane_evicted")
+	l3 := NewLane(s)
+	if err := st.AddLane(ctx, l3); err != nil {
+		t.Fatalf("AddLane after DeleteLane: %v", err)
+	}
+	wantSession(t, st, s, l2.ID, l3.ID)
+
+	// The last lane can go too: the session stays, with none.
+	for _, x := range []*server.Lane{l2, l3} {
+		if err := st.DeleteLane(ctx, x.ID, "lane_evicted"); err != nil {
+			t.Fatalf("DeleteLane: %v", err)
+		}
+	}
+	wantSession(t, st, s)
+
+	var unknown protocol.LaneID
+	copy(unknown[:], randBytes(protocol.LaneIDSize))
+	wantNotFound(t, "DeleteLane(unknown)", st.DeleteLane(ctx, unknown, "lane_evicted"))
+	_, _, err = st.Lane(ctx, unknown)
+	wantNotFound(t, "Lane after DeleteLane(unknown)", err)
+}
+
+// testDeleteLaneThenDelete: a lane deleted alone keeps its reason when its session is deleted
+// afterwards, and a deleted session's lanes cannot be deleted alone.
+func testDeleteLaneThenDelete(t *testing.T, st server.Store) {
+	ctx := t.Context()
+	s, l := create(t, st, "alice")
+	l2 := NewLane(s)
+	if err := st.AddLane(ctx, l2); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteLane(ctx, l.ID, "lane_evicted"); err != nil {
+		t.Fatal(err)
+	}
+	lanes, err := st.Delete(ctx, s.ID, "logout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameLanes(lanes, []protocol.LaneID{l2.ID}) {
+		t.Errorf("Delete returned lanes %v, want only the live one %v", lanes, l2.ID)
+	}
+	_, _, err = st.Lane(ctx, l.ID)
+	wantGone(t, "Lane(deleted alone, then session deleted)", err, "lane_evicted")
+	wantGone(t, "Seen(deleted alone, then session deleted)", st.Seen(ctx, l.ID, 1), "lane_evicted")
+	_, _, err = st.Lane(ctx, l2.ID)
+	wantGone(t, "Lane(session deleted)", err, "logout")
+	wantGone(t, "DeleteLane(lane of a deleted session)", st.DeleteLane(ctx, l2.ID, "lane_evicted"), "logout")
+	_, _, err = st.Lane(ctx, l2.ID)
+	wantGone(t, "Lane after DeleteLane of a deleted session's lane", err, "logout")
+}
+
+// testDeleteLanePastExpiry: like a session's, a lane's tombstone lives until the session's
+// absolute expiry, so deleting a lane of an expired session leaves none.
+func testDeleteLanePastExpiry(t *testing.T, st server.Store) {
+	ctx := t.Context()
+	s := NewSession("alice", base.Add(-13*time.Hour))
+	s.Expires = base.Add(-time.Hour)
+	l := NewLane(s)
+	if err := st.Create(ctx, s, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteLane(ctx, l.ID, "lane_evicted"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := st.Lane(ctx, l.ID)
+	wantNotFound(t, "Lane(deleted past expiry)", err)
+	wantNotFound(t, "Seen(deleted past expiry)", st.Seen(ctx, l.ID, 1))
+}
+
+// testDeleteLaneConcurrent races DeleteLane against rotations (UpdateLane) of the same lane and
+// against other DeleteLanes: exactly one DeleteLane wins, the rotations either win before it or
+// find the lane gone, and the lane ends gone whatever the order.
+func testDeleteLaneConcurrent(t *testing.T, st server.Store) {
+	ctx := t.Context()
+	s, l := create(t, st, "alice")
+	keep := NewLane(s)
+	if err := st.AddLane(ctx, keep); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 5 {
+		victim := NewLane(s)
+		if err := st.AddLane(ctx, victim); err != nil {
+			t.Fatal(err)
+		}
+		const n = 4
+		delErrs, updErrs := make([]error, n), make([]error, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			c := *victim
+			c.Epoch, c.Key = 1, randBytes(60)
+			wg.Go(func() {
+				<-start
+				updErrs[i] = st.UpdateLane(ctx, &c, 0)
+			})
+			wg.Go(func() {
+				<-start
+				delErrs[i] = st.DeleteLane(ctx, victim.ID, fmt.Sprintf("reason%d", i))
+			})
+		}
+		close(start)
+		wg.Wait()
+		winner := -1
+		for i, err := range delErrs {
+			var g *server.GoneError
+			switch {
+			case err == nil && winner >= 0:
+				t.Fatalf("round %d: DeleteLane won twice (%d and %d)", round, winner, i)
+			case err == nil:
+				winner = i
+			case !errors.As(err, &g):
+				t.Fatalf("round %d: DeleteLane: %v, want nil or *GoneError", round, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("round %d: no DeleteLane won", round)
+		}
+		reason := fmt.Sprintf("reason%d", winner)
+		for i, err := range delErrs {
+			if i != winner {
+				wantGone(t, "losing DeleteLane", err, reason)
+			}
+		}
+		updates := 0
+		for _, err := range updErrs {
+			var g *server.GoneError
+			switch {
+			case err == nil:
+				updates++
+			case errors.As(err, &g):
+				if g.Reason != reason {
+					t.Errorf("round %d: UpdateLane gone with %q, want %q", round, g.Reason, reason)
+				}
+			case !errors.Is(err, server.ErrConflict):
+				t.Fatalf("round %d: UpdateLane: %v, want nil, ErrConflict or *GoneError", round, err)
+			}
+		}
+		if updates > 1 {
+			t.Fatalf("round %d: %d rotations from epoch 0 won", round, updates)
+		}
+		_, _, err := st.Lane(ctx, victim.ID)
+		wantGone(t, "Lane after the race", err, reason)
+		wantGone(t, "Seen after the race", st.Seen(ctx, victim.ID, 1), reason)
+	}
+	wantSession(t, st, s, l.ID, keep.ID)
+	wantLane(t, st, keep, s)
+}
+
+// testDeleteLaneSweep: Sweep removes the tombstone of a lane deleted alone with its session's
+// (the session expired, or was deleted and its tombstone's lifetime ended).
+func testDeleteLaneSweep(t *testing.T, st server.Store) {
+	sw, ok := st.(server.Sweeper)
+	if !ok {
+		t.Skip("store does not implement server.Sweeper")
+	}
+	ctx := t.Context()
+	soon, later := base.Add(time.Hour), base.Add(3*time.Hour)
+	mk := func(expires time.Time) (*server.Session, *server.Lane, *server.Lane) {
+		s := NewSession("alice", base)
+		s.Expires = expires
+		l := NewLane(s)
+		if err := st.Create(ctx, s, l); err != nil {
+			t.Fatal(err)
+		}
+		l2 := NewLane(s)
+		if err := st.AddLane(ctx, l2); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DeleteLane(ctx, l.ID, "lane_evicted"); err != nil {
+			t.Fatal(err)
+		}
+		return s, l, l2
+	}
+	sA, lA, _ := mk(soon)    // expires at the sweep
+	sB, lB, _ := mk(soon)    // deleted; tombstones end at the sweep
+	sC, lC, lC2 := mk(later) // lives on
+	if _, err := st.Delete(ctx, sB.ID, "logout"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := sw.Sweep(ctx, soon); err != nil || n != 1 {
+		t.Errorf("Sweep = %d, %v; want 1, nil", n, err)
+	}
+	for _, l := range []*server.Lane{lA, lB} {
+		_, _, err := st.Lane(ctx, l.ID)
+		wantNotFound(t, "Lane(deleted alone, swept)", err)
+	}
+	_, _, err := st.Session(ctx, sA.ID)
+	wantNotFound(t, "Session(swept)", err)
+	_, _, err = st.Lane(ctx, lC.ID)
+	wantGone(t, "Lane(deleted alone, session live)", err, "lane_evicted")
+	wantSession(t, st, sC, lC2.ID)
+	wantLane(t, st, lC2, sC)
+	if n, err := sw.Sweep(ctx, later); err != nil || n != 1 {
+		t.Errorf("last Sweep = %d, %v; want 1, nil", n, err)
+	}
+	_, _, err = st.Lane(ctx, lC.ID)
+	wantNotFound(t, "Lane(deleted alone, swept later)", err)
+}
+
+// testDeleteLaneTombstoneBound: a session keeps the tombstones of its last
+// server.LaneTombstones lanes deleted alone; older ones go (those lanes are plain ErrNotFound),
+// before and after the session's own deletion.
+func testDeleteLaneTombstoneBound(t *testing.T, st server.Store) {
+	ctx := t.Context()
+	s, l := create(t, st, "alice")
+	const over = 2
+	var deleted []*server.Lane
+	for range server.LaneTombstones + over {
+		x := NewLane(s)
+		if err := st.AddLane(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DeleteLane(ctx, x.ID, "lane_evicted"); err != nil {
+			t.Fatal(err)
+		}
+		deleted = append(deleted, x)
+	}
+	check := func(when string) {
+		t.Helper()
+		for i, x := range deleted {
+			_, _, err := st.Lane(ctx, x.ID)
+			if i < over {
+				wantNotFound(t, when+": Lane(tombstone dropped)", err)
+				wantNotFound(t, when+": Seen(tombstone dropped)", st.Seen(ctx, x.ID, 1))
+			} else {
+				wantGone(t, when+": Lane(tombstone kept)", err, "lane_evicted")
+			}
+		}
+	}
+	check("live session")
+	wantSession(t, st, s, l.ID)
+	if _, err := st.Delete(ctx, s.ID, "logout"); err != nil {
+		t.Fatal(err)
+	}
+	check("deleted session")
+}
+
 func testUserSessions(t *testing.T, st server.Store) {
 	ctx := t.Context()
 	// Users whose IDs are prefixes of each other, or hold separators, must not mix.
@@ -938,6 +1234,7 @@ func testCanceled(t *testing.T, st server.Store) {
 	wantCanceled("Touch", st.Touch(dead, s.ID, base.Add(time.Hour)))
 
 	wantCanceled("Seen", st.Seen(dead, l.ID, 2))
+	wantCanceled("DeleteLane", st.DeleteLane(dead, l.ID, "lane_evicted"))
 	_, err = st.Delete(dead, s.ID, "logout")
 	wantCanceled("Delete", err)
 	_, _, err = st.Lane(dead, l.ID)

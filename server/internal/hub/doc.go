@@ -37,7 +37,7 @@
 //
 // A refusal is {"type":"refused","reason":R} followed by a close frame. R is 1 to 64 characters
 // of [a-z0-9_]: during authentication it is the reason Authenticate named ([RefusedError]:
-// revoked, logout, expired, reuse_detected, rekeyed, limit_evicted, unknown_session,
+// revoked, logout, expired, reuse_detected, rekeyed, limit_evicted, lane_evicted, unknown_session,
 // bad_signature, ...), "refused" for any other error, "bad_request" for a malformed auth
 // message, "unavailable" without an Authenticate. After "ready" it comes from [Hub.Close],
 // after the events queued before it. A worker receiving a refusal whose reason ends the
