@@ -284,8 +284,8 @@ func TestRotationAndExpiryEvents(t *testing.T) {
 			}
 		}
 	}
-	t.Run("absolute", expiry(demo.Options{AbsoluteTimeout: 1500 * time.Millisecond}, "absolute"))
-	t.Run("idle", expiry(demo.Options{IdleTimeout: time.Second}, "idle"))
+	t.Run("absolute", expiry(demo.Options{AbsoluteTimeout: 4 * time.Second}, "absolute"))
+	t.Run("idle", expiry(demo.Options{IdleTimeout: 3 * time.Second}, "idle"))
 }
 
 // TestDevserverCSPNoViolations uses the demo's two pages under their own strict CSP (what
