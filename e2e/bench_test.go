@@ -81,6 +81,7 @@ func TestBrowserBench(t *testing.T) {
 	srv.Handle(t, "/t/bench.html", isolate(pages))
 	srv.Handle(t, "/t/bench.js", isolate(pages))
 	srv.Handle(t, "/t/fetch-worker.js", isolate(pages))
+	srv.Handle(t, "/t/echo-worker.js", isolate(pages))
 	srv.Handle(t, "/sv/", isolate(apps))
 
 	ctx, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext())
@@ -147,6 +148,8 @@ func TestBrowserBench(t *testing.T) {
 	}
 	var st []float64
 	eval(`benchDenied(300)`, time.Minute, &st)
+	var hops struct{ Hop, Status []float64 }
+	eval(`benchHops(300)`, time.Minute, &hops)
 	var wk struct{ Cold, Times []float64 }
 	eval(`benchWorker(20, 2)`, time.Minute, &wk)
 
@@ -167,6 +170,8 @@ func TestBrowserBench(t *testing.T) {
 	mu.Unlock()
 	t.Logf("vault round trip without network (a fetch the policy refuses in wasm), paced, %d calls: median %.3f ms, p99 %.3f ms",
 		len(st), quantile(st, 0.5), quantile(st, 0.99))
+	t.Logf("paced round trips, 300 each: bare worker echo median %.3f ms (p90 %.3f); vault.status() (hop + router + one wasm call) median %.3f ms (p90 %.3f)",
+		quantile(hops.Hop, 0.5), quantile(hops.Hop, 0.9), quantile(hops.Status, 0.5), quantile(hops.Status, 0.9))
 	t.Logf("worker ready, module cached, %d starts: median %.2f ms, min %.2f, max %.2f (first starts: %.2f ms)  [budget <= 100 ms]",
 		len(wk.Times), quantile(wk.Times, 0.5), slices.Min(wk.Times), slices.Max(wk.Times), wk.Cold)
 	if m := d.CountEvents("bad_signature") + d.CountEvents("replay_refused"); m > 0 {

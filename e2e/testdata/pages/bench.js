@@ -67,6 +67,29 @@ window.benchDenied = async (n) => {
   return times;
 };
 
+/** Timings in ms of n paced round trips to a worker that echoes (the bare thread hop, both
+ * ways) and of n paced vault.status() calls (the hop plus the router and one wasm call): with
+ * benchDenied they attribute the vault's extra cost. */
+window.benchHops = async (n) => {
+  const echo = new Worker("/t/echo-worker.js");
+  const ping = () =>
+    new Promise((resolve) => {
+      const t0 = performance.now();
+      echo.onmessage = () => resolve(performance.now() - t0);
+      echo.postMessage({ id: 1, op: "status" });
+    });
+  const hop = [], status = [];
+  for (let i = 0; i < n; i++) {
+    hop.push(await ping());
+    const t0 = performance.now();
+    await window.vault.status();
+    status.push(performance.now() - t0);
+    await sleep(PACE_MS);
+  }
+  echo.terminate();
+  return { hop, status };
+};
+
 /** Times from new Worker to its "ready" event, in ms; the module and scripts are cached by then. */
 window.benchWorker = async (n, warm) => {
   const one = () =>
