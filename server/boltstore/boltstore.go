@@ -14,6 +14,7 @@ import (
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
 	"github.com/sessionvault/sessionvault/server"
+	"github.com/sessionvault/sessionvault/server/internal/record"
 	"github.com/sessionvault/sessionvault/server/internal/tickets"
 )
 
@@ -277,16 +278,16 @@ func tombKey(kind byte, id []byte) []byte {
 // userPrefix is the users-index key prefix of userID: uvarint(len) || userID, which no other
 // user's prefix extends.
 func userPrefix(userID string) []byte {
-	b := binary.AppendUvarint(make([]byte, 0, 10+len(userID)+timeSize+32), uint64(len(userID)))
+	b := binary.AppendUvarint(make([]byte, 0, 10+len(userID)+record.TimeSize+32), uint64(len(userID)))
 	return append(b, userID...)
 }
 
 func userKey(sess *server.Session) []byte {
-	return append(appendSortableTime(userPrefix(sess.UserID), sess.Created), sess.ID...)
+	return append(record.AppendSortableTime(userPrefix(sess.UserID), sess.Created), sess.ID...)
 }
 
 func expiryKey(sess *server.Session) []byte {
-	return append(appendSortableTime(make([]byte, 0, timeSize+len(sess.ID)), sess.Expires), sess.ID...)
+	return append(record.AppendSortableTime(make([]byte, 0, record.TimeSize+len(sess.ID)), sess.Expires), sess.ID...)
 }
 
 // gone returns the error for a missing record whose tombstone key is key: a *GoneError while the
@@ -648,10 +649,10 @@ func (s *Store) UserSessions(ctx context.Context, userID string) ([]*server.Sess
 		sessions := tx.Bucket(bucketSessions)
 		c := tx.Bucket(bucketUsers).Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			if len(k) <= len(prefix)+timeSize {
+			if len(k) <= len(prefix)+record.TimeSize {
 				return corrupt("users index", "short key")
 			}
-			id := k[len(prefix)+timeSize:]
+			id := k[len(prefix)+record.TimeSize:]
 			v := sessions.Get(id)
 			if v == nil {
 				return corrupt("users index", "session missing")
@@ -708,7 +709,7 @@ var sweepBatch = 500 // a variable for tests
 // expiry index in order, in transactions of at most 500 sessions. It returns the number of
 // sessions removed. The idle timeout is the Manager's: the store does not know it.
 func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
-	limit := appendSortableTime(nil, now)
+	limit := record.AppendSortableTime(nil, now)
 	total := 0
 	for {
 		// Find due entries in a read transaction first: a write transaction costs a sync even
@@ -717,10 +718,10 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 		err := s.view(ctx, func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketExpiry).Cursor()
 			for k, _ := c.First(); k != nil && len(keys) < sweepBatch; k, _ = c.Next() {
-				if len(k) <= timeSize {
+				if len(k) <= record.TimeSize {
 					return corrupt("expiry index", "short key")
 				}
-				if bytes.Compare(k[:timeSize], limit) > 0 {
+				if bytes.Compare(k[:record.TimeSize], limit) > 0 {
 					break
 				}
 				keys = append(keys, bytes.Clone(k))
@@ -739,7 +740,7 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 				if eb.Get(k) == nil {
 					continue // swept meanwhile
 				}
-				id := k[timeSize:]
+				id := k[record.TimeSize:]
 				if v := sessions.Get(id); v != nil {
 					lanes, err := remove(tx, id, v, nil)
 					if err != nil {

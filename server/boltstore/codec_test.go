@@ -9,6 +9,7 @@ import (
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
 	"github.com/sessionvault/sessionvault/server"
+	"github.com/sessionvault/sessionvault/server/internal/record"
 )
 
 func sampleRecords() (*server.Session, []protocol.LaneID, *server.Lane, *tombstone) {
@@ -155,13 +156,13 @@ func TestCodecStrict(t *testing.T) {
 		t.Errorf("nanoseconds 1e9: %v", err)
 	}
 	// A count that cannot fit.
-	huge := binary.AppendUvarint(append([]byte{recordVersion}, make([]byte, timeSize)...), 0)
+	huge := binary.AppendUvarint(append([]byte{recordVersion}, make([]byte, record.TimeSize)...), 0)
 	huge = binary.AppendUvarint(huge, 1<<40)
 	if _, err := decodeTombstone(huge); !errors.Is(err, errCorrupt) {
 		t.Errorf("huge lane count: %v", err)
 	}
 	// A non-minimal varint (0 as 0x80 0x00).
-	nm := append([]byte{recordVersion}, make([]byte, timeSize)...)
+	nm := append([]byte{recordVersion}, make([]byte, record.TimeSize)...)
 	nm = append(nm, 0x80, 0x00, 0)
 	if _, err := decodeTombstone(nm); !errors.Is(err, errCorrupt) {
 		t.Errorf("non-minimal varint: %v", err)
@@ -169,15 +170,15 @@ func TestCodecStrict(t *testing.T) {
 	// Claims out of order or repeated.
 	for _, keys := range [][2]string{{"b", "a"}, {"a", "a"}} {
 		v := []byte{recordVersion}
-		v = appendString(v, "u")
+		v = record.AppendString(v, "u")
 		v = binary.AppendUvarint(v, 2)
 		for _, k := range keys {
-			v = appendString(appendString(v, k), "v")
+			v = record.AppendString(record.AppendString(v, k), "v")
 		}
 		for range 3 {
-			v = appendTime(v, time.Time{})
+			v = record.AppendTime(v, time.Time{})
 		}
-		v = appendLanes(appendBytes(v, nil), nil)
+		v = appendLanes(record.AppendBytes(v, nil), nil)
 		var x server.Session
 		if _, err := decodeSession(&x, s.ID, v); !errors.Is(err, errCorrupt) {
 			t.Errorf("claims %q: %v", keys, err)

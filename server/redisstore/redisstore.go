@@ -17,6 +17,7 @@ import (
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
 	"github.com/sessionvault/sessionvault/server"
+	"github.com/sessionvault/sessionvault/server/internal/record"
 )
 
 var _ server.Store = (*Store)(nil)
@@ -138,7 +139,7 @@ func deadField(id protocol.LaneID) string { return "d" + string(id[:]) }
 // userMember is a session's entry in its user's index: created (byte order is time order) ||
 // session ID, so that byte order is the order UserSessions returns.
 func userMember(created time.Time, sid []byte) string {
-	return string(append(appendSortableTime(make([]byte, 0, timeSize+len(sid)), created), sid...))
+	return string(append(record.AppendSortableTime(make([]byte, 0, record.TimeSize+len(sid)), created), sid...))
 }
 
 // Deadlines, in Unix milliseconds.
@@ -616,14 +617,14 @@ func (st *Store) UserSessions(ctx context.Context, userID string) ([]*server.Ses
 		return nil, unavailable("user sessions", err)
 	}
 	slices.Sort(members) // created, then session ID
-	members = slices.DeleteFunc(members, func(m string) bool { return len(m) <= timeSize })
+	members = slices.DeleteFunc(members, func(m string) bool { return len(m) <= record.TimeSize })
 	if len(members) == 0 {
 		return nil, nil
 	}
 	cmds := make([]*redis.SliceCmd, len(members))
 	_, err = st.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range members {
-			cmds[i] = p.HMGet(ctx, st.sessionKey([]byte(m[timeSize:])), "s", "t")
+			cmds[i] = p.HMGet(ctx, st.sessionKey([]byte(m[record.TimeSize:])), "s", "t")
 		}
 		return nil
 	})
@@ -641,7 +642,7 @@ func (st *Store) UserSessions(ctx context.Context, userID string) ([]*server.Ses
 			continue
 		}
 		s := new(server.Session)
-		if err := decodeSession(s, members[i][timeSize:], rec, seen); err != nil {
+		if err := decodeSession(s, members[i][record.TimeSize:], rec, seen); err != nil {
 			return nil, err
 		}
 		if s.UserID != userID { // a session ID reused across users: only a broken random source
