@@ -224,37 +224,35 @@ func TestLoginSignedFetchLogout(t *testing.T) {
 	assertNoConsoleErrors(tb)
 }
 
-// TestRotationAndExpiryEvents: the server's timers as the demo page sees them. With a 1 s
-// RotateEvery, the first call past it carries Sv-Action: rotate, the worker rotates, the page
-// gets a "rotated" event and keeps working on the next epoch. With a short absolute or idle
-// timeout, the server's timer ends the session and pushes a sealed expired event: the worker
-// wipes its key and the page gets an "expired" event with no request of its own, and its next
-// call fails with no_session. The audit log names the timeout (absolute or idle).
+// TestRotationAndExpiryEvents: the server's timers as the demo page sees them. With a 2 s
+// RotateEvery, the server pushes a rotate event over the worker's event socket when the lane's
+// key is due (no request needed; Sv-Action: rotate on a response is the fallback, covered by the
+// node router tests), the worker rotates, the page gets "rotated" events and keeps working on the
+// new epochs. With a short absolute or idle timeout, the server's timer ends the session and
+// pushes a sealed expired event: the worker wipes its key and the page gets an "expired" event
+// with no request of its own, and its next call fails with no_session. The audit log names the
+// timeout (absolute or idle).
 func TestRotationAndExpiryEvents(t *testing.T) {
 	t.Run("rotation", func(t *testing.T) {
-		d := newDemo(t, demo.Options{RotateEvery: time.Second})
+		d := newDemo(t, demo.Options{RotateEvery: 2 * time.Second})
 		tb := newTab(t)
 		openDemo(tb)
 		loginUI(tb, "alice", "alice-password")
 		if st, _ := clickAPI(tb, "call-api"); st != "200" {
 			t.Fatalf("call before rotation: %s", st)
 		}
-		time.Sleep(1100 * time.Millisecond)
-		if st, _ := clickAPI(tb, "call-api"); st != "200" {
-			t.Fatalf("call that triggers the rotation: %s", st)
-		}
 		tb.WaitFor(`document.body.dataset.lastEvent === "rotated"`)
-		tb.WaitFor(`document.getElementById("epoch").textContent === "1"`)
+		tb.WaitFor(`Number(document.getElementById("epoch").textContent) >= 1`)
 		st, body := clickAPI(tb, "call-api")
 		var p struct{ Epoch int }
-		if st != "200" || json.Unmarshal(body, &p) != nil || p.Epoch != 1 {
-			t.Errorf("call after rotation: %s %s, want 200 signed under epoch 1", st, body)
+		if st != "200" || json.Unmarshal(body, &p) != nil || p.Epoch < 1 {
+			t.Errorf("call after rotation: %s %s, want 200 signed under epoch >= 1", st, body)
 		}
 		if got := Eval[string](tb, `document.body.dataset.state`); got != "active" {
 			t.Errorf("state after rotation: %s", got)
 		}
-		if d.CountEvents("rotated") != 1 {
-			t.Errorf("audit events: %v, want one rotated", d.AuditEvents())
+		if d.CountEvents("rotated") < 1 {
+			t.Errorf("audit events: %v, want rotated", d.AuditEvents())
 		}
 		assertNoConsoleErrors(tb)
 	})
