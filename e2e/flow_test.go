@@ -273,12 +273,21 @@ func TestRotationAndExpiryEvents(t *testing.T) {
 			if st, _ := clickAPI(tb, "call-api"); st != "error:no_session" {
 				t.Errorf("call after the expired event: %s, want error:no_session", st)
 			}
-			var found bool
-			for _, l := range d.App.Events() {
-				found = found || strings.Contains(l, `"event":"expired"`) && strings.Contains(l, `"reason":"`+reason+`"`)
+			// The server writes the audit record right after it has told the lanes: poll.
+			found := func() bool {
+				for _, l := range d.App.Events() {
+					if strings.Contains(l, `"event":"expired"`) && strings.Contains(l, `"reason":"`+reason+`"`) {
+						return true
+					}
+				}
+				return false
 			}
-			if !found {
-				t.Errorf("no expired audit event with reason %s: %v", reason, d.App.Events())
+			for i := 0; !found(); i++ {
+				if i == 100 {
+					t.Errorf("no expired audit event with reason %s: %v", reason, d.App.Events())
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 		}
 	}
