@@ -15,7 +15,7 @@ help:
 	@echo "make test   everything: deps, wasm, Go tests (wazero, stores, server), JS tests"
 	@echo "make check  gofmt, go vet, go mod tidy, wasm size budget"
 	@echo "make bench  benchmarks (native, wazero, peers)"
-	@echo "make bench-browser  signed vs plain fetch and worker start-up in Chromium (figures, ~40s)"
+	@echo "make bench-browser  signed vs plain fetch, worker start-up, revocation latency (one and two nodes) in Chromium (~90s)"
 	@echo "make fuzz   each fuzz target for FUZZTIME (default 20s)"
 	@echo "make wasm   build $(WASM)"
 
@@ -62,7 +62,7 @@ bench: $(WASM)
 
 # The browser figures of DESIGN.md section 8 (e2e/bench_test.go): reported, not asserted.
 bench-browser: $(WASM)
-	SV_BENCH=1 SV_WASM=$(CURDIR)/$(WASM) $(GO) test -count=1 -run '^TestBrowserBench$$' -v ./e2e/
+	SV_BENCH=1 SV_WASM=$(CURDIR)/$(WASM) $(GO) test -count=1 -run '^(TestBrowserBench|TestRevocationLatency|TestTwoNodesRevocationLatency)$$' -v ./e2e/
 
 FUZZTIME ?= 20s
 fuzz:

@@ -116,3 +116,20 @@ func TestTwoNodesRevokeWipesWorker(t *testing.T) {
 	waitEventConns(t, b.App.Manager(), 0)
 	assertNoConsoleErrors(tb)
 }
+
+// TestTwoNodesRevocationLatency is TestRevocationLatency across two nodes on one real Redis: the
+// worker is connected to node B, node A revokes (DESIGN.md section 8: p99 <= 50 ms "across two
+// nodes"). Reported, not asserted; runs with SV_BENCH=1.
+func TestTwoNodesRevocationLatency(t *testing.T) {
+	if os.Getenv("SV_BENCH") != "1" {
+		t.Skip("browser benchmarks run with SV_BENCH=1 (make bench-browser)")
+	}
+	rs := redistest.Own(t, false)
+	keyFile := filepath.Join(t.TempDir(), "store.key")
+	b := redisDemo(t, rs.URL(), keyFile)
+	a := redisDemo(t, rs.URL(), keyFile)
+	serveDemo(t, b)
+	ms := measureRevocation(t, a.App.Manager(), b.App.Manager())
+	t.Logf("revocation latency across two nodes on Redis, node A's Manager.Revoke -> page event (worker on node B), %d trials: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms (budget p99 <= 50 ms)",
+		len(ms), quantile(ms, 0.5), quantile(ms, 0.9), quantile(ms, 0.99), ms[len(ms)-1])
+}
