@@ -64,6 +64,21 @@ func TestAdminRevokeWipesWorker(t *testing.T) {
 	defer func() { logFindings(t, ss) }()
 	m := d.App.Manager()
 	waitEventConns(t, m, 1)
+	revokeWipes(t, tb, w, ss, m, func(ctx context.Context) error {
+		return m.Revoke(ctx, "alice", sessionHandle(t, m, "alice"))
+	})
+	if got := Eval[string](tb, `JSON.stringify(window.vaultEvents.findLast((e) => e.name === "revoked").detail)`); !strings.Contains(got, `"revoked"`) {
+		t.Errorf("revoked event detail %s, want reason revoked", got)
+	}
+}
+
+// revokeWipes runs revoke against the session of the worker w (connected to conns) and checks
+// that it is wiped: the lane keys ss are in its wasm memory before (the positive control), the
+// page gets the revoked event with no request of its own, status is wiped, the keys are gone
+// from wasm memory, the next fetch fails with no_session, the socket closes and nothing logged
+// an error.
+func revokeWipes(t *testing.T, tb *Tab, w *Session, ss Secrets, conns *server.Manager, revoke func(context.Context) error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(tb.Ctx(), 2*callTimeout)
 	defer cancel()
 	before, err := w.ScanWasmMemory(ctx, ss.Bytes())
@@ -73,15 +88,12 @@ func TestAdminRevokeWipesWorker(t *testing.T) {
 	if len(before.Hits) == 0 {
 		t.Fatal("positive control: the active keys are not in the worker's wasm memory")
 	}
-	if err := m.Revoke(ctx, "alice", sessionHandle(t, m, "alice")); err != nil {
+	if err := revoke(ctx); err != nil {
 		t.Fatal(err)
 	}
 	tb.WaitFor(`document.body.dataset.lastEvent === "revoked"`)
-	if got := Eval[string](tb, `JSON.stringify(window.vaultEvents.at(-1).detail)`); !strings.Contains(got, `"revoked"`) {
-		t.Errorf("revoked event detail %s, want reason revoked", got)
-	}
 	if got := Eval[string](tb, `vault.status().then((s) => s.state)`); got != "wiped" {
-		t.Errorf("status after revoke: %s", got)
+		t.Errorf("status after the revocation: %s", got)
 	}
 	after, err := w.ScanWasmMemory(ctx, ss.Bytes())
 	if err != nil {
@@ -91,9 +103,9 @@ func TestAdminRevokeWipesWorker(t *testing.T) {
 		t.Errorf("after the revoked event the worker's wasm memory still holds %s", ss[h.Secret].Name)
 	}
 	if got := vaultFetch(tb, "/api/profile", ""); got != "error no_session" {
-		t.Errorf("fetch after revoke: %s", got)
+		t.Errorf("fetch after the revocation: %s", got)
 	}
-	waitEventConns(t, m, 0)
+	waitEventConns(t, conns, 0)
 	assertNoConsoleErrors(tb)
 }
 

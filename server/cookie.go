@@ -1,10 +1,7 @@
 package server
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"errors"
 	"io"
 	"net/http"
@@ -42,16 +39,7 @@ type cookieSealer struct {
 }
 
 func newCookieSealer(storeKey []byte, rand io.Reader) (*cookieSealer, error) {
-	k, err := hkdf.Key(sha256.New, storeKey, nil, cookieKeyInfo, 32)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(k)
-	block, err := aes.NewCipher(k)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := storeAEAD(storeKey, cookieKeyInfo)
 	if err != nil {
 		return nil, err
 	}

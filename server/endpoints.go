@@ -58,6 +58,34 @@ func decodePub(s string) ([protocol.PublicKeySize]byte, bool) {
 	return p, err == nil && n == protocol.PublicKeySize
 }
 
+// readJSON reads an unsigned endpoint's body: application/json, at most limit bytes, decoded into
+// v. It answers the refusal itself (415, 413, 400) and reports false. The caller clears the
+// returned body (credentials, tickets) when done with v.
+func (m *Manager) readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) (body []byte, ok bool) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		m.refuse(w, reasonUnsupported)
+		return nil, false
+	}
+	if r.ContentLength > limit {
+		m.refuse(w, reasonTooLarge)
+		return nil, false
+	}
+	body, err := readBody(r, limit)
+	if err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			m.refuse(w, reasonTooLarge)
+		} else {
+			m.refuse(w, reasonBadRequest)
+		}
+		return nil, false
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		m.refuse(w, reasonBadRequest)
+		return body, false
+	}
+	return body, true
+}
+
 func writeJSON(w http.ResponseWriter, v any) {
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
@@ -86,27 +114,10 @@ func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
 		m.refuse(w, reasonCrossSite)
 		return
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		m.refuse(w, reasonUnsupported)
-		return
-	}
-	if r.ContentLength > m.maxBody {
-		m.refuse(w, reasonTooLarge)
-		return
-	}
-	body, err := readBody(r, m.maxBody)
-	if err != nil {
-		if errors.Is(err, errBodyTooLarge) {
-			m.refuse(w, reasonTooLarge)
-		} else {
-			m.refuse(w, reasonBadRequest)
-		}
-		return
-	}
-	defer clear(body) // the credentials
 	var req loginRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		m.refuse(w, reasonBadRequest)
+	body, ok := m.readJSON(w, r, m.maxBody, &req)
+	defer clear(body) // the credentials
+	if !ok {
 		return
 	}
 	defer clear(req.Credentials)

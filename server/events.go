@@ -145,7 +145,7 @@ func (m *Manager) socketAuth(ctx context.Context, keyid string, challenge, tag [
 		var gone *GoneError
 		switch {
 		case errors.As(err, &gone):
-			return id.Lane, &hub.RefusedError{Reason: wireReason(gone.Reason), Err: err}
+			return id.Lane, &hub.RefusedError{Reason: refusalOf(gone.Reason), Err: err}
 		case errors.Is(err, ErrNotFound):
 			m.count(ctx, client, evUnknown)
 			return id.Lane, &hub.RefusedError{Reason: reasonUnknownSession, Err: err}
@@ -372,18 +372,6 @@ func (m *Manager) deadline(sess *Session) time.Time {
 	return d
 }
 
-// wireReason maps a deletion reason to the reason the worker is told (the refusal reasons of
-// PROTOCOL.md section 8, all of which end the session in the worker).
-func wireReason(gone string) string {
-	switch gone {
-	case goneLogout, goneRevoked, goneReuse, goneRekeyed, goneLimit, goneLane, goneExpired:
-		return gone
-	case goneUserAgent:
-		return reasonRevoked
-	}
-	return reasonRevoked
-}
-
 // lanesGone applies, on this node, the end of lanes deleted for reason (by this node or, through
 // a store's notices, by another): their cached verifiers are dropped and wiped, and every event
 // connection this node holds for them gets a sealed revoked (or expired) event and is closed.
@@ -392,7 +380,7 @@ func (m *Manager) lanesGone(lanes []protocol.LaneID, reason string) {
 	if m.hub == nil {
 		return
 	}
-	reason = wireReason(reason)
+	reason = refusalOf(reason)
 	t := protocol.EventRevoked
 	if reason == goneExpired {
 		t = protocol.EventExpired

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"slices"
 	"strings"
@@ -319,27 +317,10 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 		m.refuse(w, reasonCrossSite)
 		return
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		m.refuse(w, reasonUnsupported)
-		return
-	}
-	if r.ContentLength > maxJoinBody {
-		m.refuse(w, reasonTooLarge)
-		return
-	}
-	body, err := readBody(r, maxJoinBody)
-	if err != nil {
-		if errors.Is(err, errBodyTooLarge) {
-			m.refuse(w, reasonTooLarge)
-		} else {
-			m.refuse(w, reasonBadRequest)
-		}
-		return
-	}
-	defer clear(body)
 	var req joinRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		m.refuse(w, reasonBadRequest)
+	body, ok := m.readJSON(w, r, maxJoinBody, &req)
+	defer clear(body)
+	if !ok {
 		return
 	}
 	clientPub, ok := decodePub(req.Pub)

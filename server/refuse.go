@@ -76,7 +76,13 @@ func goneReason(err error) string {
 	if !errors.As(err, &g) {
 		return reasonUnknownSession
 	}
-	switch g.Reason {
+	return refusalOf(g.Reason)
+}
+
+// refusalOf maps a deletion reason (GoneError.Reason) to the refusal reason the worker is told,
+// over HTTP and on the event socket: one of the reasons that end the session in the worker.
+func refusalOf(gone string) string {
+	switch gone {
 	case goneLogout:
 		return reasonLogout
 	case goneReuse:

@@ -36,7 +36,17 @@ type sealer struct {
 }
 
 func newSealer(storeKey []byte, rand io.Reader) (*sealer, error) {
-	k, err := hkdf.Key(sha256.New, storeKey, nil, sealKeyInfo, 32)
+	aead, err := storeAEAD(storeKey, sealKeyInfo)
+	if err != nil {
+		return nil, err
+	}
+	return &sealer{aead: aead, rand: rand}, nil
+}
+
+// storeAEAD is AES-256-GCM under HKDF-SHA256(storeKey, info): one independent key per use of
+// the StoreKey (lane keys at rest, join cookies).
+func storeAEAD(storeKey []byte, info string) (cipher.AEAD, error) {
+	k, err := hkdf.Key(sha256.New, storeKey, nil, info, 32)
 	if err != nil {
 		return nil, err
 	}
@@ -45,11 +55,7 @@ func newSealer(storeKey []byte, rand io.Reader) (*sealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	return &sealer{aead: aead, rand: rand}, nil
+	return cipher.NewGCM(block)
 }
 
 func sealAAD(lane protocol.LaneID, epoch uint32) [len(sealLabel) + protocol.LaneIDSize + 4]byte {
