@@ -106,11 +106,12 @@ type joinState struct {
 	refused        [refusedReasonsNumber]atomic.Uint64
 }
 
-// bootScript is js/worker.js split around its ticket placeholder.
+// bootScript is the worker's bundled boot script ([js.WorkerBundle]) split around its ticket
+// placeholder.
 var bootScript = sync.OnceValues(func() (head, tail []byte) {
-	src, err := js.Files.ReadFile("worker.js")
+	src, err := js.WorkerBundle()
 	if err != nil {
-		panic("server: js.Files has no worker.js")
+		panic("server: " + err.Error())
 	}
 	head, tail, ok := bytes.Cut(src, []byte(ticketPlaceholder))
 	if !ok {
