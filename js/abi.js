@@ -24,6 +24,10 @@ export const CODES = Object.freeze([
 
 export const MAX_MESSAGE = 8 << 20;
 
+// Requests up to this size go through one long-lived buffer and the module's exec export: one
+// call into wasm per operation. Larger ones (bodies) take alloc, call, free, free.
+const SCRATCH = 64 << 10;
+
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
@@ -46,49 +50,73 @@ export class VaultError extends Error {
   }
 }
 
+// Strings that are all ASCII (methods, origins, paths, signatures: nearly every field) are
+// written and read byte by byte; others go through TextEncoder / TextDecoder.
+const ASCII = /^[\x00-\x7f]*$/;
+
+/** The bytes of one field value other than an ASCII string. */
+function valueBytes(value) {
+  if (typeof value === "string") return enc.encode(value);
+  if (value instanceof Uint8Array) return value;
+  if (typeof value === "number") {
+    const b = [];
+    uvarint(b, value);
+    return Uint8Array.from(b);
+  }
+  if (Array.isArray(value)) {
+    const b = [];
+    for (const s of value) {
+      const e = enc.encode(s);
+      uvarint(b, e.length);
+      for (const x of e) b.push(x);
+    }
+    return Uint8Array.from(b);
+  }
+  throw new TypeError("bad field value");
+}
+
 /**
- * Encodes a request. fields: array of [tag, value] in increasing tag order; value is a string,
- * a Uint8Array, a non-negative integer (number) or an array of strings (a list).
+ * Encodes a request into dst. fields: array of [tag, value] in increasing tag order; value is a
+ * string, a Uint8Array, a non-negative integer (number) or an array of strings (a list).
+ * @param {Uint8Array} dst
+ * @returns {number} the request's length, or -1 if it does not fit in dst
+ */
+export function encodeInto(dst, code, fields = []) {
+  if (dst.length < 2) return -1;
+  dst[0] = 1;
+  dst[1] = code;
+  let o = 2;
+  for (const [tag, value] of fields) {
+    const ascii = typeof value === "string" && ASCII.test(value);
+    const bytes = ascii ? null : valueBytes(value);
+    let n = ascii ? value.length : bytes.length;
+    if (o + 6 + n > dst.length) return -1; // tag + at most 5 bytes of length (n < 2^35)
+    dst[o++] = tag;
+    while (n >= 0x80) {
+      dst[o++] = (n & 0x7f) | 0x80;
+      n >>>= 7;
+    }
+    dst[o++] = n;
+    if (ascii) {
+      for (let i = 0; i < value.length; i++) dst[o + i] = value.charCodeAt(i);
+      o += value.length;
+    } else {
+      dst.set(bytes, o);
+      o += bytes.length;
+    }
+  }
+  return o;
+}
+
+/**
+ * Encodes a request (see encodeInto).
  * @returns {Uint8Array}
  */
 export function encode(code, fields = []) {
-  const parts = [];
   let size = 2;
-  const head = [];
-  for (const [tag, value] of fields) {
-    let bytes;
-    if (typeof value === "string") bytes = enc.encode(value);
-    else if (value instanceof Uint8Array) bytes = value;
-    else if (typeof value === "number") {
-      const b = [];
-      uvarint(b, value);
-      bytes = Uint8Array.from(b);
-    } else if (Array.isArray(value)) {
-      const b = [];
-      for (const s of value) {
-        const e = enc.encode(s);
-        uvarint(b, e.length);
-        for (const x of e) b.push(x);
-      }
-      bytes = Uint8Array.from(b);
-    } else throw new TypeError("bad field value");
-    const h = [tag];
-    uvarint(h, bytes.length);
-    head.push(Uint8Array.from(h));
-    parts.push(bytes);
-    size += h.length + bytes.length;
-  }
+  for (const [, value] of fields) size += 6 + (typeof value === "string" ? 3 * value.length : valueBytes(value).length);
   const out = new Uint8Array(size);
-  out[0] = 1;
-  out[1] = code;
-  let off = 2;
-  for (let i = 0; i < parts.length; i++) {
-    out.set(head[i], off);
-    off += head[i].length;
-    out.set(parts[i], off);
-    off += parts[i].length;
-  }
-  return out;
+  return out.slice(0, encodeInto(out, code, fields));
 }
 
 /**
@@ -128,7 +156,11 @@ export function num(v) {
   return n;
 }
 
-export const str = (v) => dec.decode(v);
+export function str(v) {
+  if (v.length > 1024) return dec.decode(v);
+  for (let i = 0; i < v.length; i++) if (v[i] >= 0x80) return dec.decode(v);
+  return String.fromCharCode.apply(null, v);
+}
 
 /**
  * One instance of the wasm module. call() is synchronous and guarded against re-entry; a trap
@@ -141,6 +173,13 @@ export class Instance {
     this.exports = instance.exports;
     this.busy = false;
     this.dead = false;
+    this.scratch = 0;
+    this.replyAt = 0;
+    const x = this.exports;
+    if (typeof x.exec === "function" && typeof x.reply === "function") {
+      this.scratch = x.alloc(SCRATCH);
+      this.replyAt = x.reply();
+    }
   }
 
   /**
@@ -161,7 +200,7 @@ export class Instance {
    * @returns {Map<number, Uint8Array>}
    */
   call(op, fields) {
-    const reply = this.raw(encode(op, fields));
+    const reply = this.exec(op, fields) || this.raw(encode(op, fields));
     const { status, fields: out } = decode(reply);
     if (status !== 0) {
       const code = CODES[status - 1] || "internal";
@@ -172,6 +211,16 @@ export class Instance {
   }
 
   /**
+   * Encodes the request straight into the long-lived buffer and runs it with one exec call.
+   * Returns a copy of the reply, or null when the request needs the alloc path (too large, or
+   * a module without exec).
+   */
+  exec(op, fields) {
+    if (this.scratch === 0 || this.dead || this.busy) return null;
+    return this.#runScratch((dst) => encodeInto(dst, op, fields));
+  }
+
+  /**
    * Sends raw request bytes and returns a copy of the raw reply.
    * @param {Uint8Array} req
    */
@@ -179,6 +228,12 @@ export class Instance {
     if (this.dead) throw new VaultError("fatal", "the vault module has failed; create a new vault");
     if (this.busy) throw new VaultError("busy", "re-entrant call into the vault module");
     if (req.length === 0 || req.length > MAX_MESSAGE) throw new VaultError("too_large", "message too large");
+    if (this.scratch !== 0 && req.length <= SCRATCH) {
+      return this.#runScratch((dst) => {
+        dst.set(req);
+        return req.length;
+      });
+    }
     this.busy = true;
     const x = this.exports;
     let p = 0;
@@ -205,6 +260,32 @@ export class Instance {
           this.dead = true;
         }
       }
+      this.busy = false;
+    }
+  }
+
+  /**
+   * Lets write(dst) put a request into the long-lived buffer (returning its length, or -1 if it
+   * does not fit), runs it with exec and returns a copy of the reply (null if it did not fit).
+   */
+  #runScratch(write) {
+    const x = this.exports;
+    this.busy = true;
+    try {
+      const dst = new Uint8Array(x.memory.buffer, this.scratch, SCRATCH);
+      const n = write(dst);
+      if (n < 0) {
+        dst.fill(0); // what was written of a request too large for the buffer
+        return null;
+      }
+      const rn = x.exec(this.scratch, n);
+      // Copy out before anything else runs: memory.buffer is replaced when memory grows.
+      return new Uint8Array(x.memory.buffer, this.replyAt, rn).slice();
+    } catch (e) {
+      if (e instanceof TypeError && e.message === "bad field value") throw e;
+      this.dead = true;
+      throw new VaultError("fatal", "the vault module trapped: " + (e && e.message));
+    } finally {
       this.busy = false;
     }
   }

@@ -2,7 +2,8 @@
 // independently with node:crypto.
 import test from "node:test";
 import assert from "node:assert/strict";
-import { OP, VaultError, encode, num, str } from "../abi.js";
+import { createHash } from "node:crypto";
+import { OP, VaultError, encode, encodeInto, num, str } from "../abi.js";
 import { newInstance, serverLogin, serverRotate, sealEvent, signKey, eventKey, verifyProfile } from "./helpers.js";
 
 const ORIGIN = "https://app.example";
@@ -127,4 +128,83 @@ test("many calls keep linear memory flat", async () => {
 
 test("encode matches the codec's canonical form", () => {
   assert.deepEqual([...encode(OP.sign, [[1, "GET"], [4, 300]])], [1, 4, 1, 3, 71, 69, 84, 4, 2, 0xac, 0x02]);
+});
+
+// An encoder written the plain way, independently of abi.js, for the one below to match.
+function referenceEncode(code, fields) {
+  const out = [1, code];
+  const uv = (n) => {
+    while (n >= 0x80) {
+      out.push((n % 0x80) | 0x80);
+      n = Math.floor(n / 0x80);
+    }
+    out.push(n);
+  };
+  for (const [tag, v] of fields) {
+    let bytes;
+    if (typeof v === "string") bytes = [...new TextEncoder().encode(v)];
+    else if (v instanceof Uint8Array) bytes = [...v];
+    else if (typeof v === "number") {
+      const save = out.length;
+      uv(v);
+      bytes = out.splice(save);
+    } else {
+      const save = out.length;
+      for (const s of v) {
+        const e = new TextEncoder().encode(s);
+        uv(e.length);
+        out.push(...e);
+      }
+      bytes = out.splice(save);
+    }
+    out.push(tag);
+    uv(bytes.length);
+    out.push(...bytes);
+  }
+  return out;
+}
+
+test("encodeInto writes what a plain encoder writes, and refuses what does not fit", () => {
+  let seed = 7;
+  const rnd = (n) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+  const strings = ["", "GET", "https://app.example", "/p/ä/€/😀", "x".repeat(200), "\u0000\u007f", "é"];
+  for (let i = 0; i < 2000; i++) {
+    const fields = [];
+    for (let tag = 1; tag <= 6; tag++) {
+      if (rnd(2)) continue;
+      const kind = rnd(4);
+      if (kind === 0) fields.push([tag, strings[rnd(strings.length)]]);
+      else if (kind === 1) fields.push([tag, Uint8Array.from({ length: rnd(300) }, () => rnd(256))]);
+      else if (kind === 2) fields.push([tag, [0, 1, 127, 128, 300, 16383, 16384, 2 ** 31, 2 ** 53 - 1][rnd(9)]]);
+      else fields.push([tag, [strings[rnd(strings.length)], strings[rnd(strings.length)]].slice(rnd(3))]);
+    }
+    const want = referenceEncode(OP.sign, fields);
+    assert.deepEqual([...encode(OP.sign, fields)], want);
+    const dst = new Uint8Array(want.length + 8);
+    assert.equal(encodeInto(dst, OP.sign, fields), want.length);
+    assert.deepEqual([...dst.subarray(0, want.length)], want);
+    assert.equal(encodeInto(new Uint8Array(Math.max(0, want.length - 7)), OP.sign, fields) <= want.length - 7, true);
+  }
+  assert.equal(encodeInto(new Uint8Array(8), OP.sign, [[1, "x".repeat(20)]]), -1);
+  assert.equal(encodeInto(new Uint8Array(1), OP.status), -1);
+});
+
+test("str reads ASCII and UTF-8 as TextDecoder does", () => {
+  for (const s of ["", "sv=:abc=:", "ä€😀", "a".repeat(5000), "x\u0080y"]) {
+    assert.equal(str(new TextEncoder().encode(s)), s);
+  }
+  assert.equal(str(Uint8Array.of(0xff, 0x41)), new TextDecoder().decode(Uint8Array.of(0xff, 0x41)));
+});
+
+test("a request larger than the exec buffer takes the alloc path; neither leaves the request behind", async () => {
+  const { inst, srv } = await activeInstance();
+  for (const size of [10, 60 << 10, 70 << 10, 1 << 20]) {
+    const body = new Uint8Array(size).fill(0x5a);
+    const s = sign(inst, [[1, "POST"], [2, ORIGIN], [3, "/big"], [5, body]]);
+    assert.ok(verifyProfile(signKey(srv.key), { method: "POST", authority: "app.example", path: "/big", ...s }), "size " + size);
+    assert.equal(s.contentDigest, "sha-256=:" + createHash("sha256").update(body).digest("base64") + ":");
+    const scratch = new Uint8Array(inst.exports.memory.buffer, inst.scratch, 64 << 10);
+    assert.ok(scratch.every((b) => b === 0), "the exec buffer is zeroed after a request of " + size + " bytes");
+  }
+  assert.notEqual(inst.scratch, 0, "the module has exec");
 });

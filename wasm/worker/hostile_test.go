@@ -35,6 +35,11 @@ func stillWorks(t testing.TB, in *instance, session bool) {
 	if session {
 		in.mustOK(t, okSign)
 	}
+	b, err := in.Exec(req(vault.OpStatus)) // the browser's path
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOK(t, b)
 }
 
 func TestHostileMessages(t *testing.T) {
@@ -161,6 +166,11 @@ func TestHostilePointers(t *testing.T) {
 			}
 			checkCode(t, vault.CodeBadMessage, b)
 			stillWorks(t, in, true)
+			if b, err = in.RawExec(c.p, c.n); err != nil {
+				t.Fatal(err)
+			}
+			checkCode(t, vault.CodeBadMessage, b)
+			stillWorks(t, in, true)
 		})
 	}
 	// The buffer itself, with its exact length and with a shorter one, works.
@@ -176,6 +186,8 @@ func TestHostilePointers(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ = in.RawCall(buf, uint32(len(okSign)))
+	checkCode(t, vault.CodeBadMessage, b)
+	b, _ = in.RawExec(buf, uint32(len(okSign)))
 	checkCode(t, vault.CodeBadMessage, b)
 	stillWorks(t, in, true)
 }

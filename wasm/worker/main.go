@@ -1,7 +1,7 @@
 // Command worker is the Sessionvault wasm module: a WASI reactor (GOOS=wasip1 GOARCH=wasm
 // -buildmode=c-shared) that holds one lane's key in its linear memory and exposes the vault
-// through a three-function ABI. js/worker.js loads it in a Web Worker; the tests in this
-// directory load the very same file under wazero.
+// through a small ABI. js/worker.js loads it in a Web Worker; the tests in this directory load
+// the very same file under wazero.
 //
 // # ABI
 //
@@ -11,6 +11,13 @@
 //	call(p u32, n u32) u64    runs one ABI request (PROTOCOL.md section 7) read from [p, p+n);
 //	                          returns result pointer << 32 | result length. The result is a
 //	                          pinned buffer the host copies out, then frees.
+//	reply() u32               the address of the module's reply buffer (fixed for the
+//	                          instance's life, ReplySize bytes)
+//	exec(p u32, n u32) u32    runs one request like call, zeroes [p, p+n) afterwards (the host
+//	                          keeps that buffer for the next request), and writes the reply at
+//	                          reply(); returns its length. One export call per operation
+//	                          instead of four (alloc, call, free, free), no allocation for the
+//	                          host to release: the worker's per-request path.
 //
 // The host must call _initialize once before anything else. Calls must not overlap (a worker is
 // single-threaded). Every export recovers from panics and reports them as an "internal" status,
@@ -83,7 +90,52 @@ func call(p, n uint32) (res uint64) {
 	return result(v.Call(in[:n]))
 }
 
+// ReplySize is the size of exec's reply buffer. Every reply the vault produces is far smaller
+// (the largest, a signature with a Content-Digest, is under 400 bytes); a larger one would be
+// answered with an "internal" status rather than truncated.
+const ReplySize = 4096
+
+// replyBuf holds exec's last reply (replyLen bytes). It never holds key material (no reply
+// does); the next exec overwrites it and clears what a shorter reply leaves.
 var (
+	replyBuf [ReplySize]byte
+	replyLen int
+)
+
+//go:wasmexport reply
+func replyAddr() uint32 { return ptr(replyBuf[:]) }
+
+//go:wasmexport exec
+func execute(p, n uint32) (length uint32) {
+	defer func() {
+		if recover() != nil {
+			length = put(internalError)
+		}
+	}()
+	in, ok := pinned[p]
+	if !ok || n > uint32(len(in)) {
+		return put(badPointer)
+	}
+	out := v.Call(in[:n])
+	clear(in[:n]) // requests may hold bodies and tickets; the host reuses the buffer
+	return put(out)
+}
+
+// put writes out into the reply buffer, zeroing the rest of the previous reply.
+func put(out []byte) uint32 {
+	if len(out) > len(replyBuf) {
+		out = replyTooLarge
+	}
+	n := copy(replyBuf[:], out)
+	if replyLen > n {
+		clear(replyBuf[n:replyLen])
+	}
+	replyLen = n
+	return uint32(n)
+}
+
+var (
+	replyTooLarge = []byte{protocol.CodecVersion, vault.StatusOf(vault.CodeInternal), 1, 15, 'r', 'e', 'p', 'l', 'y', ' ', 't', 'o', 'o', ' ', 'l', 'a', 'r', 'g', 'e'}
 	badPointer    = []byte{protocol.CodecVersion, vault.StatusOf(vault.CodeBadMessage), 1, 23, 'b', 'u', 'f', 'f', 'e', 'r', ' ', 'n', 'o', 't', ' ', 'f', 'r', 'o', 'm', ' ', 'a', 'l', 'l', 'o', 'c', '(', ')'}
 	internalError = []byte{protocol.CodecVersion, vault.StatusOf(vault.CodeInternal), 1, 14, 'i', 'n', 't', 'e', 'r', 'n', 'a', 'l', ' ', 'f', 'a', 'u', 'l', 't'}
 )

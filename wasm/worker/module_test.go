@@ -5,10 +5,12 @@ package main
 import (
 	"bytes"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sessionvault/sessionvault/internal/vault"
+	"github.com/tetratelabs/wazero/api"
 )
 
 // TestModuleShape checks what the module exports and imports (PROTOCOL.md section 7) and that
@@ -18,9 +20,17 @@ func TestModuleShape(t *testing.T) {
 	h := getHost(t)
 	t.Logf("%s: %d bytes, compiled in %v (compilation cache %s)", h.path, len(h.bytes), h.compile, cacheDir())
 	exports := h.compiled.ExportedFunctions()
-	for _, name := range []string{"alloc", "free", "call", "_initialize"} {
-		if _, ok := exports[name]; !ok {
+	for name, sig := range map[string]string{
+		"alloc": "i32 -> i32", "free": "i32 -> ", "call": "i32,i32 -> i64",
+		"reply": " -> i32", "exec": "i32,i32 -> i32", "_initialize": " -> ",
+	} {
+		fn, ok := exports[name]
+		if !ok {
 			t.Errorf("no export %q", name)
+			continue
+		}
+		if got := valueTypes(fn.ParamTypes()) + " -> " + valueTypes(fn.ResultTypes()); got != sig {
+			t.Errorf("export %s is (%s), want (%s)", name, got, sig)
 		}
 	}
 	if _, ok := h.compiled.ExportedMemories()["memory"]; !ok {
@@ -56,4 +66,12 @@ func TestModuleShape(t *testing.T) {
 	if a.sleeps != 0 {
 		t.Errorf("the module slept %d times", a.sleeps)
 	}
+}
+
+func valueTypes(ts []api.ValueType) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = api.ValueTypeName(t)
+	}
+	return strings.Join(names, ",")
 }

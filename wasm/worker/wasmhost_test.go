@@ -8,6 +8,7 @@ package main
 // clocks the test controls.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -181,7 +182,9 @@ type instance struct {
 	h                 *host
 	mod               api.Module
 	alloc, free, call api.Function
+	exec, reply       api.Function
 	mem               api.Memory
+	scratch, replyAt  uint32 // exec's request buffer (allocated at the first Exec) and reply buffer
 	rand              *randSwitch
 	clock             *fakeClock
 	sleeps            int
@@ -238,9 +241,10 @@ func (h *host) instantiateWith(seed uint64, vaultRand io.Reader, clock *fakeCloc
 	in.rand.mu.Unlock()
 	in.mod, in.mem = mod, mod.Memory()
 	in.alloc, in.free, in.call = mod.ExportedFunction("alloc"), mod.ExportedFunction("free"), mod.ExportedFunction("call")
-	if in.alloc == nil || in.free == nil || in.call == nil || in.mem == nil {
+	in.exec, in.reply = mod.ExportedFunction("exec"), mod.ExportedFunction("reply")
+	if in.alloc == nil || in.free == nil || in.call == nil || in.exec == nil || in.reply == nil || in.mem == nil {
 		mod.Close(ctx)
-		return nil, errors.New(h.path + " lacks an export of the ABI (alloc, free, call, memory)")
+		return nil, errors.New(h.path + " lacks an export of the ABI (alloc, free, call, exec, reply, memory)")
 	}
 	return in, nil
 }
@@ -310,6 +314,88 @@ func (in *instance) rawCallLocked(p, n uint32) ([]byte, error) {
 	}
 	return reply, nil
 }
+
+// execScratch is the size of the request buffer Exec keeps, as js/abi.js does.
+const execScratch = 64 << 10
+
+// Exec runs one ABI request the way the browser worker does: copied into one long-lived buffer,
+// one exec call, the reply read from the module's reply buffer. It fails if exec leaves any byte
+// of the request behind. Requests larger than the buffer go through Call.
+func (in *instance) Exec(req []byte) ([]byte, error) {
+	if len(req) == 0 || len(req) > execScratch {
+		return in.Call(req)
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.dead != nil {
+		return nil, in.dead
+	}
+	ctx := context.Background()
+	if in.scratch == 0 {
+		r, err := in.alloc.Call(ctx, execScratch)
+		if err != nil {
+			return nil, in.trapped(err)
+		}
+		if in.scratch = uint32(r[0]); in.scratch == 0 {
+			return nil, errors.New("alloc refused the exec buffer")
+		}
+		if r, err = in.reply.Call(ctx); err != nil {
+			return nil, in.trapped(err)
+		}
+		in.replyAt = uint32(r[0])
+	}
+	if !in.mem.Write(in.scratch, req) {
+		return nil, in.trapped(errors.New("exec buffer outside memory"))
+	}
+	reply, err := in.rawExecLocked(in.scratch, uint32(len(req)))
+	if err != nil {
+		return nil, err
+	}
+	left, _ := in.mem.Read(in.scratch, uint32(len(req)))
+	if !bytes.Equal(left, make([]byte, len(req))) {
+		return nil, errors.New("exec left the request in its buffer")
+	}
+	return reply, nil
+}
+
+// RawExec calls exec with any pointer and length, as hostile JavaScript could.
+func (in *instance) RawExec(p, n uint32) ([]byte, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.dead != nil {
+		return nil, in.dead
+	}
+	return in.rawExecLocked(p, n)
+}
+
+// rawExecLocked calls exec and copies the reply out of the reply buffer. It checks that the
+// reply buffer holds nothing past the reply (what a longer earlier reply left is zeroed).
+func (in *instance) rawExecLocked(p, n uint32) ([]byte, error) {
+	ctx := context.Background()
+	r, err := in.reply.Call(ctx)
+	if err != nil {
+		return nil, in.trapped(err)
+	}
+	at := uint32(r[0])
+	if r, err = in.exec.Call(ctx, uint64(p), uint64(n)); err != nil {
+		return nil, in.trapped(err)
+	}
+	rn := uint32(r[0])
+	if rn > replySize {
+		return nil, errors.New("exec reply longer than the reply buffer")
+	}
+	b, ok := in.mem.Read(at, replySize)
+	if !ok {
+		return nil, in.trapped(errors.New("reply buffer outside memory"))
+	}
+	if !bytes.Equal(b[rn:], make([]byte, replySize-rn)) {
+		return nil, errors.New("reply buffer holds bytes past the reply")
+	}
+	return append([]byte(nil), b[:rn]...), nil
+}
+
+// replySize is the module's ReplySize.
+const replySize = 4096
 
 // RawCall calls the module with any pointer and length, as hostile JavaScript could.
 func (in *instance) RawCall(p, n uint32) ([]byte, error) {
