@@ -101,6 +101,14 @@ type Config struct {
 	// get an expiring event. If zero, 2 minutes or a quarter of IdleTimeout, whichever is less.
 	ExpiringBefore time.Duration
 
+	// Module is the vault's wasm module (build/vault.wasm from make wasm). If set, the handler
+	// also serves it at {prefix}vault.wasm and the page's module at {prefix}client.js, so that
+	// one mount serves everything a page and its worker load, and the boot script asks for
+	// vault.wasm?v=<content hash>, cached by browsers for a year as immutable: a worker start
+	// costs no revalidation round trip, and a new build has a new URL. If nil, serve vault.wasm
+	// (as application/wasm) and client.js beside the handler yourself.
+	Module []byte
+
 	// Join configures reload and new tabs: the browser-session cookie, the boot script's ticket
 	// and {prefix}join. The zero value turns join on with safe defaults (see [JoinConfig]).
 	Join JoinConfig

@@ -104,6 +104,9 @@ type joinState struct {
 	clearSiteData  bool
 	cookies        *cookieSealer
 	refused        [refusedReasonsNumber]atomic.Uint64
+	// bootHead and bootTail are this Manager's boot script around the ticket: the bundle with
+	// the module's versioned URL filled in when the Manager serves the module.
+	bootHead, bootTail []byte
 }
 
 // bootScript is the worker's bundled boot script ([js.WorkerBundle]) split around its ticket
@@ -123,6 +126,17 @@ var bootScript = sync.OnceValues(func() (head, tail []byte) {
 // ticketPlaceholder is the line of js/worker.js that the boot-script endpoint fills in.
 const ticketPlaceholder = `let ticket = "";`
 
+// moduleLine is the line of js/worker.js that names the wasm module; a Manager that serves the
+// module puts its version into it (vault.wasm?v=...), after the ticket line.
+const moduleLine = `const wasmURL = new URL("` + moduleFile + `", import.meta.url);`
+
+func withModuleVersion(tail []byte, version string) []byte {
+	if bytes.Count(tail, []byte(moduleLine)) != 1 {
+		panic("server: worker.js must have the line " + moduleLine + " once, after the ticket line")
+	}
+	return bytes.Replace(tail, []byte(moduleLine), []byte(`const wasmURL = new URL("`+moduleFile+`?v=`+version+`", import.meta.url);`), 1)
+}
+
 func (m *Manager) initJoin(cfg *JoinConfig, storeKey []byte) error {
 	j := &m.join
 	j.disabled = cfg.Disabled
@@ -137,7 +151,11 @@ func (m *Manager) initJoin(cfg *JoinConfig, storeKey []byte) error {
 	if j.cookieLifetime < 0 || j.ticketLifetime < 0 || j.ticketLifetime > maxTicketLifetime {
 		return configError("Join.CookieLifetime must not be negative and Join.TicketLifetime must be at most a minute")
 	}
-	bootScript() // panics now, not at the first request, if the embedded script lacks the placeholder
+	// Panics now, not at the first request, if the embedded script lacks a placeholder.
+	j.bootHead, j.bootTail = bootScript()
+	if m.assets != nil {
+		j.bootTail = withModuleVersion(j.bootTail, m.assets.version)
+	}
 	var err error
 	j.cookies, err = newCookieSealer(storeKey, m.rand)
 	return err
@@ -178,7 +196,7 @@ func ticketHash(t []byte) []byte {
 // counted ([Manager.TicketRefusals]).
 func (m *Manager) serveBoot(w http.ResponseWriter, r *http.Request) {
 	ticket := m.bootTicket(w, r)
-	head, tail := bootScript()
+	head, tail := m.join.bootHead, m.join.bootTail
 	h := w.Header()
 	h["Content-Type"] = []string{"text/javascript; charset=utf-8"}
 	h["Cache-Control"] = []string{"no-store"}

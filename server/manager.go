@@ -54,7 +54,8 @@ type Manager struct {
 
 	fan fanout // the store's notices, if it is a Notifier (fanout.go)
 
-	join joinState // reload and new tabs (join.go)
+	join   joinState // reload and new tabs (join.go)
+	assets *assets   // the wasm module and client.js, when Config.Module is set (assets.go)
 }
 
 // maxThrottleEntries bounds the table of per-address refusal counters.
@@ -146,6 +147,12 @@ func New(cfg Config) (*Manager, error) {
 	if m.seal, err = newSealer(key, m.rand); err != nil {
 		return nil, err
 	}
+	if cfg.Module != nil {
+		var err error
+		if m.assets, err = newAssets(cfg.Module); err != nil {
+			return nil, err
+		}
+	}
 	if err := m.initJoin(&cfg.Join, key); err != nil {
 		return nil, err
 	}
@@ -218,6 +225,7 @@ func (m *Manager) maybeSweep(now time.Time) {
 //	{prefix}events  GET, WebSocket: the lane's event socket (PROTOCOL.md section 6)
 //	{prefix}worker.js  GET: the worker's boot script, with a join ticket for a fresh worker of a live session
 //	{prefix}join    JSON {"pub", "ticket"} with the join cookie: a new lane of the session (reload, new tab)
+//	{prefix}vault.wasm, {prefix}client.js  GET: the wasm module and the page's module, when Config.Module is set
 //
 // Mount it on the prefix: mux.Handle("/sv/", m.Handler()). Other paths under the prefix answer
 // 404 not_found.
@@ -249,6 +257,14 @@ func (m *Manager) serveEndpoint(w http.ResponseWriter, r *http.Request) {
 		h, method = m.serveEvents, http.MethodGet
 	case "worker.js":
 		h, method = m.serveBoot, http.MethodGet
+	case moduleFile:
+		if m.assets != nil {
+			h, method = m.serveModule, http.MethodGet
+		}
+	case "client.js":
+		if m.assets != nil {
+			h, method = m.serveClient, http.MethodGet
+		}
 	case "join":
 		if !m.join.disabled {
 			h = m.serveJoin
@@ -258,7 +274,7 @@ func (m *Manager) serveEndpoint(w http.ResponseWriter, r *http.Request) {
 		m.refuse(w, reasonNotFound)
 		return
 	}
-	if r.Method != method {
+	if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead && name != "events") {
 		m.refuse(w, reasonMethod)
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -72,8 +73,29 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 
+	// The boot script asks for the module by content hash, and that URL is cached as immutable.
+	res, err := http.Get(base + "/sv/worker.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	m := regexp.MustCompile(`new URL\("(vault\.wasm\?v=[A-Za-z0-9_-]{22})", import\.meta\.url\)`).FindSubmatch(boot)
+	if m == nil {
+		t.Fatalf("the boot script names no versioned module:\n%s", boot)
+	}
+	if res, err = http.Get(base + "/sv/" + string(m[1])); err != nil {
+		t.Fatal(err)
+	}
+	module, _ := io.ReadAll(res.Body) // the client undoes the gzip
+	res.Body.Close()
+	want, _ := os.ReadFile(wasm)
+	if res.StatusCode != 200 || !bytes.Equal(module, want) || res.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" {
+		t.Fatalf("%s: %d, %d bytes (want the %d of %s), Cache-Control %q", m[1], res.StatusCode, len(module), len(want), wasm, res.Header.Get("Cache-Control"))
+	}
+
 	v := login(t, base, "alice")
-	res := signed(t, v, base, "GET", "/api/profile", nil)
+	res = signed(t, v, base, "GET", "/api/profile", nil)
 	var prof struct{ User string }
 	json.NewDecoder(res.Body).Decode(&prof)
 	res.Body.Close()

@@ -6,14 +6,12 @@ package demo
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -23,11 +21,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/sessionvault/sessionvault/js"
 	"github.com/sessionvault/sessionvault/server"
 	"github.com/sessionvault/sessionvault/server/boltstore"
 	"github.com/sessionvault/sessionvault/server/memstore"
@@ -98,8 +94,6 @@ type app struct {
 	closers []func() error
 	audit   *auditLog
 	wasm    []byte
-	wasmGz  []byte
-	wasmTag string
 	users   map[string]demoUser
 
 	mu         sync.Mutex
@@ -113,13 +107,6 @@ func newApp(o Options, wasmPath string) (*app, error) {
 	if a.wasm, err = os.ReadFile(wasmPath); err != nil {
 		return nil, err
 	}
-	var gz bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-	zw.Write(a.wasm)
-	zw.Close()
-	a.wasmGz = gz.Bytes()
-	sum := sha256.Sum256(a.wasm)
-	a.wasmTag = `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
 
 	// A mem store without a data directory gets a random key for this process (the manager makes
 	// one when StoreKey is nil): nothing outlives the process, so there is nothing to keep.
@@ -160,6 +147,7 @@ func newApp(o Options, wasmPath string) (*app, error) {
 		IdleTimeout:     o.IdleTimeout,
 		AbsoluteTimeout: o.AbsoluteTimeout,
 		Logger:          slog.New(a.audit),
+		Module:          a.wasm, // served at /sv/vault.wasm with /sv/client.js and /sv/worker.js
 	})
 	if err != nil {
 		return nil, err
@@ -201,16 +189,7 @@ func (a *app) routes() {
 		writeJSON(w, map[string]int{"violations": a.cspReports})
 	})
 
-	// The vault's assets and the session endpoints.
-	a.mux.HandleFunc("GET /sv/vault.wasm", a.serveWasm)
-	for _, name := range js.Modules {
-		if name == "worker.js" {
-			// The boot script is the Manager's: it carries a join ticket when a reload or a new
-			// tab of a live session starts its worker (PROTOCOL.md section 3.2).
-			continue
-		}
-		a.mux.HandleFunc("GET /sv/"+name, a.serveJS(name))
-	}
+	// The session endpoints and the vault's files: worker.js, vault.wasm, client.js.
 	a.mux.Handle("/sv/", a.mgr.Handler())
 
 	// The demo API: every route requires a signed request.
@@ -236,46 +215,6 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	a.mux.ServeHTTP(w, r)
-}
-
-func (a *app) serveWasm(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Content-Type", "application/wasm")
-	// Cached, but revalidated: a new build is picked up at once, an unchanged one costs a 304.
-	h.Set("Cache-Control", "no-cache")
-	h.Set("ETag", a.wasmTag)
-	h.Set("Vary", "Accept-Encoding")
-	if r.Header.Get("If-None-Match") == a.wasmTag {
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	body := a.wasm
-	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
-		h.Set("Content-Encoding", "gzip")
-		body = a.wasmGz
-	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.Write(body)
-}
-
-func (a *app) serveJS(name string) http.HandlerFunc {
-	b, err := js.Files.ReadFile(name)
-	if err != nil {
-		panic("devserver: missing embedded " + name)
-	}
-	sum := sha256.Sum256(b)
-	tag := `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
-	return func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Type", "text/javascript; charset=utf-8")
-		h.Set("ETag", tag)
-		h.Set("Cache-Control", "no-cache")
-		if r.Header.Get("If-None-Match") == tag {
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
-		w.Write(b)
-	}
 }
 
 func (a *app) cspReport(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,134 @@
+package server
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/base64"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/sessionvault/sessionvault/js"
+)
+
+// assets are the static files the handler serves when [Config.Module] is set: the wasm module
+// and the page's client module.
+type assets struct {
+	wasm, wasmGz []byte
+	version      string // b64url of the first 16 bytes of SHA-256(wasm): the ?v= of its URL
+	wasmTag      string // ETag of the unversioned URL
+	client       []byte
+	clientTag    string
+}
+
+// wasmMagic starts every wasm module (the magic number and version 1).
+var wasmMagic = []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+
+func newAssets(module []byte) (*assets, error) {
+	if !bytes.HasPrefix(module, wasmMagic) {
+		return nil, configError("Module is not a wasm module (build it with make wasm)")
+	}
+	a := &assets{wasm: bytes.Clone(module)}
+	sum := sha256.Sum256(a.wasm)
+	a.version = base64.RawURLEncoding.EncodeToString(sum[:16])
+	a.wasmTag = `"` + a.version + `"`
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	zw.Write(a.wasm)
+	zw.Close()
+	a.wasmGz = gz.Bytes()
+	client, err := js.Files.ReadFile("client.js")
+	if err != nil {
+		return nil, configError("js.Files has no client.js")
+	}
+	a.client = client
+	cs := sha256.Sum256(client)
+	a.clientTag = `"` + base64.RawURLEncoding.EncodeToString(cs[:16]) + `"`
+	return a, nil
+}
+
+// moduleFile is the wasm module's name under the prefix, as the boot script asks for it.
+const moduleFile = "vault.wasm"
+
+// serveModule serves GET {prefix}vault.wasm. The boot script asks for vault.wasm?v=<version>,
+// which is cached for a year as immutable (a new build has a new version, so a stale module is
+// never used and a worker start costs no revalidation); any other URL of it is served with
+// no-cache and an ETag.
+func (m *Manager) serveModule(w http.ResponseWriter, r *http.Request) {
+	a := m.assets
+	h := w.Header()
+	h["Content-Type"] = []string{"application/wasm"}
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	h["Cross-Origin-Resource-Policy"] = []string{"same-origin"}
+	h["Vary"] = []string{"Accept-Encoding"}
+	if r.URL.RawQuery == "v="+a.version {
+		h["Cache-Control"] = []string{"public, max-age=31536000, immutable"}
+	} else {
+		h["Cache-Control"] = []string{"no-cache"}
+		h["Etag"] = []string{a.wasmTag}
+		if etagMatch(r.Header.Get("If-None-Match"), a.wasmTag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	body := a.wasm
+	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
+		h["Content-Encoding"] = []string{"gzip"}
+		body = a.wasmGz
+	}
+	writeAsset(w, r, body)
+}
+
+// serveClient serves GET {prefix}client.js, the page's module (js/client.js), revalidated by
+// ETag.
+func (m *Manager) serveClient(w http.ResponseWriter, r *http.Request) {
+	a := m.assets
+	h := w.Header()
+	h["Content-Type"] = []string{"text/javascript; charset=utf-8"}
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	h["Cross-Origin-Resource-Policy"] = []string{"same-origin"}
+	h["Cache-Control"] = []string{"no-cache"}
+	h["Etag"] = []string{a.clientTag}
+	if etagMatch(r.Header.Get("If-None-Match"), a.clientTag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	writeAsset(w, r, a.client)
+}
+
+func writeAsset(w http.ResponseWriter, r *http.Request, body []byte) {
+	w.Header()["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(body)
+	}
+}
+
+// etagMatch reports whether an If-None-Match value names tag (or is "*"); weak tags match too.
+func etagMatch(header, tag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == tag || t == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptsGzip reports whether an Accept-Encoding value accepts gzip (with a q-value above 0).
+func acceptsGzip(header string) bool {
+	for _, c := range strings.Split(header, ",") {
+		name, params, _ := strings.Cut(c, ";")
+		if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
+			continue
+		}
+		q := strings.TrimSpace(params)
+		if v, ok := strings.CutPrefix(q, "q="); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return err == nil && f > 0
+		}
+		return true
+	}
+	return false
+}

@@ -1,0 +1,135 @@
+package server_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/sessionvault/sessionvault/js"
+	"github.com/sessionvault/sessionvault/server"
+	"github.com/sessionvault/sessionvault/server/memstore"
+)
+
+// testModule stands in for vault.wasm: the wasm header and enough compressible bytes that gzip
+// is worth it.
+var testModule = append([]byte{0, 'a', 's', 'm', 1, 0, 0, 0}, bytes.Repeat([]byte("sessionvault "), 4000)...)
+
+var moduleURL = regexp.MustCompile(`const wasmURL = new URL\("(vault\.wasm(?:\?v=[A-Za-z0-9_-]+)?)", import\.meta\.url\);`)
+
+func TestModuleServing(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.Module = testModule })
+	sum := sha256.Sum256(testModule)
+	version := base64.RawURLEncoding.EncodeToString(sum[:16])
+
+	get := func(target string, header ...string) *httptest.ResponseRecorder {
+		t.Helper()
+		r := httptest.NewRequest("GET", testOrigin+target, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			r.Header.Set(header[i], header[i+1])
+		}
+		return e.serve(r)
+	}
+
+	// The boot script asks for the module by its content hash.
+	boot := get("/sv/worker.js").Body.String()
+	m := moduleURL.FindStringSubmatch(boot)
+	if m == nil || m[1] != "vault.wasm?v="+version {
+		t.Fatalf("boot script names the module as %q, want vault.wasm?v=%s", m, version)
+	}
+
+	// That URL is immutable; gzip when accepted, identity otherwise, same bytes either way.
+	for _, c := range []struct {
+		accept string
+		gzip   bool
+	}{{"gzip, deflate, br", true}, {"br;q=1, gzip;q=0.5", true}, {"gzip;q=0", false}, {"", false}, {"identity", false}} {
+		w := get("/sv/"+m[1], "Accept-Encoding", c.accept)
+		if w.Code != 200 {
+			t.Fatalf("%q: status %d", c.accept, w.Code)
+		}
+		h := w.Header()
+		if h.Get("Content-Type") != "application/wasm" || h.Get("Cache-Control") != "public, max-age=31536000, immutable" ||
+			h.Get("X-Content-Type-Options") != "nosniff" || h.Get("Vary") != "Accept-Encoding" {
+			t.Errorf("%q: headers %v", c.accept, h)
+		}
+		body := w.Body.Bytes()
+		if got := h.Get("Content-Encoding") == "gzip"; got != c.gzip {
+			t.Fatalf("%q: gzip %v, want %v", c.accept, got, c.gzip)
+		}
+		if c.gzip {
+			zr, err := gzip.NewReader(bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body, err = io.ReadAll(zr); err != nil {
+				t.Fatal(err)
+			}
+			if w.Body.Len() >= len(testModule)/10 {
+				t.Errorf("gzip body %d bytes for %d", w.Body.Len(), len(testModule))
+			}
+		}
+		if !bytes.Equal(body, testModule) {
+			t.Fatalf("%q: served %d bytes that are not the module", c.accept, len(body))
+		}
+	}
+
+	// Any other URL of it (no version, an old one) is revalidated by ETag.
+	for _, target := range []string{"/sv/vault.wasm", "/sv/vault.wasm?v=old", "/sv/vault.wasm?v=" + version + "&x=1"} {
+		w := get(target)
+		tag := w.Header().Get("Etag")
+		if w.Code != 200 || w.Header().Get("Cache-Control") != "no-cache" || tag != `"`+version+`"` {
+			t.Fatalf("%s: %d, Cache-Control %q, ETag %q", target, w.Code, w.Header().Get("Cache-Control"), tag)
+		}
+		for _, inm := range []string{tag, "W/" + tag, `"other", ` + tag, "*"} {
+			if w := get(target, "If-None-Match", inm); w.Code != 304 || w.Body.Len() != 0 {
+				t.Errorf("%s If-None-Match %s: %d with %d bytes", target, inm, w.Code, w.Body.Len())
+			}
+		}
+		if w := get(target, "If-None-Match", `"other"`); w.Code != 200 {
+			t.Errorf("%s with a stale ETag: %d", target, w.Code)
+		}
+	}
+
+	// HEAD has the headers and no body; other methods are refused.
+	w := e.serve(httptest.NewRequest("HEAD", testOrigin+"/sv/"+m[1], nil))
+	if w.Code != 200 || w.Body.Len() != 0 || w.Header().Get("Content-Length") == "" {
+		t.Errorf("HEAD: %d, %d bytes, Content-Length %q", w.Code, w.Body.Len(), w.Header().Get("Content-Length"))
+	}
+	wantRefused(t, e.serve(httptest.NewRequest("POST", testOrigin+"/sv/vault.wasm", nil)), 405, "method_not_allowed")
+
+	// client.js is the embedded page module, revalidated by ETag.
+	client, _ := js.Files.ReadFile("client.js")
+	w = get("/sv/client.js")
+	if w.Code != 200 || !bytes.Equal(w.Body.Bytes(), client) || w.Header().Get("Content-Type") != "text/javascript; charset=utf-8" || w.Header().Get("Cache-Control") != "no-cache" {
+		t.Fatalf("client.js: %d, %d bytes, %v", w.Code, w.Body.Len(), w.Header())
+	}
+	if w := get("/sv/client.js", "If-None-Match", w.Header().Get("Etag")); w.Code != 304 {
+		t.Errorf("client.js revalidation: %d", w.Code)
+	}
+}
+
+func TestModuleNotServedWithoutConfig(t *testing.T) {
+	e := newEnv(t)
+	boot := e.serve(httptest.NewRequest("GET", testOrigin+"/sv/worker.js", nil)).Body.String()
+	if m := moduleURL.FindStringSubmatch(boot); m == nil || m[1] != "vault.wasm" {
+		t.Fatalf("boot script names the module as %q, want plain vault.wasm", m)
+	}
+	for _, p := range []string{"/sv/vault.wasm", "/sv/client.js"} {
+		wantRefused(t, e.serve(httptest.NewRequest("GET", testOrigin+p, nil)), 404, "not_found")
+	}
+}
+
+func TestModuleMustBeWasm(t *testing.T) {
+	for _, mod := range [][]byte{{}, []byte("<html>"), []byte("\x00asm\x02\x00\x00\x00")} {
+		_, err := server.New(server.Config{Store: memstore.New(), StoreKey: testStoreKey, Module: mod})
+		if !errors.Is(err, server.ErrConfig) || !strings.Contains(err.Error(), "Module") {
+			t.Errorf("Module %q: err %v, want a ConfigError naming Module", mod, err)
+		}
+	}
+}
