@@ -58,19 +58,11 @@ const moduleFile = "vault.wasm"
 func (m *Manager) serveModule(w http.ResponseWriter, r *http.Request) {
 	a := m.assets
 	h := w.Header()
-	h["Content-Type"] = []string{"application/wasm"}
-	h["X-Content-Type-Options"] = []string{"nosniff"}
-	h["Cross-Origin-Resource-Policy"] = []string{"same-origin"}
 	h["Vary"] = []string{"Accept-Encoding"}
 	if r.URL.RawQuery == "v="+a.version {
-		h["Cache-Control"] = []string{"public, max-age=31536000, immutable"}
-	} else {
-		h["Cache-Control"] = []string{"no-cache"}
-		h["Etag"] = []string{a.wasmTag}
-		if etagMatch(r.Header.Get("If-None-Match"), a.wasmTag) {
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
+		assetHeaders(h, "application/wasm", "public, max-age=31536000, immutable")
+	} else if revalidated(w, r, "application/wasm", a.wasmTag) {
+		return
 	}
 	body := a.wasm
 	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
@@ -83,18 +75,29 @@ func (m *Manager) serveModule(w http.ResponseWriter, r *http.Request) {
 // serveClient serves GET {prefix}client.js, the page's module (js/client.js), revalidated by
 // ETag.
 func (m *Manager) serveClient(w http.ResponseWriter, r *http.Request) {
-	a := m.assets
-	h := w.Header()
-	h["Content-Type"] = []string{"text/javascript; charset=utf-8"}
+	if !revalidated(w, r, "text/javascript; charset=utf-8", m.assets.clientTag) {
+		writeAsset(w, r, m.assets.client)
+	}
+}
+
+func assetHeaders(h http.Header, contentType, cacheControl string) {
+	h["Content-Type"] = []string{contentType}
 	h["X-Content-Type-Options"] = []string{"nosniff"}
 	h["Cross-Origin-Resource-Policy"] = []string{"same-origin"}
-	h["Cache-Control"] = []string{"no-cache"}
-	h["Etag"] = []string{a.clientTag}
-	if etagMatch(r.Header.Get("If-None-Match"), a.clientTag) {
+	h["Cache-Control"] = []string{cacheControl}
+}
+
+// revalidated sets the headers of a no-cache asset with ETag tag and answers 304 (returning
+// true) when the request's If-None-Match names it.
+func revalidated(w http.ResponseWriter, r *http.Request, contentType, tag string) bool {
+	h := w.Header()
+	assetHeaders(h, contentType, "no-cache")
+	h["Etag"] = []string{tag}
+	if etagMatch(r.Header.Get("If-None-Match"), tag) {
 		w.WriteHeader(http.StatusNotModified)
-		return
+		return true
 	}
-	writeAsset(w, r, a.client)
+	return false
 }
 
 func writeAsset(w http.ResponseWriter, r *http.Request, body []byte) {

@@ -83,11 +83,21 @@ func call(p, n uint32) (res uint64) {
 			res = result(internalError)
 		}
 	}()
+	return result(run(p, n, false))
+}
+
+// run answers the request in [p, p+n), which must lie in a pinned buffer, and zeroes the request
+// afterwards if clearIn is set.
+func run(p, n uint32, clearIn bool) []byte {
 	in, ok := pinned[p]
 	if !ok || n > uint32(len(in)) {
-		return result(badPointer)
+		return badPointer
 	}
-	return result(v.Call(in[:n]))
+	out := v.Call(in[:n])
+	if clearIn {
+		clear(in[:n])
+	}
+	return out
 }
 
 // ReplySize is the size of exec's reply buffer. Every reply the vault produces is far smaller
@@ -112,13 +122,8 @@ func execute(p, n uint32) (length uint32) {
 			length = put(internalError)
 		}
 	}()
-	in, ok := pinned[p]
-	if !ok || n > uint32(len(in)) {
-		return put(badPointer)
-	}
-	out := v.Call(in[:n])
-	clear(in[:n]) // requests may hold bodies and tickets; the host reuses the buffer
-	return put(out)
+	// Requests may hold bodies and tickets, and the host reuses the buffer: zero it.
+	return put(run(p, n, true))
 }
 
 // put writes out into the reply buffer, zeroing the rest of the previous reply.
