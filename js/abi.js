@@ -52,7 +52,7 @@ export class VaultError extends Error {
 
 // Strings that are all ASCII (methods, origins, paths, signatures: nearly every field) are
 // written and read byte by byte; others go through TextEncoder / TextDecoder.
-const ASCII = /^[\x00-\x7f]*$/;
+const uvarintLen = (n) => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5);
 
 /** The bytes of one field value other than an ASCII string. */
 function valueBytes(value) {
@@ -87,19 +87,36 @@ export function encodeInto(dst, code, fields = []) {
   dst[1] = code;
   let o = 2;
   for (const [tag, value] of fields) {
-    const ascii = typeof value === "string" && ASCII.test(value);
-    const bytes = ascii ? null : valueBytes(value);
-    let n = ascii ? value.length : bytes.length;
-    if (o + 6 + n > dst.length) return -1; // tag + at most 5 bytes of length (n < 2^35)
+    let bytes = null;
+    let n;
+    if (typeof value === "string") {
+      // Copy ASCII straight in; at the first other character, start the field over as UTF-8.
+      n = value.length;
+      if (o + 6 + n > dst.length) return -1; // tag + at most 5 bytes of length (n < 2^35)
+      const at = o + 1 + uvarintLen(n);
+      let i = 0;
+      for (; i < n; i++) {
+        const c = value.charCodeAt(i);
+        if (c >= 0x80) break;
+        dst[at + i] = c;
+      }
+      if (i < n) {
+        bytes = enc.encode(value);
+        n = bytes.length;
+      }
+    } else {
+      bytes = valueBytes(value);
+      n = bytes.length;
+    }
+    if (o + 6 + n > dst.length) return -1;
     dst[o++] = tag;
     while (n >= 0x80) {
       dst[o++] = (n & 0x7f) | 0x80;
       n >>>= 7;
     }
     dst[o++] = n;
-    if (ascii) {
-      for (let i = 0; i < value.length; i++) dst[o + i] = value.charCodeAt(i);
-      o += value.length;
+    if (bytes === null) {
+      o += value.length; // written above
     } else {
       dst.set(bytes, o);
       o += bytes.length;

@@ -12,12 +12,22 @@ const EBADF = 8;
  * @returns {Record<string, Function>}
  */
 export function wasiImports(memory, opts = {}) {
-  const view = () => new DataView(memory().buffer);
+  // One DataView per memory buffer (the buffer is replaced when memory grows).
+  let dv = null;
+  const view = () => {
+    const b = memory().buffer;
+    if (dv === null || dv.buffer !== b) dv = new DataView(b);
+    return dv;
+  };
   const bytes = (p, n) => new Uint8Array(memory().buffer, p, n);
   const decoder = new TextDecoder();
-  const nowNs = {
-    realtime: () => BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6)),
-    monotonic: () => BigInt(Math.round(performance.now() * 1e6)),
+  // Writes a time in nanoseconds (a float, exact to its 53 bits) as a u64, without a BigInt.
+  const putNs = (out, ns) => {
+    ns = Math.round(ns);
+    const hi = Math.floor(ns / 4294967296);
+    const v = view();
+    v.setUint32(out, ns - hi * 4294967296, true);
+    v.setUint32(out + 4, hi, true);
   };
   const zeroSizes = (a, b) => {
     view().setUint32(a, 0, true);
@@ -34,7 +44,7 @@ export function wasiImports(memory, opts = {}) {
       return ESUCCESS;
     },
     clock_time_get(id, _precision, out) {
-      view().setBigUint64(out, id === 0 ? nowNs.realtime() : nowNs.monotonic(), true);
+      putNs(out, id === 0 ? (performance.timeOrigin + performance.now()) * 1e6 : performance.now() * 1e6);
       return ESUCCESS;
     },
     random_get(p, n) {

@@ -208,3 +208,20 @@ test("a request larger than the exec buffer takes the alloc path; neither leaves
   }
   assert.notEqual(inst.scratch, 0, "the module has exec");
 });
+
+test("the shim's clock gives the module the wall time (created is now, server clock offset applied)", async () => {
+  const inst = await newInstance();
+  inst.call(OP.policy, [[1, ORIGIN]]);
+  const cpub = inst.call(OP.begin, [[1, 1]]).get(1);
+  const srv = serverLogin(cpub);
+  // The server's clock is 100 s ahead: created follows the server's clock.
+  inst.call(OP.finish, [[1, srv.lane], [2, srv.pub], [3, srv.confirm], [4, Date.now() + 100000]]);
+  for (let i = 0; i < 3; i++) {
+    const s = sign(inst, [[1, "GET"], [2, ORIGIN], [3, "/t"]]);
+    const created = Number(/;created=(\d+);/.exec(s.signatureInput)[1]);
+    const want = Math.floor(Date.now() / 1000) + 100;
+    assert.ok(Math.abs(created - want) <= 1, "created " + created + ", want about " + want);
+  }
+  const st = inst.call(OP.status);
+  assert.ok(Math.abs(num(st.get(4)) / 2 - 100000) < 1000, "clock offset about +100 s (zigzag)");
+});
