@@ -195,7 +195,10 @@ func ticketHash(t []byte) []byte {
 // with a ticket in it; every other request gets the same script without one, and the refusal is
 // counted ([Manager.TicketRefusals]).
 func (m *Manager) serveBoot(w http.ResponseWriter, r *http.Request) {
-	ticket := m.bootTicket(w, r)
+	ticket := ""
+	if r.Method != http.MethodHead { // a HEAD would waste a ticket: its body never arrives
+		ticket = m.bootTicket(w, r)
+	}
 	head, tail := m.join.bootHead, m.join.bootTail
 	h := w.Header()
 	h["Content-Type"] = []string{"text/javascript; charset=utf-8"}

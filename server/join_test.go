@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -248,6 +249,16 @@ func TestBootScript(t *testing.T) {
 	}
 	if _, t2 := c.boot(ck, "worker", "same-origin", "same-origin"); t2 == ticket || t2 == "" {
 		t.Fatal("a second worker got the same ticket, or none")
+	}
+	// A HEAD gets the headers and no body, and makes no ticket (nor counts a refusal).
+	before, issued := e.mgr.TicketRefusals(), len(e.logs.events("ticket_issued"))
+	head := c.bootRequest(ck, "worker", "same-origin", "same-origin")
+	head.Method = http.MethodHead
+	if w := c.do(head); w.Code != 200 || w.Body.Len() != 0 || w.Header().Get("Cache-Control") != "no-store" {
+		t.Fatalf("HEAD boot script: %d, %d bytes, %v", w.Code, w.Body.Len(), w.Header())
+	}
+	if after := e.mgr.TicketRefusals(); !maps.Equal(before, after) || len(e.logs.events("ticket_issued")) != issued || issued != 2 {
+		t.Errorf("a HEAD changed the refusal counts (%v -> %v) or issued a ticket (%d issued before it)", before, after, issued)
 	}
 
 	forged := forge(ck)
