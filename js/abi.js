@@ -133,7 +133,9 @@ export function encode(code, fields = []) {
   let size = 2;
   for (const [, value] of fields) size += 6 + (typeof value === "string" ? 3 * value.length : valueBytes(value).length);
   const out = new Uint8Array(size);
-  return out.slice(0, encodeInto(out, code, fields));
+  const n = encodeInto(out, code, fields);
+  if (n < 0) throw new RangeError("encode: size estimate too small"); // cannot happen: 6 + 3 per UTF-16 unit
+  return out.slice(0, n);
 }
 
 /**
@@ -290,18 +292,25 @@ export class Instance {
     this.busy = true;
     try {
       const dst = new Uint8Array(x.memory.buffer, this.scratch, SCRATCH);
-      const n = write(dst);
+      let n;
+      try {
+        n = write(dst);
+      } catch (e) {
+        dst.fill(0); // a caller's bad field: leave nothing of the request behind, the instance is fine
+        throw e;
+      }
       if (n < 0) {
         dst.fill(0); // what was written of a request too large for the buffer
         return null;
       }
-      const rn = x.exec(this.scratch, n);
-      // Copy out before anything else runs: memory.buffer is replaced when memory grows.
-      return new Uint8Array(x.memory.buffer, this.replyAt, rn).slice();
-    } catch (e) {
-      if (e instanceof TypeError && e.message === "bad field value") throw e;
-      this.dead = true;
-      throw new VaultError("fatal", "the vault module trapped: " + (e && e.message));
+      try {
+        const rn = x.exec(this.scratch, n);
+        // Copy out before anything else runs: memory.buffer is replaced when memory grows.
+        return new Uint8Array(x.memory.buffer, this.replyAt, rn).slice();
+      } catch (e) {
+        this.dead = true;
+        throw new VaultError("fatal", "the vault module trapped: " + (e && e.message));
+      }
     } finally {
       this.busy = false;
     }

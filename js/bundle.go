@@ -20,7 +20,8 @@ import (
 // Each imported module becomes a function scope that returns its exports; an import becomes a
 // const destructuring of them. That is exact for our modules, whose exports are never
 // reassigned (the bundler refuses `export let` and any import or export form it does not
-// know). worker.js itself stays at the top level, so its ticket placeholder line is unchanged.
+// know, and import() or import.meta outside the entry). worker.js itself comes last, in a block
+// of its own (its names stay out of the modules' reach), its ticket placeholder line unchanged.
 func WorkerBundle() ([]byte, error) {
 	bundleOnce.once.Do(func() { bundleOnce.b, bundleOnce.err = bundle(Files, "worker.js") })
 	return bundleOnce.b, bundleOnce.err
@@ -37,6 +38,9 @@ var (
 	exportDecl = regexp.MustCompile(`^export (?:const|class|function|async function) ([A-Za-z_$][\w$]*)\b`)
 	// Anything else that looks like an import or export statement at the start of a line.
 	otherModuleSyntax = regexp.MustCompile(`^\s*(?:import\s*[\w{*"']|export\b)`)
+	// Module-relative forms that would resolve differently once inlined (allowed in the entry,
+	// which is served at its own URL).
+	moduleRelative = regexp.MustCompile(`\bimport\s*(?:\(|\.\s*meta\b)`)
 )
 
 type module struct {
@@ -51,7 +55,7 @@ type moduleImport struct {
 	names string // "a, b, c" as written
 }
 
-func parseModule(fsys fs.FS, name string) (*module, error) {
+func parseModule(fsys fs.FS, name string, entry bool) (*module, error) {
 	src, err := fs.ReadFile(fsys, name)
 	if err != nil {
 		return nil, fmt.Errorf("js: bundle: %s: %w", name, err)
@@ -67,6 +71,9 @@ func parseModule(fsys fs.FS, name string) (*module, error) {
 			line = strings.TrimPrefix(line, "export ")
 		} else if otherModuleSyntax.MatchString(line) {
 			return nil, fmt.Errorf("js: bundle: %s:%d: unsupported import or export form: %q", name, i+1, line)
+		}
+		if !entry && moduleRelative.MatchString(line) && !strings.HasPrefix(strings.TrimSpace(line), "*") && !strings.HasPrefix(strings.TrimSpace(line), "//") {
+			return nil, fmt.Errorf("js: bundle: %s:%d: import() or import.meta outside the entry: %q", name, i+1, line)
 		}
 		m.body = append(m.body, line)
 	}
@@ -86,7 +93,7 @@ func bundle(fsys fs.FS, entry string) ([]byte, error) {
 			return fmt.Errorf("js: bundle: import cycle through %s", name)
 		}
 		visiting[name] = true
-		m, err := parseModule(fsys, name)
+		m, err := parseModule(fsys, name, name == entry)
 		if err != nil {
 			return err
 		}
@@ -123,9 +130,12 @@ func bundle(fsys fs.FS, entry string) ([]byte, error) {
 	for _, name := range order {
 		m := mods[name]
 		if name == entry {
-			b.WriteString("\n// ---- " + name + "\n")
+			// In a block of its own, so that no inlined module can see the entry's top-level
+			// names (the join ticket among them), as in the module graph.
+			b.WriteString("\n// ---- " + name + "\n{\n")
 			writeImports(m)
 			b.WriteString(strings.Join(m.body, "\n"))
+			b.WriteString("\n}\n")
 			break
 		}
 		fmt.Fprintf(&b, "\n// ---- %s\nconst %s = (() => {\n", name, scopeName(name))

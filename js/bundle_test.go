@@ -125,12 +125,43 @@ return { x, f };
 })();
 
 // ---- a.js
+{
 const { y } = $sv_c;
 const { x } = $sv_b;
 let ticket = "";
 console.log(x + y);
+
+}
 `
 	if string(b) != want {
 		t.Errorf("bundle:\n%s\nwant:\n%s", b, want)
+	}
+}
+
+// TestBundleKeepsEntryNamesPrivate runs a bundle under node: an inlined module cannot see the
+// entry's top-level names (in the module graph it could not either).
+func TestBundleKeepsEntryNamesPrivate(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		if os.Getenv("SV_STRICT") == "1" {
+			t.Fatal("node is not installed (SV_STRICT=1: failing)")
+		}
+		t.Skip("SKIPPED: node is not installed; the bundle's scoping check did not run")
+	}
+	fsys := fstest.MapFS{
+		"a.js": {Data: []byte("import { peek } from \"./b.js\";\nlet ticket = \"secret\";\nconsole.log(peek() + \" \" + ticket);\n")},
+		"b.js": {Data: []byte("export function peek() {\n  return typeof ticket;\n}\n")},
+	}
+	b, err := bundle(fsys, "a.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "a.mjs")
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(node, f).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "undefined secret" {
+		t.Fatalf("node: %v, output %q (want \"undefined secret\")", err, out)
 	}
 }

@@ -17,7 +17,8 @@ import (
 type assets struct {
 	wasm, wasmGz []byte
 	version      string // b64url of the first 16 bytes of SHA-256(wasm): the ?v= of its URL
-	wasmTag      string // ETag of the unversioned URL
+	wasmTag      string // ETags of the unversioned URL, identity and gzip
+	wasmGzTag    string
 	client       []byte
 	clientTag    string
 }
@@ -33,6 +34,7 @@ func newAssets(module []byte) (*assets, error) {
 	sum := sha256.Sum256(a.wasm)
 	a.version = base64.RawURLEncoding.EncodeToString(sum[:16])
 	a.wasmTag = `"` + a.version + `"`
+	a.wasmGzTag = `"` + a.version + `-gz"`
 	var gz bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
 	zw.Write(a.wasm)
@@ -59,13 +61,20 @@ func (m *Manager) serveModule(w http.ResponseWriter, r *http.Request) {
 	a := m.assets
 	h := w.Header()
 	h["Vary"] = []string{"Accept-Encoding"}
+	gz := acceptsGzip(strings.Join(r.Header.Values("Accept-Encoding"), ","))
+	// Each encoding has its own strong validator (RFC 9110 8.8.3); a client holding either has
+	// the current module, so either revalidates.
+	tag := a.wasmTag
+	if gz {
+		tag = a.wasmGzTag
+	}
 	if r.URL.RawQuery == "v="+a.version {
 		assetHeaders(h, "application/wasm", "public, max-age=31536000, immutable")
-	} else if revalidated(w, r, "application/wasm", a.wasmTag) {
+	} else if revalidated(w, r, "application/wasm", tag, a.wasmTag, a.wasmGzTag) {
 		return
 	}
 	body := a.wasm
-	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
+	if gz {
 		h["Content-Encoding"] = []string{"gzip"}
 		body = a.wasmGz
 	}
@@ -75,7 +84,7 @@ func (m *Manager) serveModule(w http.ResponseWriter, r *http.Request) {
 // serveClient serves GET {prefix}client.js, the page's module (js/client.js), revalidated by
 // ETag.
 func (m *Manager) serveClient(w http.ResponseWriter, r *http.Request) {
-	if !revalidated(w, r, "text/javascript; charset=utf-8", m.assets.clientTag) {
+	if !revalidated(w, r, "text/javascript; charset=utf-8", m.assets.clientTag, m.assets.clientTag) {
 		writeAsset(w, r, m.assets.client)
 	}
 }
@@ -88,14 +97,18 @@ func assetHeaders(h http.Header, contentType, cacheControl string) {
 }
 
 // revalidated sets the headers of a no-cache asset with ETag tag and answers 304 (returning
-// true) when the request's If-None-Match names it.
-func revalidated(w http.ResponseWriter, r *http.Request, contentType, tag string) bool {
+// true) when the request's If-None-Match names one of current (the tags of the asset's current
+// representations).
+func revalidated(w http.ResponseWriter, r *http.Request, contentType, tag string, current ...string) bool {
 	h := w.Header()
 	assetHeaders(h, contentType, "no-cache")
 	h["Etag"] = []string{tag}
-	if etagMatch(r.Header.Get("If-None-Match"), tag) {
-		w.WriteHeader(http.StatusNotModified)
-		return true
+	inm := strings.Join(r.Header.Values("If-None-Match"), ",")
+	for _, c := range current {
+		if etagMatch(inm, c) {
+			w.WriteHeader(http.StatusNotModified)
+			return true
+		}
 	}
 	return false
 }
@@ -119,17 +132,20 @@ func etagMatch(header, tag string) bool {
 	return false
 }
 
-// acceptsGzip reports whether an Accept-Encoding value accepts gzip (with a q-value above 0).
+// acceptsGzip reports whether an Accept-Encoding value accepts gzip: listed by name (not "*",
+// which we do not take as a promise), with no q parameter or one above 0.
 func acceptsGzip(header string) bool {
 	for _, c := range strings.Split(header, ",") {
-		name, params, _ := strings.Cut(c, ";")
-		if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
+		params := strings.Split(c, ";")
+		if !strings.EqualFold(strings.TrimSpace(params[0]), "gzip") {
 			continue
 		}
-		q := strings.TrimSpace(params)
-		if v, ok := strings.CutPrefix(q, "q="); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			return err == nil && f > 0
+		for _, p := range params[1:] {
+			k, v, _ := strings.Cut(p, "=")
+			if strings.EqualFold(strings.TrimSpace(k), "q") {
+				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				return err == nil && f > 0
+			}
 		}
 		return true
 	}

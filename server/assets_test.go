@@ -48,7 +48,11 @@ func TestModuleServing(t *testing.T) {
 	for _, c := range []struct {
 		accept string
 		gzip   bool
-	}{{"gzip, deflate, br", true}, {"br;q=1, gzip;q=0.5", true}, {"gzip;q=0", false}, {"", false}, {"identity", false}} {
+	}{
+		{"gzip, deflate, br", true}, {"br;q=1, gzip;q=0.5", true}, {"GZIP", true}, {"gzip; level=1", true},
+		{"gzip;q=0", false}, {"gzip;Q=0", false}, {"gzip; level=1; q=0", false}, {"gzip;q=x", false},
+		{"", false}, {"identity", false}, {"*", false}, {"x-gzip", false},
+	} {
 		w := get("/sv/"+m[1], "Accept-Encoding", c.accept)
 		if w.Code != 200 {
 			t.Fatalf("%q: status %d", c.accept, w.Code)
@@ -94,6 +98,31 @@ func TestModuleServing(t *testing.T) {
 		if w := get(target, "If-None-Match", `"other"`); w.Code != 200 {
 			t.Errorf("%s with a stale ETag: %d", target, w.Code)
 		}
+	}
+
+	// The gzip representation has its own validator; a client holding either revalidates.
+	gzTag := `"` + version + `-gz"`
+	if w := get("/sv/vault.wasm", "Accept-Encoding", "gzip"); w.Header().Get("Etag") != gzTag || w.Header().Get("Content-Encoding") != "gzip" {
+		t.Errorf("gzip ETag %q, encoding %q", w.Header().Get("Etag"), w.Header().Get("Content-Encoding"))
+	}
+	if w := get("/sv/vault.wasm", "Accept-Encoding", "gzip", "If-None-Match", `"`+version+`"`); w.Code != 304 {
+		t.Errorf("identity tag on a gzip request: %d", w.Code)
+	}
+	if w := get("/sv/vault.wasm", "If-None-Match", gzTag); w.Code != 304 {
+		t.Errorf("gzip tag on an identity request: %d", w.Code)
+	}
+	// Header values split over several lines count as one list.
+	r := httptest.NewRequest("GET", testOrigin+"/sv/"+m[1], nil)
+	r.Header.Add("Accept-Encoding", "br")
+	r.Header.Add("Accept-Encoding", "gzip")
+	if w := e.serve(r); w.Header().Get("Content-Encoding") != "gzip" {
+		t.Errorf("Accept-Encoding on two lines: no gzip")
+	}
+	r = httptest.NewRequest("GET", testOrigin+"/sv/vault.wasm", nil)
+	r.Header.Add("If-None-Match", `"other"`)
+	r.Header.Add("If-None-Match", `"`+version+`"`)
+	if w := e.serve(r); w.Code != 304 {
+		t.Errorf("If-None-Match on two lines: %d", w.Code)
 	}
 
 	// HEAD has the headers and no body; other methods are refused.

@@ -225,3 +225,12 @@ test("the shim's clock gives the module the wall time (created is now, server cl
   const st = inst.call(OP.status);
   assert.ok(Math.abs(num(st.get(4)) / 2 - 100000) < 1000, "clock offset about +100 s (zigzag)");
 });
+
+test("a field the encoder refuses is the caller's error: nothing stays in the exec buffer, the instance lives", async () => {
+  const { inst } = await activeInstance();
+  assert.throws(() => inst.call(OP.sign, [[1, "GET"], [2, ORIGIN], [3, "/written-first"], [5, { not: "bytes" }]]), TypeError);
+  const scratch = new Uint8Array(inst.exports.memory.buffer, inst.scratch, 64 << 10);
+  assert.ok(scratch.every((b) => b === 0), "the fields written before the bad one are zeroed");
+  assert.equal(inst.dead, false);
+  sign(inst, [[1, "GET"], [2, ORIGIN], [3, "/after"]]);
+});

@@ -83,21 +83,20 @@ func call(p, n uint32) (res uint64) {
 			res = result(internalError)
 		}
 	}()
-	return result(run(p, n, false))
+	in, ok := request(p, n)
+	if !ok {
+		return result(badPointer)
+	}
+	return result(v.Call(in))
 }
 
-// run answers the request in [p, p+n), which must lie in a pinned buffer, and zeroes the request
-// afterwards if clearIn is set.
-func run(p, n uint32, clearIn bool) []byte {
+// request returns [p, p+n) if it lies in a pinned buffer.
+func request(p, n uint32) ([]byte, bool) {
 	in, ok := pinned[p]
 	if !ok || n > uint32(len(in)) {
-		return badPointer
+		return nil, false
 	}
-	out := v.Call(in[:n])
-	if clearIn {
-		clear(in[:n])
-	}
-	return out
+	return in[:n], true
 }
 
 // ReplySize is the size of exec's reply buffer. Every reply the vault produces is far smaller
@@ -122,8 +121,14 @@ func execute(p, n uint32) (length uint32) {
 			length = put(internalError)
 		}
 	}()
-	// Requests may hold bodies and tickets, and the host reuses the buffer: zero it.
-	return put(run(p, n, true))
+	in, ok := request(p, n)
+	if !ok {
+		return put(badPointer)
+	}
+	// Requests may hold bodies and tickets, and the host reuses the buffer: zero it once the
+	// reply is copied out, and on a panic too.
+	defer clear(in)
+	return put(v.Call(in))
 }
 
 // put writes out into the reply buffer, zeroing the rest of the previous reply.
