@@ -3,7 +3,7 @@
 // nothing the page receives contains key material.
 import test from "node:test";
 import assert from "node:assert/strict";
-import { Router, LIMITS } from "../router.js";
+import { Router, LIMITS, simpleURL } from "../router.js";
 import { newInstance, serverLogin, serverRotate, signKey, verifyProfile, b64url } from "./helpers.js";
 
 const ORIGIN = "https://app.example";
@@ -208,4 +208,32 @@ test("too many operations per second are refused", async () => {
   assert.ok(limited >= 19, "the burst is bounded");
   tick(1000);
   assert.ok((await send({ id: 5, op: "status" })).ok, "tokens refill");
+});
+
+test("simpleURL gives what new URL gives, or declines", () => {
+  const origin = "https://app.example:8443";
+  const alphabet = ["/", "/", "a", "Z", "0", ".", ".", "%", "2", "e", "E", "f", "?", "?", "#", "\\", " ", "'", "^", "`", "{", "}", "<", "\"", "@", ":", "~", "&", "=", "+", "!", "$", ";", ",", "*", "(", "-", "_", "é", "\t", "\u0000", "[", "|"];
+  let seed = 11;
+  const rnd = (n) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+  const inputs = ["/bench/signed", "/a?b=1&c=d", "/a/./b", "/a/../b", "/a/%2e/b", "/a/%2E%2e/", "/.", "/a/.%2e", "//evil.example/x", "/a?", "/a?x'y", "/a#f", "/a\\b", "/ä", "/a//b", "/%zz", "/a?b?c", "/@:~", "/a/.b/c.", "/..a/b"];
+  for (let i = 0; i < 20000; i++) {
+    let s = "/";
+    for (let n = rnd(12); n > 0; n--) s += alphabet[rnd(alphabet.length)];
+    inputs.push(s);
+  }
+  let fast = 0;
+  for (const s of inputs) {
+    const got = simpleURL(s, origin);
+    if (got === null) continue;
+    fast++;
+    const u = new URL(s, origin + "/");
+    for (const k of ["origin", "pathname", "search", "href", "username", "password"]) {
+      assert.equal(got[k], u[k], s + ": " + k);
+    }
+  }
+  assert.ok(fast > 2000, "the fast path was taken " + fast + " times");
+  assert.deepEqual(simpleURL("/bench/signed", origin), { origin, pathname: "/bench/signed", search: "", href: origin + "/bench/signed", username: "", password: "" });
+  for (const s of ["/a/./b", "/a/%2E%2e/", "//evil.example/x", "/a?x'y", "/a\\b", "https://app.example:8443/x", "x/y", "", "/a?"]) {
+    assert.equal(simpleURL(s, origin), null, s);
+  }
 });
