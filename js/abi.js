@@ -50,8 +50,7 @@ export class VaultError extends Error {
   }
 }
 
-// Strings that are all ASCII (methods, origins, paths, signatures: nearly every field) are
-// written and read byte by byte; others go through TextEncoder / TextDecoder.
+// The length of n as a uvarint.
 const uvarintLen = (n) => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5);
 
 /** The bytes of one field value other than an ASCII string. */
@@ -90,7 +89,8 @@ export function encodeInto(dst, code, fields = []) {
     let bytes = null;
     let n;
     if (typeof value === "string") {
-      // Copy ASCII straight in; at the first other character, start the field over as UTF-8.
+      // Strings are nearly all ASCII (methods, origins, paths): copy them straight in, and at the
+      // first other character start the field over as UTF-8.
       n = value.length;
       if (o + 6 + n > dst.length) return -1; // tag + at most 5 bytes of length (n < 2^35)
       const at = o + 1 + uvarintLen(n);
@@ -135,7 +135,7 @@ export function encode(code, fields = []) {
   const out = new Uint8Array(size);
   const n = encodeInto(out, code, fields);
   if (n < 0) throw new RangeError("encode: size estimate too small"); // cannot happen: 6 + 3 per UTF-16 unit
-  return out.slice(0, n);
+  return out.subarray(0, n); // a view: a large body is not copied once more
 }
 
 /**
@@ -175,6 +175,7 @@ export function num(v) {
   return n;
 }
 
+/** Decodes UTF-8; ASCII (signatures, digests) is read byte by byte, without TextDecoder. */
 export function str(v) {
   if (v.length > 1024) return dec.decode(v);
   for (let i = 0; i < v.length; i++) if (v[i] >= 0x80) return dec.decode(v);

@@ -1,5 +1,6 @@
 // Package js embeds Sessionvault's browser modules (worker.js, client.js and their imports) so
-// that Go servers can serve them next to the wasm module without copying files around.
+// that the Go server serves them without copying files around: the worker's boot script bundled
+// ([WorkerBundle]) and the page's client.js.
 package js
 
 import "embed"
@@ -8,7 +9,3 @@ import "embed"
 //
 //go:embed worker.js client.js router.js events.js abi.js wasi.js index.d.ts
 var Files embed.FS
-
-// Modules lists the JavaScript modules a page and its vault worker load, served under the
-// session prefix (for example /sv/worker.js).
-var Modules = []string{"worker.js", "client.js", "router.js", "events.js", "abi.js", "wasi.js"}

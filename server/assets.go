@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/sessionvault/sessionvault/js"
 )
@@ -30,8 +31,11 @@ func newAssets(module []byte) (*assets, error) {
 	if !bytes.HasPrefix(module, wasmMagic) {
 		return nil, configError("Module is not a wasm module (build it with make wasm)")
 	}
+	sum := sha256.Sum256(module)
+	if a, ok := assetCache.Load(sum); ok {
+		return a.(*assets), nil
+	}
 	a := &assets{wasm: bytes.Clone(module)}
-	sum := sha256.Sum256(a.wasm)
 	a.version = base64.RawURLEncoding.EncodeToString(sum[:16])
 	a.wasmTag = `"` + a.version + `"`
 	a.wasmGzTag = `"` + a.version + `-gz"`
@@ -47,8 +51,14 @@ func newAssets(module []byte) (*assets, error) {
 	a.client = client
 	cs := sha256.Sum256(client)
 	a.clientTag = `"` + base64.RawURLEncoding.EncodeToString(cs[:16]) + `"`
+	assetCache.Store(sum, a)
 	return a, nil
 }
+
+// assetCache holds the assets of each module a Manager of this process was given, by SHA-256:
+// they never change, and compressing 2.7 MB at the best level takes a noticeable fraction of a
+// second, which Managers made again and again (tests, a reloading server) need not pay twice.
+var assetCache sync.Map // [sha256.Size]byte -> *assets
 
 // moduleFile is the wasm module's name under the prefix, as the boot script asks for it.
 const moduleFile = "vault.wasm"

@@ -66,17 +66,8 @@ func (m *Manager) readJSON(w http.ResponseWriter, r *http.Request, limit int64, 
 		m.refuse(w, reasonUnsupported)
 		return nil, false
 	}
-	if r.ContentLength > limit {
-		m.refuse(w, reasonTooLarge)
-		return nil, false
-	}
-	body, err := readBody(r, limit)
-	if err != nil {
-		if errors.Is(err, errBodyTooLarge) {
-			m.refuse(w, reasonTooLarge)
-		} else {
-			m.refuse(w, reasonBadRequest)
-		}
+	body, ok = m.readBodyOrRefuse(w, r, limit)
+	if !ok {
 		return nil, false
 	}
 	if err := json.Unmarshal(body, v); err != nil {
@@ -101,11 +92,9 @@ func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	now := m.now()
 	client := m.clientAddr(r)
-	if m.limiter.Blocked(client, now) {
-		m.refuse(w, reasonRateLimited)
+	if !m.admit(w, client, now) {
 		return
 	}
-	m.maybeSweep(now)
 	// Login CSRF: a cross-site page must not be able to post a login (it would plant a session,
 	// and evict the user's oldest ones). Fetch metadata says so where browsers send it; the JSON
 	// content type forces a CORS preflight where they do not.

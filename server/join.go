@@ -329,11 +329,9 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	now := m.now()
 	client := m.clientAddr(r)
-	if m.limiter.Blocked(client, now) {
-		m.refuse(w, reasonRateLimited)
+	if !m.admit(w, client, now) {
 		return
 	}
-	m.maybeSweep(now)
 	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" {
 		m.audit(ctx, slog.LevelWarn, auditRec{event: evJoinRefused, client: client, reason: reasonCrossSite})
 		m.refuse(w, reasonCrossSite)

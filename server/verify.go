@@ -134,11 +134,9 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 	ctx := r.Context()
 	now := m.now()
 	client := m.clientAddr(r)
-	if m.limiter.Blocked(client, now) {
-		m.refuse(w, reasonRateLimited)
+	if !m.admit(w, client, now) {
 		return nil, false
 	}
-	m.maybeSweep(now)
 
 	// 1. Exactly one line of each field, bounded.
 	sigIn, n1 := r.Header["Signature-Input"]
@@ -304,17 +302,8 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 
 	// 6. The body, read in full and checked against the signed digest before anyone sees it.
 	if p.HasBody {
-		if r.ContentLength > m.maxBody {
-			m.refuse(w, reasonTooLarge)
-			return nil, false
-		}
-		body, err := readBody(r, m.maxBody)
-		if err != nil {
-			if errors.Is(err, errBodyTooLarge) {
-				m.refuse(w, reasonTooLarge)
-			} else {
-				m.refuse(w, reasonBadRequest)
-			}
+		body, ok := m.readBodyOrRefuse(w, r, m.maxBody)
+		if !ok {
 			return nil, false
 		}
 		sum := sha256.Sum256(body)
@@ -526,6 +515,36 @@ func target(r *http.Request) (path, query string) {
 var errBodyTooLarge = errors.New("server: body too large")
 
 // readBody reads the whole body, at most max bytes.
+// admit answers a throttled client 429 and reports false; otherwise it runs a sweep that is due.
+// Every endpoint that may touch the store starts with it.
+func (m *Manager) admit(w http.ResponseWriter, client string, now time.Time) bool {
+	if m.limiter.Blocked(client, now) {
+		m.refuse(w, reasonRateLimited)
+		return false
+	}
+	m.maybeSweep(now)
+	return true
+}
+
+// readBodyOrRefuse reads a body of at most limit bytes, or answers the refusal (413 too large,
+// 400 cut short) and reports false.
+func (m *Manager) readBodyOrRefuse(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	if r.ContentLength > limit {
+		m.refuse(w, reasonTooLarge)
+		return nil, false
+	}
+	body, err := readBody(r, limit)
+	if err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			m.refuse(w, reasonTooLarge)
+		} else {
+			m.refuse(w, reasonBadRequest)
+		}
+		return nil, false
+	}
+	return body, true
+}
+
 func readBody(r *http.Request, max int64) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return []byte{}, nil

@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -93,7 +92,7 @@ func run(ctx context.Context, o options, logger *slog.Logger, ready chan<- strin
 		return err
 	}
 	srv := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	logger.Info("sessionvault demo ready", "url", "http://"+ln.Addr().String()+"/", "store", redactStore(o.store), "data", o.data)
+	logger.Info("sessionvault demo ready", "url", "http://"+ln.Addr().String()+"/", "store", demo.RedactURL(o.store), "data", o.data)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -110,16 +109,4 @@ func run(ctx context.Context, o options, logger *slog.Logger, ready chan<- strin
 		return srv.Shutdown(sctx)
 	}
 	return nil
-}
-
-// redactStore drops the password of a Redis URL, for the log.
-func redactStore(s string) string {
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
-		return s
-	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		rest = "…@" + rest[at+1:]
-	}
-	return scheme + "://" + rest
 }

@@ -28,13 +28,14 @@ func openRedis(url string, idle time.Duration) (*redisstore.Store, error) {
 	defer cancel()
 	if err := st.Ping(ctx); err != nil {
 		st.Close()
-		return nil, errors.New("demo: Redis at " + redactURL(url) + " does not answer: " + err.Error())
+		return nil, errors.New("demo: Redis at " + RedactURL(url) + " does not answer: " + err.Error())
 	}
 	return st, nil
 }
 
-// redactURL drops the password of a Redis URL, for messages.
-func redactURL(url string) string {
+// RedactURL drops the password of a store URL (redis://user:pass@host), for logs and messages;
+// other values come back as they are.
+func RedactURL(url string) string {
 	scheme, rest, ok := strings.Cut(url, "://")
 	if !ok {
 		return url
