@@ -28,7 +28,8 @@ import (
 //   - the extra latency of a signed fetch (page -> worker -> sign in wasm -> network -> verify
 //     -> handler -> back) over a plain page fetch() of the same handler without verification,
 //     median and p99 over SV_BENCH_N (default 1000) rounds, split into what the worker
-//     architecture costs (the same fetch made by a plain worker, no signing) and what the vault
+//     architecture costs (the same fetch made by a plain worker, no signing, that hands the page
+//     the same Response the vault does: status, statusText, headers and body) and what the vault
 //     adds. Each round makes one request of each kind in an order that rotates, so each kind
 //     comes first after the pause (the slowest place) equally often. Measured twice: paced
 //     (21 ms between rounds, under the worker's rate limit of 50 operations per second: every
@@ -171,7 +172,8 @@ func TestBrowserBench(t *testing.T) {
 
 // fetchTimes are the page-measured times in ms of the benchmark's three kinds of request to the
 // same handler: plain fetch() from the page, the same fetch made by a plain worker (posted there
-// and back, no signing: what any key-in-a-worker design pays), and the vault's signed fetch.
+// and back with its status, headers and body, no signing: what any key-in-a-worker design
+// pays), and the vault's signed fetch.
 type fetchTimes struct{ Plain, Worker, Signed []float64 }
 
 func (f *fetchTimes) report(t *testing.T, what string) {

@@ -48,6 +48,12 @@ ready.then(
 );
 
 self.addEventListener("message", (e) => {
+  // Once the module is up, straight to the router (a promise step less per request); before
+  // that, in arrival order once it is.
+  if (router) {
+    router.onMessage(e.data);
+    return;
+  }
   ready.then(
     () => router.onMessage(e.data),
     () => {

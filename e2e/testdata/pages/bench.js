@@ -52,12 +52,16 @@ window.benchFetch = async (n, warm, pace = PACE_MS, burst = 1) => {
   return { plain: out[0], worker: out[1], signed: out[2] };
 };
 
-// The same plain request made by a plain worker (no signing, no verification): what any design
-// that keeps the key in a worker pays, separated from the vault's own cost.
+// The same plain request made by a plain worker (no signing, no verification) that hands the page
+// the same Response the vault does (status, statusText, headers, body): what any design that
+// keeps the key in a worker pays, separated from the vault's own cost.
 const fw = new Worker("/t/fetch-worker.js");
 const viaWorker = () =>
   new Promise((resolve) => {
-    fw.onmessage = (e) => resolve(new Response(e.data.body, { status: e.data.status }));
+    fw.onmessage = (e) => {
+      const r = e.data;
+      resolve(new Response(r.body, { status: r.status, statusText: r.statusText, headers: r.headers }));
+    };
     fw.postMessage("/bench/plain");
   });
 
