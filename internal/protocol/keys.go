@@ -272,7 +272,7 @@ func deriveSub(k *Key, label string) Key {
 // each Sum costs only the message's blocks. Wipe zeroes every key-derived byte it holds (pads,
 // saved states, hash states). A MAC is not safe for concurrent use.
 type MAC struct {
-	inner, outer           hash.Hash
+	inner, outer           stateHash // no type assertion per use: it costs an itab lookup
 	innerState, outerState []byte
 	sum                    [sha256.Size]byte
 }
@@ -294,7 +294,7 @@ func NewMAC(key []byte) *MAC {
 	} else {
 		copy(pad[:], key)
 	}
-	m := &MAC{inner: sha256.New(), outer: sha256.New()}
+	m := &MAC{inner: sha256.New().(stateHash), outer: sha256.New().(stateHash)}
 	for i := range pad {
 		pad[i] ^= 0x36
 	}
@@ -304,10 +304,10 @@ func NewMAC(key []byte) *MAC {
 	}
 	m.outer.Write(pad[:])
 	var err error
-	if m.innerState, err = m.inner.(stateHash).MarshalBinary(); err != nil {
+	if m.innerState, err = m.inner.MarshalBinary(); err != nil {
 		panic("protocol: sha256 state: " + err.Error())
 	}
-	if m.outerState, err = m.outer.(stateHash).MarshalBinary(); err != nil {
+	if m.outerState, err = m.outer.MarshalBinary(); err != nil {
 		panic("protocol: sha256 state: " + err.Error())
 	}
 	return m
@@ -315,7 +315,7 @@ func NewMAC(key []byte) *MAC {
 
 // Reset prepares m for a new message.
 func (m *MAC) Reset() {
-	if err := m.inner.(stateHash).UnmarshalBinary(m.innerState); err != nil {
+	if err := m.inner.UnmarshalBinary(m.innerState); err != nil {
 		panic("protocol: mac used after Wipe")
 	}
 }
@@ -329,7 +329,7 @@ func (m *MAC) WriteString(s string) { io.WriteString(m.inner, s) }
 // Sum finishes the message and returns the tag (valid until the next Sum).
 func (m *MAC) Sum() *[TagSize]byte {
 	in := m.inner.Sum(m.sum[:0])
-	if err := m.outer.(stateHash).UnmarshalBinary(m.outerState); err != nil {
+	if err := m.outer.UnmarshalBinary(m.outerState); err != nil {
 		panic("protocol: mac used after Wipe")
 	}
 	m.outer.Write(in)

@@ -179,7 +179,8 @@ var profileNames = [...]string{"@method", "@authority", "@path", "@query", "cont
 // single-threaded). Wipe zeroes its key material.
 type Signer struct {
 	mac *MAC
-	buf []byte
+	buf []byte // the signature base
+	out []byte // each field value in turn, copied out as a string: no other allocation per Sign
 }
 
 // NewSigner returns a Signer keyed with the epoch's sign key ([SignKey]).
@@ -189,6 +190,7 @@ func NewSigner(signKey *Key) *Signer { return &Signer{mac: NewMAC(signKey[:])} }
 func (s *Signer) Wipe() {
 	s.mac.Wipe()
 	clear(s.buf[:cap(s.buf)])
+	clear(s.out[:cap(s.out)])
 }
 
 // Sign returns the Signature-Input and Signature field values for r under p.
@@ -198,21 +200,21 @@ func (s *Signer) Sign(r *Request, p *Params) (sigInput, signature string, err er
 	if p.HasBody {
 		n = 5
 	}
-	params := AppendSignatureParams(make([]byte, 0, 160), p)
-	s.buf, err = appendBase(s.buf[:0], r, profileNames[:n], string(params))
+	s.out = append(append(s.out[:0], Label...), '=')
+	s.out = AppendSignatureParams(s.out, p)
+	sigInput = string(s.out)
+	s.buf, err = appendBase(s.buf[:0], r, profileNames[:n], sigInput[len(Label)+1:])
 	if err != nil {
 		return "", "", err
 	}
 	s.mac.Reset()
 	s.mac.Write(s.buf)
 	tag := s.mac.Sum()
-	sigInput = Label + "=" + string(params)
-	sig := make([]byte, 0, len(Label)+48)
-	sig = append(sig, Label+"=:"...)
-	sig = base64.StdEncoding.AppendEncode(sig, tag[:])
-	sig = append(sig, ':')
+	s.out = append(append(s.out[:0], Label...), "=:"...)
+	s.out = base64.StdEncoding.AppendEncode(s.out, tag[:])
+	s.out = append(s.out, ':')
 	clear(s.buf)
-	return sigInput, string(sig), nil
+	return sigInput, string(s.out), nil
 }
 
 // Signed is a parsed, profile-checked signature, not yet verified.

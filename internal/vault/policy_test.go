@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -370,5 +371,51 @@ func TestPolicyABI(t *testing.T) {
 	} {
 		_, err := h.v.Sign(r)
 		wantCode(t, err, CodePolicyDenied)
+	}
+}
+
+// TestCleanPathSegments checks cleanPath's allocation-free segment scan against the plain
+// strings.Split formulation on random paths over the characters that matter to it.
+func TestCleanPathSegments(t *testing.T) {
+	splitOK := func(p string) bool {
+		for _, seg := range strings.Split(p, "/") {
+			if i := strings.IndexByte(seg, ';'); i >= 0 {
+				seg = seg[:i]
+			}
+			if seg == "." || seg == ".." {
+				return false
+			}
+		}
+		return true
+	}
+	// cleanPath's other rules, which the segment scan does not replace.
+	charsOK := func(p string) bool {
+		if p == "" || p[0] != '/' || strings.Contains(p, "//") {
+			return false
+		}
+		for i := 0; i < len(p); i++ {
+			if c := p[i]; c <= 0x20 || c >= 0x7f || c == '\\' || c == '?' || c == '#' || c == '%' {
+				return false
+			}
+		}
+		return true
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	const alphabet = "/.;ax"
+	seen := map[bool]int{}
+	for range 200000 {
+		b := []byte{'/'}
+		for range rng.IntN(12) {
+			b = append(b, alphabet[rng.IntN(len(alphabet))])
+		}
+		p := string(b)
+		want := charsOK(p) && splitOK(p)
+		if got := cleanPath(p); got != want {
+			t.Fatalf("cleanPath(%q) = %v, want %v", p, got, want)
+		}
+		seen[want]++
+	}
+	if seen[true] < 1000 || seen[false] < 1000 {
+		t.Fatalf("inputs too one-sided: %v", seen)
 	}
 }

@@ -213,13 +213,22 @@ func cleanPath(p string) bool {
 			return false
 		}
 	}
-	for _, seg := range strings.Split(p, "/") {
+	// Each "/"-separated segment (as strings.Split would give them, without its allocation).
+	for start := 0; start <= len(p); {
+		end := strings.IndexByte(p[start:], '/')
+		if end < 0 {
+			end = len(p)
+		} else {
+			end += start
+		}
+		seg := p[start:end]
 		if i := strings.IndexByte(seg, ';'); i >= 0 {
 			seg = seg[:i] // some servers drop path parameters before resolving "..;/"
 		}
 		if seg == "." || seg == ".." {
 			return false
 		}
+		start = end + 1
 	}
 	return true
 }
