@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 WASM := build/vault.wasm
-# Size budget of the wasm module (DESIGN.md section 8), decimal bytes.
+# Size budget of the wasm module (the budgets in README.md, "What it costs"), decimal bytes.
 WASM_MAX_RAW := 2900000
 WASM_MAX_BROTLI := 700000
 WASM_FLAGS := GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0
@@ -60,14 +60,18 @@ BENCHTIME ?= 1s
 bench: $(WASM)
 	SV_WASM=$(CURDIR)/$(WASM) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./internal/... ./wasm/... ./server/...
 
-# The browser figures of DESIGN.md section 8 (e2e/bench_test.go): reported, not asserted.
+# The browser figures of the budgets in README.md, "What it costs" (e2e/bench_test.go): reported, not asserted.
 bench-browser: $(WASM)
 	SV_BENCH=1 SV_WASM=$(CURDIR)/$(WASM) $(GO) test -count=1 -run '^(TestBrowserBench|TestRevocationLatency|TestTwoNodesRevocationLatency)$$' -v ./e2e/
 
 FUZZTIME ?= 20s
-fuzz:
-	@for t in $$($(GO) test -list '^Fuzz' ./internal/protocol | grep ^Fuzz); do \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./internal/protocol || exit 1; done
+# Every fuzz target of every package (go test -fuzz takes one target of one package at a time).
+fuzz: $(WASM)
+	@for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for t in $$(grep -h '^func Fuzz' $$pkg/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "fuzz $$pkg $$t"; \
+			SV_WASM=$(CURDIR)/$(WASM) $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; done
 
 dev: $(WASM)
 	$(GO) run ./cmd/devserver

@@ -22,7 +22,7 @@ import (
 )
 
 // TestBrowserBench measures, in real Chromium against the demo's session server, what the vault
-// costs a page (DESIGN.md section 8, issue 4 item 6). It reports figures; it asserts no timing.
+// costs a page (the budgets in README.md, "What it costs", issue 4 item 6). It reports figures; it asserts no timing.
 // It runs only with SV_BENCH=1 (make bench-browser), for about 40 seconds:
 //
 //   - the extra latency of a signed fetch (page -> worker -> sign in wasm -> network -> verify

@@ -44,7 +44,7 @@
 //   - SV_CHROMIUM: the browser binary (default /usr/bin/chromium).
 //   - SV_CDP_DEBUG=1: print every DevTools protocol message to stderr.
 //   - SV_BENCH=1: run TestBrowserBench (make bench-browser), which reports the
-//     browser figures of DESIGN.md section 8; SV_BENCH_N sets its request count
+//     browser figures of the budgets in README.md, "What it costs"; SV_BENCH_N sets its request count
 //     (default 1000).
 //
 // # The server

@@ -371,7 +371,7 @@ func countOf(xs []string, x string) int {
 }
 
 // TestRevocationLatency measures, in Chromium, the time from Manager.Revoke to the page's
-// revoked event (DESIGN.md section 8: p99 <= 50 ms), over SV_BENCH_N trials (default 200), each
+// revoked event (the budgets in README.md, "What it costs": p99 <= 50 ms), over SV_BENCH_N trials (default 200), each
 // a fresh login. It reports; it asserts nothing about time. The page reports the event through a
 // DevTools binding, so each figure includes the DevTools hop back to this process: an upper
 // bound. TestTwoNodesRevocationLatency (redis_test.go) is the same across two nodes.

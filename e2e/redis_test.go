@@ -92,7 +92,7 @@ func TestTwoNodesRevokeWipesWorker(t *testing.T) {
 }
 
 // TestTwoNodesRevocationLatency is TestRevocationLatency across two nodes on one real Redis: the
-// worker is connected to node B, node A revokes (DESIGN.md section 8: p99 <= 50 ms "across two
+// worker is connected to node B, node A revokes (the budgets in README.md, "What it costs": p99 <= 50 ms "across two
 // nodes"). Reported, not asserted; runs with SV_BENCH=1.
 func TestTwoNodesRevocationLatency(t *testing.T) {
 	if os.Getenv("SV_BENCH") != "1" {

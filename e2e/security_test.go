@@ -15,7 +15,7 @@ import (
 	"github.com/sessionvault/sessionvault/internal/demo"
 )
 
-// The security tests of DESIGN.md section 1 in a real browser, against the demo app: no key
+// The security tests of SECURITY.md in a real browser, against the demo app: no key
 // material in the page's or the worker's JavaScript heap or on the network, hostile page
 // script refused, replay from outside refused, and a wiped worker after logout.
 
@@ -532,7 +532,7 @@ func padForms(name string, k []byte) []Secret {
 }
 
 // TestWipeZeroesWasmMemory: after logout the worker's wasm linear memory holds no byte of the
-// lane's keys (K, sign key, event key) nor their HMAC pads (DESIGN.md section 3: "key bytes in
+// lane's keys (K, sign key, event key) nor their HMAC pads (our design rule: "key bytes in
 // wasm memory are zeroed on wipe, including HMAC pads and copies"; section 1: a memory dump of
 // an old device yields no key). The scan's positive control: before logout it finds the active
 // keys where the vault keeps them.

@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-// StrictCSP is the Content-Security-Policy of the demo's pages (DESIGN.md 3,
+// StrictCSP is the Content-Security-Policy of the demo's pages (SECURITY.md,
 // issue 4). The harness serves every response with it.
 const StrictCSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 

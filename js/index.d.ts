@@ -29,15 +29,25 @@ export interface CreateOptions {
 export interface Status {
   state: "empty" | "pending" | "active" | "rotating" | "wiped";
   epoch: number;
-  /** Absolute expiry, Unix ms on the server's clock. */
+  /**
+   * The session's deadline, Unix ms on the server's clock: the absolute expiry at login, then
+   * the deadline of the last `expiring` event (which may be the idle one, if that comes first).
+   */
   expires?: number;
   /** Why the key was wiped ("logout", "revoked", "expired", ...). */
   reason?: string;
 }
 
 export interface VaultEventMap {
+  /**
+   * The module is loaded. It fires while `Vault.create` runs, before it resolves, so a page
+   * holding the Vault never sees it: `create` resolving means the same.
+   */
   ready: CustomEvent<{}>;
-  /** After a login, or a join (reload, new tab: `joined` is true). */
+  /**
+   * After a login. A join (reload, new tab) also emits it, with `joined: true`, but during
+   * `Vault.create`, before a page can listen: after `create`, check `status()` instead.
+   */
   active: CustomEvent<{ expires?: number; joined?: boolean }>;
   rotated: CustomEvent<{ epoch: number }>;
   rekeyed: CustomEvent<{}>;

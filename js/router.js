@@ -78,6 +78,8 @@ export class Router {
    * @param {typeof WebSocket | null} [o.WebSocket]  the event channel's socket; null disables it
    * @param {string} [o.joinURL]  where a join ticket goes: {prefix}join beside the boot script
    * @param {() => string} [o.takeTicket]  hands over the boot script's join ticket, once ("" if none)
+   * @param {string} [o.reserved]  the boot script's directory: the vault's own endpoints, which the
+   *   page may not have the worker fetch (besides the prefix that init binds)
    */
   constructor(o) {
     this.vault = o.instance;
@@ -97,6 +99,7 @@ export class Router {
     this.wipedFor = null;
     this.joinURL = o.joinURL || null;
     this.takeTicket = o.takeTicket || (() => "");
+    this.reserved = o.reserved && o.reserved !== "/" ? o.reserved : null;
   }
 
   /** Starts (or restarts) the event channel of the active lane. */
@@ -322,6 +325,7 @@ export class Router {
       fail("bad_input", "url does not parse");
     }
     if (url.username || url.password) fail("policy_denied", "urls with credentials are refused");
+    this.refuseOwnEndpoint(url.pathname);
     const method = msg.method === undefined ? "GET" : msg.method;
     if (typeof method !== "string" || !METHODS.has(method)) fail("bad_input", "method must be an upper-case HTTP method");
     const headers = new Headers();
@@ -350,6 +354,24 @@ export class Router {
     }
     const res = await this.send(method, url, headers, body);
     return this.toPage(res);
+  }
+
+  /**
+   * Refuses a page request for one of the vault's own endpoints, on any origin: signed by the
+   * worker, a rotate request carrying the page's public key would move the server to an epoch the
+   * worker does not have (then revoke the session as a copied key), and a logout or rekey is the
+   * worker's to send. The path is compared as a server's router sees it, percent-decoded.
+   */
+  refuseOwnEndpoint(pathname) {
+    let path;
+    try {
+      path = pathname.includes("%") ? decodeURIComponent(pathname) : pathname;
+    } catch {
+      fail("bad_input", "path has a malformed percent-encoding");
+    }
+    for (const p of [this.reserved, this.prefix]) {
+      if (p && path.startsWith(p)) fail("policy_denied", "the vault's own endpoints are the worker's to call");
+    }
   }
 
   /**

@@ -34,6 +34,7 @@ const ready = (async () => {
     post,
     origin: self.location.origin,
     joinURL,
+    reserved: new URL(".", import.meta.url).pathname,
     takeTicket: () => {
       const t = ticket;
       ticket = "";

@@ -137,7 +137,7 @@ func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
 		h := sha256.Sum256([]byte(r.UserAgent()))
 		ua = h[:]
 	}
-	sess, lane, reply, reason, err := m.issue(ctx, protocol.HandshakeLogin, clientPub, userID, maps.Clone(claims), now, now.Add(m.absolute), ua, now)
+	sess, lane, reply, reason, err := m.issue(ctx, protocol.HandshakeLogin, clientPub, nil, userID, maps.Clone(claims), now, now.Add(m.absolute), ua, now)
 	if err != nil {
 		m.audit(ctx, slog.LevelError, auditRec{event: evStoreError, user: userID, client: client, reason: "login", cause: err})
 		m.refuse(w, reason)
@@ -167,9 +167,10 @@ func (m *Manager) authenticate(ctx context.Context, r *http.Request, cred json.R
 }
 
 // issue runs the server side of a login or re-key key agreement (kind) and stores a new session
-// with its first lane.
+// with its first lane. A re-key's key is chained from prev, the key the request was signed with
+// (PROTOCOL.md section 3.4).
 // On failure it returns the refusal reason and the cause.
-func (m *Manager) issue(ctx context.Context, kind int, clientPub [protocol.PublicKeySize]byte, userID string, claims map[string]string,
+func (m *Manager) issue(ctx context.Context, kind int, clientPub [protocol.PublicKeySize]byte, prev *protocol.Key, userID string, claims map[string]string,
 	created, expires time.Time, ua []byte, now time.Time) (*Session, *Lane, *handshakeReply, string, error) {
 	id := make([]byte, 32)
 	var laneID protocol.LaneID
@@ -185,7 +186,12 @@ func (m *Manager) issue(ctx context.Context, kind int, clientPub [protocol.Publi
 	}
 	serverPub := eph.Public()
 	tr := protocol.HandshakeTranscript(kind, clientPub, serverPub, laneID, nil)
-	k, err := protocol.Handshake(eph, clientPub, tr, laneID)
+	var k protocol.Key
+	if kind == protocol.HandshakeRekey {
+		k, err = protocol.Rekey(prev, eph, clientPub, tr, laneID)
+	} else {
+		k, err = protocol.Handshake(eph, clientPub, tr, laneID)
+	}
 	if err != nil {
 		return nil, nil, nil, reasonBadRequest, err // a low-order or invalid public key
 	}
@@ -415,7 +421,21 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 	if !elevated {
 		claims = old.Claims
 	}
-	sess, lane, reply, reason, err := m.issue(ctx, protocol.HandshakeRekey, clientPub, old.UserID, claims, old.Created, old.Expires, old.UserAgent, now)
+	// The new key is chained from the one this request was signed with: page script that makes
+	// the worker send a rekey request with a public key of its own learns nothing usable.
+	sealed := st.lane.Key
+	if st.keyID.Epoch != st.lane.Epoch {
+		sealed = st.lane.PrevKey // signed under the previous epoch, within its grace
+	}
+	var prev protocol.Key
+	if err := m.seal.open(&prev, sealed, st.lane.ID, st.keyID.Epoch); err != nil {
+		rec.event, rec.reason, rec.cause = evInternal, "unseal_failed", err
+		m.audit(ctx, slog.LevelError, rec)
+		m.refuse(w, reasonUnknownSession)
+		return
+	}
+	sess, lane, reply, reason, err := m.issue(ctx, protocol.HandshakeRekey, clientPub, &prev, old.UserID, claims, old.Created, old.Expires, old.UserAgent, now)
+	prev.Wipe()
 	if err != nil {
 		rec.event, rec.reason, rec.cause = evStoreError, "rekey", err
 		m.audit(ctx, slog.LevelError, rec)

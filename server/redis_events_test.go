@@ -88,7 +88,7 @@ func TestRedisEventsResync(t *testing.T) {
 // TestRedisRevocationLatency reports (does not assert) the time from the call of Manager.Revoke
 // on node A (the admin's action: user index read, deletion, notice) to the sealed revoked event
 // read by a socket client of node B: p50 and p99 over the trials (30; 300 with SV_BENCH=1, the
-// figure of DESIGN.md section 8).
+// figure of the budgets in README.md, "What it costs").
 //
 //	SV_BENCH=1 go test -run TestRedisRevocationLatency -v ./server/
 func TestRedisRevocationLatency(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 )
 
 // Two server nodes behind one real redis-server (started by the test on a loopback port): what
-// DESIGN.md promises of several nodes. Each node is a Manager on its own redisstore.Store (its
+// a deployment of several nodes relies on. Each node is a Manager on its own redisstore.Store (its
 // own connections), sharing the Redis and the key prefix.
 
 // redisStore opens a Store on url, closed at the test's end (after the Manager using it).

@@ -929,3 +929,52 @@ func TestPrefixAndStripPrefix(t *testing.T) {
 	c.finish(c.v, w.Body.Bytes())
 	wantOK(t, c.get("/v2/items?q=a%20b"))
 }
+
+// TestRekeyKeyIsChainedFromTheCurrentKey: page script can have the worker sign and send a rekey
+// request that carries a public key of the page's own, and it reads the reply. Were the new
+// session's key derived as a login's (PROTOCOL.md 3.1), the page would now hold it. Chained from
+// the key the request was signed with (3.4), the reply is of no use to the page, while the worker,
+// which holds that key, still completes the re-key.
+func TestRekeyKeyIsChainedFromTheCurrentKey(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient()
+	l := c.rawLogin("alice")
+	page, err := protocol.NewEphemeral(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ppub := page.Public()
+	w := c.do(c.signRaw(l, "POST", "/sv/rekey", pubBody(ppub)))
+	wantOK(t, w)
+	var rep loginReply
+	if err := json.Unmarshal(w.Body.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	var lane protocol.LaneID
+	copy(lane[:], mustB64u(t, rep.Lane))
+	var spub [32]byte
+	copy(spub[:], mustB64u(t, rep.Pub))
+	confirm := mustB64u(t, rep.Confirm)
+	tr := protocol.HandshakeTranscript(protocol.HandshakeRekey, ppub, spub, lane, nil)
+
+	// The page's best guess: a login's derivation with its own secret.
+	own := *page // Handshake wipes its ephemeral
+	guess, err := protocol.Handshake(&own, spub, tr, lane)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if protocol.CheckConfirm(&guess, tr, confirm) == nil {
+		t.Fatal("page script derived the re-keyed session's key from its own key pair")
+	}
+	wantRefused(t, c.do(c.signRaw(&rawLane{lane: lane, key: guess}, "GET", "/api/me", nil)), 401, "bad_signature")
+
+	// The holder of the current key derives it: the reply is a real one.
+	k, err := protocol.Rekey(&l.key, page, spub, tr, lane)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protocol.CheckConfirm(&k, tr, confirm); err != nil {
+		t.Fatalf("the re-key's confirmation does not check under the chained key: %v", err)
+	}
+	wantOK(t, c.do(c.signRaw(&rawLane{lane: lane, key: k}, "GET", "/api/me", nil)))
+}

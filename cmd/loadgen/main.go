@@ -1,5 +1,5 @@
 // Command loadgen measures loopback HTTP throughput through the verifying middleware against the
-// same handler unauthenticated (DESIGN.md section 8: at least 85%).
+// same handler unauthenticated (the budgets in README.md, "What it costs": at least 85%).
 //
 // It starts an HTTP server on 127.0.0.1 in its own process with a [server.Manager] on a memstore,
 // logs in one worker lane per connection (the real vault state machine, as in the browser), and

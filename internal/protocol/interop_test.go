@@ -1,7 +1,7 @@
 package protocol
 
 // Interoperability with RFC 9421 implementations that share no code with this package
-// (DESIGN.md 4.3: "An independent RFC 9421 implementation given the key must verify our
+// (our protocol requirement: "An independent RFC 9421 implementation given the key must verify our
 // signatures").
 //
 //   - TestInteropReference always runs: the reference signer and verifier of indep_test.go,

@@ -28,6 +28,7 @@ const (
 	labelSign          = "sessionvault/v1 sign"
 	labelEvent         = "sessionvault/v1 event"
 	labelChain         = "sessionvault/v1 chain"
+	labelRekeyChain    = "sessionvault/v1 rekey-chain"
 	labelConfirm       = "sessionvault/v1 confirm"
 	labelEventMAC      = "sessionvault/v1 event-mac"
 	labelSocketAuth    = "sessionvault/v1 socket-auth"
@@ -210,14 +211,32 @@ func Handshake(own *Ephemeral, peerPub [PublicKeySize]byte, transcript [32]byte,
 //
 //	K(e+1) = HKDF-SHA256(ikm = X25519 || transcript, salt = Expand(K(e), "chain"), info = epoch-key || lane || u32be(e+1))
 func Ratchet(prev *Key, own *Ephemeral, peerPub [PublicKeySize]byte, transcript [32]byte, lane LaneID, newEpoch uint32) (Key, error) {
+	return chained(prev, labelChain, own, peerPub, transcript, lane, newEpoch)
+}
+
+// Rekey derives the first key of the new lane that a re-key creates, from the current lane's key
+// K(e) (the key the re-key request is signed with) and a fresh X25519 exchange; transcript is
+// [HandshakeTranscript] of kind [HandshakeRekey]. own is wiped.
+//
+//	K'(0) = HKDF-SHA256(ikm = X25519 || transcript, salt = Expand(K(e), "rekey-chain"), info = epoch-key || new lane || u32be(0))
+//
+// The current key is what makes the new one the worker's: anyone who can get a re-key request
+// sent under it (page script asking the worker to fetch {prefix}rekey with a public key of its
+// own) knows the ephemeral secret of that exchange, but not K(e).
+func Rekey(prev *Key, own *Ephemeral, peerPub [PublicKeySize]byte, transcript [32]byte, newLane LaneID) (Key, error) {
+	return chained(prev, labelRekeyChain, own, peerPub, transcript, newLane, 0)
+}
+
+// chained is an epoch key from an X25519 exchange salted with a key derived from prev.
+func chained(prev *Key, label string, own *Ephemeral, peerPub [PublicKeySize]byte, transcript [32]byte, lane LaneID, epoch uint32) (Key, error) {
 	s, err := own.shared(peerPub[:])
 	own.Wipe()
 	if err != nil {
 		return Key{}, err
 	}
-	chain := deriveSub(prev, labelChain)
+	chain := deriveSub(prev, label)
 	ikm := append(s, transcript[:]...)
-	k := epochKey(ikm, chain[:], lane, newEpoch)
+	k := epochKey(ikm, chain[:], lane, epoch)
 	clear(ikm)
 	clear(s)
 	chain.Wipe()

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/hkdf"
 	"crypto/hmac"
 	crand "crypto/rand"
@@ -395,6 +396,91 @@ func TestHKDFMatchesStandardLibrary(t *testing.T) {
 		got := hkdfExpand(&prk, info)
 		if !bytes.Equal(got[:], want) {
 			t.Fatalf("case %d: hkdf = %x, want %x", i, got, want)
+		}
+	}
+}
+
+// TestRekey: a re-key's K'(0) (PROTOCOL.md 3.4) is the formula computed independently (crypto/ecdh,
+// crypto/hkdf); both sides agree; it depends on the current key K(e); and a party that ran the
+// exchange with its own scalar but lacks K(e) (page script that had the worker send a rekey
+// request carrying its public key) does not arrive at it, by a login's derivation or by Rekey
+// under any key it could know.
+func TestRekey(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	for i := 0; i < 20; i++ {
+		lane := LaneID(randBytes(rng, LaneIDSize))
+		prev := randKey(rng)
+		cs, ss := randBytes(rng, 32), randBytes(rng, 32)
+		c, s := scalarEphemeral(t, cs), scalarEphemeral(t, ss)
+		cp, sp := c.Public(), s.Public()
+		tr := HandshakeTranscript(HandshakeRekey, cp, sp, lane, nil)
+		kc, err := Rekey(&prev, c, sp, tr, lane)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks, err := Rekey(&prev, s, cp, tr, lane)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kc != ks {
+			t.Fatal("sides disagree")
+		}
+
+		// Independently: ikm = X25519(c, S) || T, salt = HKDF-Expand(K(e), "sessionvault/v1 rekey-chain", 32),
+		// info = "sessionvault/v1 epoch-key" || L' || u32be(0).
+		priv, err := ecdh.X25519().NewPrivateKey(cs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer, err := ecdh.X25519().NewPublicKey(sp[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared, err := priv.ECDH(peer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		salt, err := hkdf.Expand(sha256.New, prev[:], "sessionvault/v1 rekey-chain", 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := append(append([]byte("sessionvault/v1 epoch-key"), lane[:]...), 0, 0, 0, 0)
+		want, err := hkdf.Key(sha256.New, append(shared, tr[:]...), salt, string(info), KeySize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(kc[:], want) {
+			t.Fatalf("K'(0) = %x, want %x", kc, want)
+		}
+
+		// Without K(e): a login's derivation, Rekey under no key or under keys the page may see
+		// derived (none are), or a rotation's chain label.
+		login, err := Handshake(scalarEphemeral(t, cs), sp, tr, lane)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var zero Key
+		noKey, err := Rekey(&zero, scalarEphemeral(t, cs), sp, tr, lane)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ratchet, err := Ratchet(&prev, scalarEphemeral(t, cs), sp, tr, lane, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := prev
+		other[31] ^= 1
+		otherKey, err := Rekey(&other, scalarEphemeral(t, cs), sp, tr, lane)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, k := range map[string]Key{"login derivation": login, "zero key": noKey, "rotation label": ratchet, "another K(e)": otherKey} {
+			if k == kc {
+				t.Fatalf("%s gives the re-key's K'(0)", name)
+			}
+		}
+		if !scalarWiped(c) || !scalarWiped(s) {
+			t.Fatal("Rekey left an ephemeral scalar")
 		}
 	}
 }

@@ -231,7 +231,7 @@ type Signed struct {
 func ParseSigned(sigInput, signature string) (*Signed, error) {
 	// Both fields are parsed into stack arrays, and Signature-Input lazily (validated, its inner
 	// lists and parameters not built): the "sv" member is read again from its Raw text below into
-	// fixed arrays. This keeps a verify to a few allocations (DESIGN.md section 8).
+	// fixed arrays. This keeps a verify to a few allocations (the budgets in README.md, "What it costs").
 	var inBuf, sgBuf [2]Member
 	in, err := parseDictionaryInto(sigInput, inBuf[:0], true)
 	if err != nil {

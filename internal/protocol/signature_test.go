@@ -192,7 +192,7 @@ func TestVerifyAnyRefusals(t *testing.T) {
 	}
 }
 
-// TestVerifyAllocs pins the budget of DESIGN.md section 8: a Verifier reused across requests
+// TestVerifyAllocs pins the budget of the budgets in README.md, "What it costs": a Verifier reused across requests
 // allocates nothing in Verify, and the whole verify path allocates single digits.
 func TestVerifyAllocs(t *testing.T) {
 	k := Key{3}

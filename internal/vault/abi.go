@@ -16,7 +16,7 @@ const (
 	OpEvent        = 0x07 // 1 sealed event -> 1 type, 2 reason, 3 deadline ms, 4 state
 	OpSocketAuth   = 0x08 // 1 challenge -> 1 keyid, 2 tag
 	OpStatus       = 0x09 // - -> 1 state, 2 epoch, 3 expires ms, 4 offset ms (zigzag), 5 reason
-	OpWipe         = 0x0a // - -> 1 state
+	OpWipe         = 0x0a // - -> 1 state, 2 epoch (0)
 )
 
 // Call decodes one ABI request, runs it and encodes the reply. It never panics on any input and

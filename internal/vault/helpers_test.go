@@ -70,7 +70,13 @@ func (s *fakeServer) handshake(kind int, clientPub [protocol.PublicKeySize]byte,
 	eph := s.ephemeral()
 	pub := eph.Public()
 	tr := protocol.HandshakeTranscript(kind, clientPub, pub, s.lane, ticket)
-	k, err := protocol.Handshake(eph, clientPub, tr, s.lane)
+	var k protocol.Key
+	var err error
+	if kind == protocol.HandshakeRekey {
+		k, err = protocol.Rekey(&s.key, eph, clientPub, tr, s.lane) // chained from the current key
+	} else {
+		k, err = protocol.Handshake(eph, clientPub, tr, s.lane)
+	}
 	if err != nil {
 		s.t.Fatalf("server handshake: %v", err)
 	}

@@ -363,7 +363,7 @@ func (v *Vault) finishRekey(h Handshake) error {
 	eph := v.eph
 	v.eph, v.rekey = nil, false
 	tr := protocol.HandshakeTranscript(protocol.HandshakeRekey, eph.Public(), h.ServerPub, h.Lane, nil)
-	k, err := protocol.Handshake(eph, h.ServerPub, tr, h.Lane)
+	k, err := protocol.Rekey(&v.key, eph, h.ServerPub, tr, h.Lane)
 	if err != nil {
 		return errf(CodeBadInput, "server public key refused")
 	}

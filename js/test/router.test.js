@@ -10,13 +10,13 @@ const ORIGIN = "https://app.example";
 
 /** A fake server: login, rotate, logout, and /api/* that verifies signatures. */
 function fakeServer() {
-  const srv = { lane: null, key: null, epoch: 0, seen: [], action: null, error: null, keys: [] };
+  const srv = { lane: null, key: null, epoch: 0, seen: [], action: null, error: null, keys: [], prefix: "/sv/" };
   srv.fetch = async (url, init) => {
     const u = new URL(url);
     const h = new Headers(init.headers);
     const body = init.body ? Buffer.from(init.body) : null;
     const reply = (status, obj, headers = {}) => new Response(obj === null ? null : JSON.stringify(obj), { status, headers: { "Content-Type": "application/json", ...headers } });
-    if (u.pathname === "/sv/login") {
+    if (u.pathname === srv.prefix + "login") {
       assert.equal(init.credentials, "same-origin");
       const req = JSON.parse(body.toString());
       if (req.credentials.password !== "pw") return reply(401, { error: "bad_credentials" });
@@ -26,7 +26,7 @@ function fakeServer() {
       return reply(200, { lane: b64url(s.lane), pub: b64url(s.pub), confirm: b64url(s.confirm), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 });
     }
     // Everything else must be signed under the current key.
-    const withCookie = u.pathname === "/sv/logout" || u.pathname === "/sv/rekey";
+    const withCookie = u.pathname === srv.prefix + "logout" || u.pathname === srv.prefix + "rekey";
     assert.equal(init.credentials, withCookie ? "same-origin" : "omit", "signed API requests go without cookies");
     const ok = verifyProfile(signKey(srv.key), {
       method: init.method,
@@ -40,14 +40,14 @@ function fakeServer() {
     srv.seen.push({ path: u.pathname, ok });
     if (!ok) return reply(401, { error: "bad_signature" }, { "Sv-Error": "bad_signature" });
     if (srv.error) return reply(401, { error: srv.error }, { "Sv-Error": srv.error });
-    if (u.pathname === "/sv/rotate") {
+    if (u.pathname === srv.prefix + "rotate") {
       const req = JSON.parse(body.toString());
       const r = serverRotate(srv.key, srv.lane, srv.epoch + 1, Buffer.from(req.pub, "base64url"));
       Object.assign(srv, { key: r.key, epoch: srv.epoch + 1 });
       srv.keys.push(r.key, signKey(r.key));
       return reply(200, { pub: b64url(r.pub), epoch: srv.epoch, confirm: b64url(r.confirm) });
     }
-    if (u.pathname === "/sv/logout") return reply(204, null);
+    if (u.pathname === srv.prefix + "logout") return reply(204, null);
     const extra = srv.action ? { "Sv-Action": srv.action } : {};
     srv.action = null;
     return reply(200, { hello: "world", path: u.pathname }, extra);
@@ -59,7 +59,7 @@ async function setup() {
   const srv = fakeServer();
   const posted = [];
   let now = 0;
-  const router = new Router({ instance: await newInstance(), fetch: srv.fetch, post: (m) => posted.push(m), origin: ORIGIN, now: () => now, WebSocket: null });
+  const router = new Router({ instance: await newInstance(), fetch: srv.fetch, post: (m) => posted.push(m), origin: ORIGIN, now: () => now, WebSocket: null, reserved: "/sv/" });
   const send = async (msg) => {
     const before = posted.length;
     await router.onMessage(msg);
@@ -184,6 +184,34 @@ test("hostile page messages are refused with typed errors and change nothing", a
   const ok = await send({ id: 11, op: "fetch", url: "/api/ok" });
   assert.equal(ok.result.status, 200);
   assert.ok(srv.seen.every((s) => s.ok));
+});
+
+test("the page cannot have the worker fetch the vault's own endpoints, by any spelling or origin", async () => {
+  for (const prefix of [undefined, "/auth/v1/"]) {
+    const { srv, send } = await setup();
+    // A policy that allows everything the vault's endpoints are under, as apps configure it.
+    const init = { id: 1, op: "init", policy: { origins: [ORIGIN, "https://api.example"], prefixes: ["/api/", "/sv/", "/auth/"] } };
+    if (prefix) init.prefix = srv.prefix = prefix;
+    assert.ok((await send(init)).ok);
+    const li = await send({ id: 2, op: "login", credentials: { password: "pw" } });
+    assert.ok(li.ok, JSON.stringify(li.error));
+    const before = srv.seen.length;
+    const urls = [
+      "/sv/rotate", "/sv/rekey", "/sv/logout", "/sv/login", "/sv/join", "/sv/events", "/sv/worker.js",
+      "/s%76/rotate", "/sv%2Frekey", "/%73%76/logout", "https://app.example/sv/rotate", "https://api.example/sv/rekey",
+    ];
+    if (prefix) urls.push("/auth/v1/rotate", "/auth/v%31/rekey");
+    for (const url of urls) {
+      const r = await send({ id: 3, op: "fetch", url, method: "POST", body: '{"pub":"x"}' });
+      assert.equal(r.ok, false, url);
+      assert.equal(r.error.code, "policy_denied", url);
+    }
+    const bad = await send({ id: 4, op: "fetch", url: "/api/%E0%A4%A" });
+    assert.equal(bad.error.code, "bad_input", "a malformed percent-encoding");
+    assert.equal(srv.seen.length, before, "nothing was sent");
+    assert.equal((await send({ id: 5, op: "status" })).result.state, "active", "the session is intact");
+    assert.equal((await send({ id: 6, op: "fetch", url: "/api/svc/x" })).result.status, 200, "other paths still go");
+  }
 });
 
 test("init refuses an endpoint prefix that leaves its path or the origin, and binds nothing", async () => {

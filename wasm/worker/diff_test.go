@@ -296,6 +296,19 @@ func (p *pair) opBegin() {
 	}
 }
 
+// handshakeKey is K(0) of a handshake of kind: a re-key's is chained from the current session's
+// key (a zero key when there is none: the vault refuses that finish for its state anyway).
+func (p *pair) handshakeKey(kind int, own *protocol.Ephemeral, peer [32]byte, tr [32]byte, lane protocol.LaneID) (protocol.Key, error) {
+	if kind != protocol.HandshakeRekey {
+		return protocol.Handshake(own, peer, tr, lane)
+	}
+	var prev protocol.Key
+	if p.sess != nil {
+		prev = p.sess.key
+	}
+	return protocol.Rekey(&prev, own, peer, tr, lane)
+}
+
 func (p *pair) opFinish() {
 	kind := p.kind
 	if p.pending == nil {
@@ -329,14 +342,14 @@ func (p *pair) opFinish() {
 		srvPub = se.Public()
 		tr = protocol.HandshakeTranscript(kind, p.pendPub, srvPub, lane, trTicket)
 		var err error
-		if key, err = protocol.Handshake(se, p.pendPub, tr, lane); err != nil {
+		if key, err = p.handshakeKey(kind, se, p.pendPub, tr, lane); err != nil {
 			p.fatalf("server handshake: %v", err)
 		}
 		keyOK = true
 	case variant < 16 && p.pending != nil: // any point: the client's side, computed natively
 		copy(srvPub[:], p.bytes(32))
 		tr = protocol.HandshakeTranscript(kind, p.pendPub, srvPub, lane, trTicket)
-		k, err := protocol.Handshake(p.eph(p.pending), srvPub, tr, lane)
+		k, err := p.handshakeKey(kind, p.eph(p.pending), srvPub, tr, lane)
 		key, keyOK = k, err == nil
 	case variant < 17:
 		srvPub = lowOrder[p.rng.IntN(len(lowOrder))]

@@ -473,7 +473,7 @@ func rekey(p *pair) {
 	se := p.serverEph()
 	spub := se.Public()
 	tr := protocol.HandshakeTranscript(protocol.HandshakeRekey, cpub, spub, lane, nil)
-	k, err := protocol.Handshake(se, cpub, tr, lane)
+	k, err := protocol.Rekey(&p.sess.key, se, cpub, tr, lane)
 	if err != nil {
 		p.fatalf("server rekey: %v", err)
 	}

@@ -1,6 +1,6 @@
-// Command wsload measures the event hub (package hub, its parent directory) against the budget of DESIGN.md
-// section 8: 10,000 authenticated event connections on one node at no more than 30 KB each, and
-// the time to deliver one event to all of them.
+// Command wsload measures the event hub (package hub, its parent directory) against its budget
+// (README.md, "What it costs"): 10,000 authenticated event connections on one node at no more
+// than 30 KB each, and the time to deliver one event to all of them.
 //
 // The hub runs in a child process (this program, started again with SV_WSLOAD_HUB=1) on
 // 127.0.0.1, so that its memory is measured alone: the client connections and their goroutines
