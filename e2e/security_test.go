@@ -211,6 +211,14 @@ const legitHostileJS = `(async () => {
   out["api: reserved header"] = await code(vault.fetch("/api/profile", {headers: {"Signature-Input": "sv=()"}}));
   out["api: huge body"] = await code(vault.fetch("/api/notes", {method: "POST", body: new Uint8Array((4 << 20) + 1)}));
   out["api: GET with body"] = await code(vault.fetch("/api/profile", {body: "x"}));
+  // The vault's own endpoints, which the policy's "/sv/" prefix covers: a rekey or rotate request
+  // carrying a public key of the page's own (PROTOCOL.md 3.4), by any spelling.
+  const pub = JSON.stringify({pub: "3p7bfXt9wbTTW2Ls7DU3X4NDyFt4Z03a_H4Ub4grK08"});
+  const post = (url) => code(vault.fetch(url, {method: "POST", headers: {"Content-Type": "application/json"}, body: pub}));
+  out["api: own rekey"] = await post("/sv/rekey");
+  out["api: own rotate"] = await post("/sv/rotate");
+  out["api: own rekey, encoded"] = await post("/s%76/rekey");
+  out["api: own logout"] = await post("/sv/logout");
 
   const orig = Worker.prototype.postMessage;
   let w = null;
@@ -311,6 +319,8 @@ func TestHostileMessages(t *testing.T) {
 		"api: encoded dot-dot": "policy_denied", "api: userinfo": "policy_denied",
 		"api: method TRACE": "bad_input", "api: method not in policy": "policy_denied",
 		"api: reserved header": "bad_input", "api: huge body": "too_large", "api: GET with body": "bad_input",
+		"api: own rekey": "policy_denied", "api: own rotate": "policy_denied", "api: own rekey, encoded": "policy_denied",
+		"api: own logout": "policy_denied",
 		"raw: re-bind origins": "policy_bound", "raw: re-bind endpoint prefix": "policy_bound", "raw: re-bind empty policy": "policy_bound",
 		"raw: unknown op": "unknown_op", "raw: internal op wipe": "unknown_op",
 		"raw: other origin": "policy_denied", "raw: path outside policy": "policy_denied", "raw: huge body": "too_large",
