@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -320,7 +321,7 @@ func TestHostileMessages(t *testing.T) {
 		"api: method TRACE": "bad_input", "api: method not in policy": "policy_denied",
 		"api: reserved header": "bad_input", "api: huge body": "too_large", "api: GET with body": "bad_input",
 		"api: own rekey": "policy_denied", "api: own rotate": "policy_denied", "api: own rekey, encoded": "policy_denied",
-		"api: own logout": "policy_denied",
+		"api: own logout":      "policy_denied",
 		"raw: re-bind origins": "policy_bound", "raw: re-bind endpoint prefix": "policy_bound", "raw: re-bind empty policy": "policy_bound",
 		"raw: unknown op": "unknown_op", "raw: internal op wipe": "unknown_op",
 		"raw: other origin": "policy_denied", "raw: path outside policy": "policy_denied", "raw: huge body": "too_large",
@@ -685,3 +686,61 @@ const scanWasmJS = `function (masked, masks) {
   }
   return out;
 }`
+
+// TestWorkerCSPKeepsSignaturesHome: script in a page with no CSP of its own starts our worker,
+// which joins or logs in, binds a policy that names another origin (this server under another
+// host name, which would accept a replay of what it is sent: the signature covers @authority,
+// which a replaying host names freely in its Host header) and asks for a signed request there.
+// The boot script's Content-Security-Policy (connect-src: its own origin and Config.APIOrigins,
+// here none) stops the request in the browser: not even a CORS preflight reaches the other
+// origin, while the same worker's requests to its own origin go through. The vault's handler is
+// mounted bare, without the demo's own CSP, as an application that sets none would.
+func TestWorkerCSPKeepsSignaturesHome(t *testing.T) {
+	d := newDemo(t, demo.Options{Quiet: true})
+	srv.Handle(t, "/sv/", d.App.Manager().Handler())
+	srv.Handle(t, "/nocsp/page.html", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "<!doctype html><title>no CSP</title>")
+	}))
+	other := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
+	tb := newTab(t)
+	tb.Navigate("/nocsp/page.html")
+	before := len(srv.Requests("/api/profile")) // the harness keeps every test's requests
+	got := Eval[string](tb, `((OTHER) => (async () => {
+  const w = new Worker("/sv/worker.js", {type: "module"});
+  let id = 0;
+  const call = (msg) => new Promise((resolve) => {
+    msg.id = ++id;
+    const on = (e) => { if (e.data && e.data.id === msg.id) { w.removeEventListener("message", on); resolve(e.data); } };
+    w.addEventListener("message", on);
+    w.postMessage(msg);
+  });
+  const out = (r) => (r.ok ? "ok " + (r.result.status ?? r.result.state) : r.error.code);
+  const init = await call({op: "init", policy: {origins: [location.origin, OTHER], prefixes: ["/api/", "/sv/"]}});
+  if (!init.ok) return "init " + init.error.code;
+  const login = await call({op: "login", credentials: {user: "alice", password: "alice-password"}});
+  const own = await call({op: "fetch", url: "/api/profile"});
+  const away = await call({op: "fetch", url: OTHER + "/api/profile"});
+  w.terminate();
+  return [out(login), out(own), out(away)].join(", ");
+})())(`+jsString(other)+`)`)
+	parts := strings.Split(got, ", ")
+	if len(parts) != 3 || parts[0] != "ok active" || parts[1] != "ok 200" || strings.HasPrefix(parts[2], "ok") {
+		t.Fatalf("login, own-origin fetch, other-origin fetch: %s (want ok active, ok 200, an error)", got)
+	}
+	t.Logf("login, own-origin fetch, other-origin fetch: %s", got)
+	// The harness records every host's requests under one URL: tell them apart by what the
+	// browser says of them (a preflight, or a request from another site).
+	own := 0
+	for _, r := range srv.Requests("/api/profile")[before:] {
+		if r.Method == http.MethodOptions || r.Header.Get("Sec-Fetch-Site") != "same-origin" {
+			t.Errorf("the worker reached the other origin: %s %s (Sec-Fetch-Site %q)", r.Method, r.URL, r.Header.Get("Sec-Fetch-Site"))
+		} else {
+			own++
+		}
+	}
+	if own != 1 {
+		t.Errorf("%d same-origin requests for /api/profile, want 1", own)
+	}
+}

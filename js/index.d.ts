@@ -9,7 +9,10 @@ export declare class VaultError extends Error {
 }
 
 export interface Policy {
-  /** Origins the worker signs for. Default: its own origin only. */
+  /**
+   * Origins the worker signs for. Default: its own origin only. Others must also be in the
+   * server's Config.APIOrigins, or the worker's CSP stops the request.
+   */
   origins?: string[];
   /** Path prefixes it signs for ("/api/"). Default: every path. */
   prefixes?: string[];

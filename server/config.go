@@ -109,6 +109,14 @@ type Config struct {
 	// (as application/wasm) and client.js beside the handler yourself.
 	Module []byte
 
+	// APIOrigins are the origins (scheme://host[:port]) other than its own that the worker may
+	// send signed requests to: those a page's policy names in origins. The boot script is served
+	// with a Content-Security-Policy whose connect-src is the worker's own origin and these, so
+	// that no worker, not even one that page script starts and binds to a policy of its own, can
+	// hand a signature to a host that could replay it here under its name. Empty: same origin
+	// only.
+	APIOrigins []string
+
 	// Join configures reload and new tabs: the browser-session cookie, the boot script's ticket
 	// and {prefix}join. The zero value turns join on with safe defaults (see [JoinConfig]).
 	Join JoinConfig

@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -206,6 +208,8 @@ func (m *Manager) serveBoot(w http.ResponseWriter, r *http.Request) {
 	h["X-Content-Type-Options"] = []string{"nosniff"}
 	h["Vary"] = []string{"Cookie, Sec-Fetch-Dest, Sec-Fetch-Mode, Sec-Fetch-Site"}
 	h["Cross-Origin-Resource-Policy"] = []string{"same-origin"}
+	// Added, not set: an application's own policy on the response still applies as well.
+	h.Add("Content-Security-Policy", m.workerCSP)
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
 		return
@@ -531,4 +535,22 @@ func (m *Manager) addLane(ctx context.Context, sess *Session, clientPub [protoco
 		IdleTimeout: int64(m.idle / time.Second),
 		RotateEvery: int64(m.rotateEvery / time.Second),
 	}, "", nil
+}
+
+// workerCSP is the boot script's Content-Security-Policy: the worker may connect (fetch, the
+// event socket) to its own origin and to origins (Config.APIOrigins) only. A dedicated worker's policy is its
+// script's response's, not the page's, so this holds for a worker that page script starts too.
+func workerCSP(origins []string) (string, error) {
+	var b strings.Builder
+	b.WriteString("connect-src 'self'")
+	for _, o := range origins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" ||
+			strings.ContainsAny(u.Host, " ;,'*") {
+			return "", configError("APIOrigins: " + strconv.Quote(o) + " is not an origin like https://api.example.com")
+		}
+		b.WriteString(" " + u.Scheme + "://" + strings.ToLower(u.Host))
+	}
+	return b.String(), nil
 }

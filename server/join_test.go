@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -607,4 +608,50 @@ func TestJoinDisabled(t *testing.T) {
 		t.Fatal("a ticket with join disabled")
 	}
 	wantRefused(t, e.serve(c.joinRequest(nil, joinBody([32]byte{9}, strings.Repeat("A", 43)))), 404, "not_found")
+}
+
+// TestBootScriptCSP: the boot script confines the worker's connections to its own origin and
+// Config.APIOrigins (canonical, lower-case), added beside any policy the application sets, with
+// or without a ticket and on HEAD; anything but a plain origin in APIOrigins is a config error.
+func TestBootScriptCSP(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient()
+	anon, _ := c.boot(nil, "worker", "same-origin", "same-origin")
+	if got := anon.Header().Values("Content-Security-Policy"); len(got) != 1 || got[0] != "connect-src 'self'" {
+		t.Errorf("default CSP %q", got)
+	}
+	ck := c.loginCookie("alice")
+	w, ticket := c.boot(ck, "worker", "same-origin", "same-origin")
+	if ticket == "" || w.Header().Get("Content-Security-Policy") != "connect-src 'self'" {
+		t.Errorf("with a ticket: CSP %q", w.Header().Get("Content-Security-Policy"))
+	}
+	head := e.serve(c.newRequest("HEAD", "/sv/worker.js", nil))
+	if head.Header().Get("Content-Security-Policy") != "connect-src 'self'" {
+		t.Errorf("HEAD: CSP %q", head.Header().Get("Content-Security-Policy"))
+	}
+
+	e2 := newEnv(t, func(cfg *server.Config) {
+		cfg.APIOrigins = []string{"https://API.example:8443", "http://localhost:8081/"}
+	})
+	w2, _ := e2.newClient().boot(nil, "worker", "same-origin", "same-origin")
+	if got := w2.Header().Get("Content-Security-Policy"); got != "connect-src 'self' https://api.example:8443 http://localhost:8081" {
+		t.Errorf("CSP with APIOrigins %q", got)
+	}
+
+	ok, err := server.New(server.Config{Store: e.store, StoreKey: testStoreKey, APIOrigins: []string{"https://ok.example", "http://127.0.0.1:8080"}})
+	if err != nil {
+		t.Fatalf("plain origins refused: %v", err)
+	}
+	ok.Close()
+	for _, bad := range []string{"", "api.example", "https://", "ftp://api.example", "https://u:p@api.example",
+		"https://api.example/v1", "https://api.example?x", "https://api.example#x", "https://a.example; script-src *",
+		"https://*.example", "https://a.example,https://b.example", "https://a.example 'unsafe-inline'"} {
+		m, err := server.New(server.Config{Store: e.store, StoreKey: testStoreKey, APIOrigins: []string{bad}})
+		if err == nil {
+			m.Close()
+		}
+		if !errors.Is(err, server.ErrConfig) {
+			t.Errorf("APIOrigins %q: err %v, want ErrConfig", bad, err)
+		}
+	}
 }

@@ -54,8 +54,9 @@ type Manager struct {
 
 	fan fanout // the store's notices, if it is a Notifier (fanout.go)
 
-	join   joinState // reload and new tabs (join.go)
-	assets *assets   // the wasm module and client.js, when Config.Module is set (assets.go)
+	join      joinState // reload and new tabs (join.go)
+	assets    *assets   // the wasm module and client.js, when Config.Module is set (assets.go)
+	workerCSP string    // the boot script's Content-Security-Policy (Config.APIOrigins)
 }
 
 // maxThrottleEntries bounds the table of per-address refusal counters.
@@ -152,6 +153,9 @@ func New(cfg Config) (*Manager, error) {
 		if m.assets, err = newAssets(cfg.Module); err != nil {
 			return nil, err
 		}
+	}
+	if m.workerCSP, err = workerCSP(cfg.APIOrigins); err != nil {
+		return nil, err
 	}
 	if err := m.initJoin(&cfg.Join, key); err != nil {
 		return nil, err
