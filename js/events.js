@@ -37,6 +37,8 @@ export class EventChannel {
     this.vault = o.vault;
     this.emit = o.emit;
     this.rotate = o.rotate;
+    // Called when the server refuses the lane on (re)connect; null: wipe and emit here.
+    this.gone = o.gone || null;
     this.WS = o.WebSocket || globalThis.WebSocket;
     this.random = o.random || Math.random; // jitter only: never for anything secret
     this.setTimeout = o.setTimeout || ((fn, ms) => setTimeout(fn, ms));
@@ -132,10 +134,15 @@ export class EventChannel {
         const reason = typeof m.reason === "string" ? m.reason.slice(0, 64) : "refused";
         if (END_REASONS.has(reason)) {
           // The lane is gone on the server (revoked, expired, ...) while we were away: the same
-          // verdict the next HTTP request would get. Wipe now rather than at the next request.
+          // verdict the next HTTP request would get. Wipe now rather than at the next request
+          // (through the router's gone(), which knows whether a re-key in flight replaces it).
           this.stopped = true;
-          this.vault.call(OP.wipe);
-          this.emit(reason === "expired" ? "expired" : "revoked", { reason });
+          if (this.gone) {
+            this.gone(reason);
+          } else {
+            this.vault.call(OP.wipe);
+            this.emit(reason === "expired" ? "expired" : "revoked", { reason });
+          }
         }
         return;
       }

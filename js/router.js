@@ -100,6 +100,12 @@ export class Router {
     this.joinURL = o.joinURL || null;
     this.takeTicket = o.takeTicket || (() => "");
     this.reserved = o.reserved && o.reserved !== "/" ? o.reserved : null;
+    // Counts the lanes this worker has held (login, join, re-key): a refusal of a request signed
+    // under an earlier one says nothing about the current one.
+    this.gen = 0;
+    // Set while a re-key is in flight when the server has ended the old lane for it (rekeyed):
+    // the re-key's reply brings the new lane; if it fails, the worker has no usable key.
+    this.laneGone = null;
   }
 
   /** Starts (or restarts) the event channel of the active lane. */
@@ -113,6 +119,12 @@ export class Router {
       vault: this.vault,
       WebSocket: this.WebSocket,
       emit: (name, detail) => {
+        if (name === "revoked" && detail && detail.reason === "rekeyed" && this.rekeying) {
+          // Our own re-key ended the old lane (the module kept the handshake): wait for its reply.
+          this.laneGone = "rekeyed";
+          this.channel = null;
+          return;
+        }
         if (name === "revoked" || name === "expired") {
           this.channel = null;
           if (detail && typeof detail.reason === "string") this.wipedFor = detail.reason;
@@ -120,6 +132,11 @@ export class Router {
         if (name !== "channel") this.emit(name, detail);
       },
       rotate: () => this.rotate().catch(() => {}),
+      gone: (reason) => {
+        this.channel = null;
+        if (reason === "rekeyed" && this.rekeying) this.laneGone = reason; // the re-key decides
+        else this.endLane(reason);
+      },
       // Refused (forged, replayed, other-lane) events and socket failures: to the worker's
       // console, never to the page. The messages carry an error code, never event bytes.
       log: (m) => console.warn("[vault events]", m),
@@ -307,7 +324,9 @@ export class Router {
     ];
     if (reply.expires !== undefined) fields.push([5, this.int(reply.expires)]);
     if (ticket) fields.push([6, ticket]);
-    return this.vault.call(OP.finish, fields);
+    const r = this.vault.call(OP.finish, fields);
+    this.gen++; // a new lane
+    return r;
   }
 
   int(v) {
@@ -386,6 +405,7 @@ export class Router {
     ];
     if (url.search.length > 1) fields.push([4, url.search.slice(1)]);
     if (body !== null) fields.push([5, body]);
+    const gen = this.gen;
     const sig = this.vault.call(OP.sign, fields);
     headers.set("Signature-Input", str(sig.get(1)));
     headers.set("Signature", str(sig.get(2)));
@@ -400,17 +420,20 @@ export class Router {
       mode: url.origin === this.origin ? "same-origin" : "cors",
       referrerPolicy: "no-referrer",
     });
-    this.react(res);
+    this.react(res, gen);
     return res;
   }
 
-  react(res) {
+  /** Acts on the server's verdict on a request signed under lane generation gen. */
+  react(res, gen) {
     const err = res.headers.get("Sv-Error");
     if (err && END_REASONS.has(err)) {
-      this.stopChannel();
-      this.vault.call(OP.wipe);
-      this.wipedFor = err;
-      this.emit(err === "expired" ? "expired" : "revoked", { reason: err });
+      if (gen !== this.gen) return; // about a lane this worker has since replaced
+      if (err === "rekeyed" && this.rekeying) {
+        this.laneGone = err; // the re-key in flight decides
+        return;
+      }
+      this.endLane(err);
       return;
     }
     const action = res.headers.get("Sv-Action");
@@ -453,6 +476,7 @@ export class Router {
 
   rekey() {
     if (!this.rekeying) {
+      this.laneGone = null;
       this.rekeying = (async () => {
         try {
           if (this.rotating) await this.rotating.catch(() => {});
@@ -464,15 +488,33 @@ export class Router {
           this.finish(reply);
           this.startChannel();
           this.emit("rekeyed", {});
+        } catch (e) {
+          // The server ended the old lane (for this re-key or another) and this one did not
+          // complete: no key is usable any more.
+          if (this.laneGone) this.endLane(this.laneGone);
+          throw e;
         } finally {
           this.rekeying = null;
+          this.laneGone = null;
         }
       })();
     }
     return this.rekeying;
   }
 
+  /** The server ended the current lane: wipe the key, stop the channel, tell the page. */
+  endLane(reason) {
+    this.stopChannel();
+    this.vault.call(OP.wipe);
+    this.wipedFor = reason;
+    this.emit(reason === "expired" ? "expired" : "revoked", { reason });
+  }
+
   async logout() {
+    // A re-key or rotation in flight first: its reply may set the cookie of a new session, which
+    // this logout must end, signed under the key that results.
+    if (this.rekeying) await this.rekeying.catch(() => {});
+    if (this.rotating) await this.rotating.catch(() => {});
     let st = this.status();
     if (st.state === "active" || st.state === "rotating") {
       try {

@@ -22,6 +22,17 @@ const joinURL = new URL("join", import.meta.url).href;
 const post = self.postMessage.bind(self);
 const netFetch = self.fetch.bind(self);
 
+// The script's directory as a server's router sees it (percent-decoded): the vault's own
+// endpoints, which the page may not have this worker fetch.
+function scriptDir() {
+  const dir = new URL(".", import.meta.url).pathname;
+  try {
+    return decodeURIComponent(dir);
+  } catch {
+    return dir;
+  }
+}
+
 let router = null;
 const ready = (async () => {
   const res = await netFetch(wasmURL, { credentials: "same-origin" });
@@ -34,7 +45,7 @@ const ready = (async () => {
     post,
     origin: self.location.origin,
     joinURL,
-    reserved: new URL(".", import.meta.url).pathname,
+    reserved: scriptDir(),
     takeTicket: () => {
       const t = ticket;
       ticket = "";

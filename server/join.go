@@ -83,11 +83,12 @@ const (
 	RefusedUserAgent     = "user_agent_mismatch"
 	RefusedRateLimited   = "rate_limited"
 	RefusedStoreDown     = "store_unavailable"
-	refusedReasonsNumber = 10
+	RefusedPath          = "path" // the script was asked for by another spelling than {prefix}worker.js (percent-encoded)
+	refusedReasonsNumber = 11
 )
 
 var refusedReasons = [refusedReasonsNumber]string{RefusedNoCookie, RefusedNoMetadata, RefusedDest, RefusedMode, RefusedSite,
-	RefusedBadCookie, RefusedSessionGone, RefusedUserAgent, RefusedRateLimited, RefusedStoreDown}
+	RefusedBadCookie, RefusedSessionGone, RefusedUserAgent, RefusedRateLimited, RefusedStoreDown, RefusedPath}
 
 func init() {
 	reasonStatus[reasonBadTicket] = 401
@@ -240,6 +241,12 @@ func (m *Manager) bootTicket(w http.ResponseWriter, r *http.Request) string {
 	now := m.now()
 	if m.limiter.Blocked(client, now) {
 		return refuse(slog.LevelWarn, RefusedRateLimited, auditRec{})
+	}
+	// Only the literal URL: a worker's script directory is where its join and its own endpoints
+	// are, and one started from /%73v/worker.js (which the router unescapes to the same handler)
+	// would take /%73v/ for that directory.
+	if r.URL.EscapedPath() != m.prefix+"worker.js" {
+		return refuse(slog.LevelWarn, RefusedPath, auditRec{})
 	}
 	// Fetch metadata first: a page's fetch(), import(), <script>, iframe or a static import in
 	// a blob worker carries the cookie too, and must not cost a store lookup.

@@ -655,3 +655,30 @@ func TestBootScriptCSP(t *testing.T) {
 		}
 	}
 }
+
+// TestBootScriptOnlyAtItsLiteralURL: the router unescapes /%73v/worker.js to the handler's
+// /sv/worker.js, but a worker started from that URL would take /%73v/ for the directory of its
+// own endpoints. Only the literal URL gets a ticket; the refusal is counted as "path".
+func TestBootScriptOnlyAtItsLiteralURL(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient()
+	ck := c.loginCookie("alice")
+	for _, spelling := range []string{"/%73v/worker.js", "/sv/worker%2Ejs", "/s%76/worker.js"} {
+		r := c.bootRequest(ck, "worker", "same-origin", "same-origin")
+		r2 := c.newRequest("GET", spelling, nil)
+		r2.Header = r.Header
+		w := c.do(r2)
+		if w.Code != 200 {
+			t.Fatalf("%s: %d (the router should serve the script)", spelling, w.Code)
+		}
+		if m := ticketLine.FindStringSubmatch(w.Body.String()); m == nil || m[1] != "" {
+			t.Errorf("%s: the script carries a ticket (or has no ticket line)", spelling)
+		}
+	}
+	if n := e.mgr.TicketRefusals()[server.RefusedPath]; n != 3 {
+		t.Errorf("path refusals counted %d, want 3", n)
+	}
+	if _, ticket := c.boot(ck, "worker", "same-origin", "same-origin"); ticket == "" {
+		t.Error("the literal URL got no ticket")
+	}
+}

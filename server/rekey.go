@@ -20,6 +20,10 @@ import (
 // re-key, so no privilege reaches the old ID. If claims is nil, the new session keeps the current
 // claims (an ID renewal only). It returns [ErrNoSession] when r was not verified by Require.
 //
+// The new claims take effect only when the worker re-keys, which a client that ignores the hint
+// (a stolen key's holder, a client of its own) never does: to take privileges away, end the
+// session ([Manager.Revoke]) rather than re-key it.
+//
 // The pending claims live in this process's memory until the re-key or the session's idle
 // timeout: with a store shared by several nodes the worker's re-key must reach this node (a
 // re-key elsewhere renews the ID with the old claims).

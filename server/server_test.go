@@ -437,6 +437,23 @@ func TestReuseDetectedRevokes(t *testing.T) {
 			t.Error("no reuse_detected event")
 		}
 	})
+	t.Run("old epoch, signed before the rotation, replayed after grace, does not revoke", func(t *testing.T) {
+		// A signed request that never reached the server (or was refused before its nonce was
+		// recorded): whoever saw it can send it after the grace, but it proves no copied key.
+		e := newEnv(t)
+		c := e.newClient()
+		victim := c.rawLogin("alice")
+		unsent := c.signRaw(victim, "GET", "/api/x", nil)
+		e.clock.Add(time.Second)
+		eph, _ := protocol.NewEphemeral(rand.Reader)
+		wantOK(t, c.rotateRaw(victim, eph))
+		e.clock.Add(31 * time.Second)
+		wantRefused(t, c.do(unsent), 401, "expired_signature")
+		wantOK(t, c.do(c.signRaw(victim, "GET", "/api/x", nil)))
+		if len(e.logs.events("reuse_detected")) != 0 {
+			t.Error("a replay of a signature made before the rotation revoked the session")
+		}
+	})
 	t.Run("forged old epoch does not revoke", func(t *testing.T) {
 		// Someone who only knows the public lane ID cannot get a session revoked.
 		e := newEnv(t)

@@ -342,7 +342,14 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 		return nil, false
 	}
 
-	// 9. A key kept past its grace window: a copy of it exists.
+	// 9. A key kept past its grace window: a copy of it exists, if the signature was made after
+	// the rotation. One made before it (a request that never reached the server, or was refused
+	// before its nonce was recorded, replayed by whoever saw it) proves nothing: refused as late,
+	// the session left alone.
+	if st.late && !allowLate && p.Created < lane.RotatedAt.Unix() {
+		m.refuse(w, reasonExpiredSignature)
+		return nil, false
+	}
 	if st.late && !allowLate {
 		m.reuseDetected(ctx, w, sess, rec, "previous epoch used after the grace window")
 		return nil, false

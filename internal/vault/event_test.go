@@ -314,3 +314,43 @@ func TestSocketAuth(t *testing.T) {
 	h.rotate()
 	check(make([]byte, 32))
 }
+
+// TestEventRekeyedDuringRekey: the server ends the old lane when it answers a re-key, and its
+// revoked(rekeyed) event may arrive before the reply. While this vault's own re-key is in flight
+// that event leaves the handshake (and the old key, still needed by nothing but the reply) in
+// place, so the reply completes the re-key; any other revoked event, or rekeyed with no re-key in
+// flight, wipes as always.
+func TestEventRekeyedDuringRekey(t *testing.T) {
+	h := active(t)
+	pub, err := h.v.Begin(protocol.HandshakeRekey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.v.HandleEvent(h.srv.event(protocol.EventRevoked, "rekeyed", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.v.State(); st != StateActive {
+		t.Fatalf("state %v after rekeyed during a re-key, want active (the re-key pending)", st)
+	}
+	if err := h.v.Finish(h.srv.handshake(protocol.HandshakeRekey, pub, nil)); err != nil {
+		t.Fatalf("the re-key did not complete after the old lane's rekeyed event: %v", err)
+	}
+	h.sign(getMe)
+
+	// rekeyed with no re-key in flight (another client re-keyed the session): wiped.
+	h2 := active(t)
+	h2.v.HandleEvent(h2.srv.event(protocol.EventRevoked, "rekeyed", 0))
+	wiped(t, h2.v, "rekeyed")
+
+	// Another reason during a re-key: wiped, handshake included.
+	h3 := active(t)
+	pub3, err := h3.v.Begin(protocol.HandshakeRekey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h3.v.HandleEvent(h3.srv.event(protocol.EventRevoked, "admin", 0))
+	wiped(t, h3.v, "admin")
+	if err := h3.v.Finish(h3.srv.handshake(protocol.HandshakeRekey, pub3, nil)); err == nil {
+		t.Fatal("a re-key finished after the session was revoked")
+	}
+}

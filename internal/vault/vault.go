@@ -538,6 +538,11 @@ func (v *Vault) HandleEvent(b []byte) (protocol.Event, error) {
 	v.eventSeq = e.Seq
 	switch e.Type {
 	case protocol.EventRevoked, protocol.EventExpired:
+		if v.rekey && e.Type == protocol.EventRevoked && e.Reason == "rekeyed" {
+			// The re-key in flight ended the old session, as a re-key does: its reply brings the
+			// new lane. Keep the handshake; the caller wipes if that reply fails.
+			return e, nil
+		}
 		v.wipe(e.Reason)
 		if v.reason == "" {
 			v.reason = e.Type.String()

@@ -265,3 +265,22 @@ test("simpleURL gives what new URL gives, or declines", () => {
     assert.equal(simpleURL(s, origin), null, s);
   }
 });
+
+test("a refusal of a request signed under a lane since replaced, or a rekeyed during the worker's own re-key, does not wipe", async () => {
+  const { send, router, posted } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/", "/sv/"] } });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  const refusal = (reason) => new Response(null, { status: 401, headers: { "Sv-Error": reason } });
+  const revoked = () => posted.filter((m) => m.event === "revoked").length;
+  const gen = router.gen;
+  router.react(refusal("rekeyed"), gen - 1); // signed under the lane before this one
+  assert.equal((await send({ id: 3, op: "status" })).result.state, "active", "an older lane's refusal");
+  router.rekeying = Promise.resolve(); // as while a re-key is in flight
+  router.react(refusal("rekeyed"), gen);
+  assert.equal((await send({ id: 4, op: "status" })).result.state, "active", "rekeyed during the re-key");
+  assert.equal(router.laneGone, "rekeyed", "remembered for the re-key's outcome");
+  router.react(refusal("revoked"), gen);
+  assert.equal((await send({ id: 5, op: "status" })).result.state, "wiped", "any other end during the re-key wipes");
+  assert.equal(revoked(), 1);
+  router.rekeying = null;
+});
