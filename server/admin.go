@@ -67,17 +67,34 @@ func (m *Manager) Revoke(ctx context.Context, userID, handle string) error {
 
 // RevokeUser ends all of the user's sessions (log out everywhere, password change), touching
 // only that user's sessions through the per-user index. It returns how many it ended.
+//
+// A re-key that runs between reading the index and ending the session it replaces leaves a
+// successor the first read did not see: the index is read again until a read finds nothing new
+// (a re-key creates its successor before it deletes the old session, so a successor either
+// shows up in the next read or finds its old session already gone and deletes itself).
 func (m *Manager) RevokeUser(ctx context.Context, userID string) (int, error) {
-	list, err := m.store.UserSessions(ctx, userID)
-	if err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, s := range list {
-		if err := m.end(ctx, s, goneRevoked, evRevoked, auditRec{reason: "admin: all sessions of the user"}); err != nil {
+	ended := map[string]bool{}
+	for round := 0; round < 8; round++ {
+		list, err := m.store.UserSessions(ctx, userID)
+		if err != nil {
 			return n, err
 		}
-		n++
+		fresh := 0
+		for _, s := range list {
+			if ended[string(s.ID)] {
+				continue
+			}
+			ended[string(s.ID)] = true
+			fresh++
+			if err := m.end(ctx, s, goneRevoked, evRevoked, auditRec{reason: "admin: all sessions of the user"}); err != nil {
+				return n, err
+			}
+			n++
+		}
+		if fresh == 0 {
+			break
+		}
 	}
 	if n > 0 {
 		m.log.LogAttrs(ctx, slog.LevelInfo, "sessionvault", slog.String("event", evRevoked), slog.String("user", userID), slog.Int("sessions", n), slog.String("reason", "revoke_user"))

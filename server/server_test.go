@@ -357,10 +357,11 @@ func TestRevokeUserUsesIndex(t *testing.T) {
 		t.Fatalf("RevokeUser: %d %v", n, err)
 	}
 	calls := spy.callList()
-	if calls[0] != "UserSessions:alice" || len(calls) != 4 {
-		t.Fatalf("store calls %v, want UserSessions:alice then 3 deletes", calls)
+	// The index, the three sessions, and the index once more (nothing new: done).
+	if len(calls) != 5 || calls[0] != "UserSessions:alice" || calls[4] != "UserSessions:alice" {
+		t.Fatalf("store calls %v, want UserSessions:alice, 3 deletes, UserSessions:alice", calls)
 	}
-	for _, call := range calls[1:] {
+	for _, call := range calls[1:4] {
 		if !strings.HasPrefix(call, "Delete:") || !strings.HasSuffix(call, ":revoked") {
 			t.Errorf("call %s", call)
 		}
@@ -994,4 +995,61 @@ func TestRekeyKeyIsChainedFromTheCurrentKey(t *testing.T) {
 		t.Fatalf("the re-key's confirmation does not check under the chained key: %v", err)
 	}
 	wantOK(t, c.do(c.signRaw(&rawLane{lane: lane, key: k}, "GET", "/api/me", nil)))
+}
+
+// hookStore runs after once, right after the first UserSessions read.
+type hookStore struct {
+	server.Store
+	after func()
+}
+
+func (h *hookStore) UserSessions(ctx context.Context, user string) ([]*server.Session, error) {
+	l, err := h.Store.UserSessions(ctx, user)
+	if f := h.after; f != nil {
+		h.after = nil
+		f()
+	}
+	return l, err
+}
+
+// TestRevokeUserCatchesARekeyInBetween: a re-key that lands between RevokeUser's read of the
+// user's sessions and its deletes creates a successor the read did not list (and deletes the
+// old session itself). Log out everywhere must end the successor too.
+func TestRevokeUserCatchesARekeyInBetween(t *testing.T) {
+	var hs *hookStore
+	e := newEnv(t, func(c *server.Config) { hs = &hookStore{Store: c.Store}; c.Store = hs })
+	c := e.newClient()
+	l := c.rawLogin("alice")
+	eph, _ := protocol.NewEphemeral(rand.Reader)
+	pub := eph.Public()
+	var next *rawLane
+	hs.after = func() {
+		w := c.do(c.signRaw(l, "POST", "/sv/rekey", pubBody(pub)))
+		wantOK(t, w)
+		var rep loginReply
+		json.Unmarshal(w.Body.Bytes(), &rep)
+		var lane protocol.LaneID
+		copy(lane[:], mustB64u(t, rep.Lane))
+		var spub [32]byte
+		copy(spub[:], mustB64u(t, rep.Pub))
+		tr := protocol.HandshakeTranscript(protocol.HandshakeRekey, pub, spub, lane, nil)
+		k, err := protocol.Rekey(&l.key, eph, spub, tr, lane)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next = &rawLane{lane: lane, key: k}
+	}
+	if _, err := e.mgr.RevokeUser(context.Background(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if next == nil {
+		t.Fatal("the re-key did not run")
+	}
+	w := c.do(c.signRaw(next, "GET", "/api/x", nil))
+	if w.Code != 401 {
+		t.Errorf("the re-keyed successor still verifies after RevokeUser: %d", w.Code)
+	}
+	if s, _ := e.mgr.Sessions(context.Background(), "alice"); len(s) != 0 {
+		t.Errorf("%d live sessions after RevokeUser", len(s))
+	}
 }
