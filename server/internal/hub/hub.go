@@ -445,7 +445,15 @@ func (h *Hub) register(c *conn, authStart time.Time, hold bool) (refusal string)
 	c.holding = hold
 	c.registered = true
 	c.authed.Store(true)
-	s.lanes[c.lane] = append(s.lanes[c.lane], c)
+	cs := s.lanes[c.lane]
+	if len(cs) >= MaxConnsPerLane {
+		old := cs[0]
+		cs = slices.Delete(cs, 0, 1)
+		old.registered = false
+		old.closeWith(websocket.CloseNormalClosure, reasonReplaced, false)
+		h.registered.Add(-1)
+	}
+	s.lanes[c.lane] = append(cs, c)
 	h.registered.Add(1)
 	return ""
 }

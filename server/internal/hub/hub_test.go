@@ -811,3 +811,33 @@ func TestNewPanicsOnBadPongWait(t *testing.T) {
 	}()
 	New(Config{PingInterval: time.Second, PongWait: time.Second})
 }
+
+// TestConnsPerLaneBounded: a lane holds at most MaxConnsPerLane connections; a newer one closes
+// the lane's oldest (a normal close, no refusal), so one key's holder cannot take every slot,
+// and other lanes are untouched.
+func TestConnsPerLaneBounded(t *testing.T) {
+	f := newFixture(t, Config{})
+	lane := testLane(1)
+	var conns []*websocket.Conn
+	for range MaxConnsPerLane {
+		conns = append(conns, f.connect(t, lane))
+	}
+	other := f.connect(t, testLane(2))
+	waitCount(t, f.h, MaxConnsPerLane+1)
+	newest := f.connect(t, lane)
+	expectClose(t, conns[0], websocket.CloseNormalClosure, reasonReplaced)
+	waitCount(t, f.h, MaxConnsPerLane+1)
+	ev := seal(t, lane, 1)
+	if n := f.h.Send(lane, ev); n != MaxConnsPerLane {
+		t.Fatalf("Send to the lane reached %d connections, want %d", n, MaxConnsPerLane)
+	}
+	for _, ws := range append(conns[1:], newest) {
+		if got := readEvent(t, ws); string(got) != string(ev) {
+			t.Fatal("wrong event")
+		}
+	}
+	if n := f.h.Send(testLane(2), seal(t, testLane(2), 1)); n != 1 {
+		t.Fatalf("other lane: Send = %d", n)
+	}
+	readEvent(t, other)
+}

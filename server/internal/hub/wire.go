@@ -25,7 +25,15 @@ const (
 	reasonTimeout    = "timeout"
 	reasonShutdown   = "shutdown"
 	reasonUnavail    = "unavailable"
+	// reasonReplaced closes a lane's oldest connection when a newer one would exceed
+	// MaxConnsPerLane; it is no refusal (the worker reconnects if it is still there).
+	reasonReplaced = "replaced"
 )
+
+// MaxConnsPerLane bounds one lane's authenticated connections on a node. A worker holds one
+// (a second only while a reconnect overlaps a dead socket's last seconds); without a bound, the
+// holder of one lane's key could take every slot of MaxConns and silence everyone's revocations.
+const MaxConnsPerLane = 4
 
 var errBadAuth = errors.New("hub: malformed auth message")
 
