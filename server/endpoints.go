@@ -417,6 +417,16 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	old := st.sess
+	// The worker sends the session's join cookie with its re-key (HttpOnly: never within page
+	// script's reach, and not in the tab's memory). Requiring it means a copy of the current key
+	// alone (a memory dump of the tab) cannot trade itself for a session of its own.
+	if !m.join.disabled {
+		if sid, _, err := m.cookieSession(r); err != nil || !bytes.Equal(sid, old.ID) {
+			rec.event, rec.reason = evBadSignature, reasonNeedCookie
+			m.refusedAs(ctx, w, rec, reasonNeedCookie)
+			return
+		}
+	}
 	claims, elevated := m.pending.get(old.ID, now)
 	if !elevated {
 		claims = old.Claims

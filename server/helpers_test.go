@@ -199,6 +199,7 @@ type client struct {
 	ua     string
 	reply  loginReply
 	do     func(*http.Request) *httptest.ResponseRecorder // transport; e.serve by default
+	cookie *http.Cookie                                   // the last join cookie set (jar of one)
 }
 
 type loginReply struct {
@@ -224,6 +225,15 @@ func (e *env) newClient() *client {
 	return &client{e: e, v: e.newVault(), remote: "192.0.2.10:40000", ua: "TestBrowser/1.0", do: e.serve}
 }
 
+// keepCookie remembers the join cookie a login or re-key reply sets, as a browser would.
+func (c *client) keepCookie(w *httptest.ResponseRecorder) {
+	for _, ck := range w.Result().Cookies() {
+		if ck.Name == server.DefaultCookieName && ck.Value != "" && ck.MaxAge >= 0 {
+			c.cookie = ck
+		}
+	}
+}
+
 func b64u(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 func mustB64u(t *testing.T, s string) []byte {
@@ -244,6 +254,10 @@ func (c *client) newRequest(method, target string, body []byte) *http.Request {
 	r.Host = testHost
 	r.RemoteAddr = c.remote
 	r.Header.Set("User-Agent", c.ua)
+	if c.cookie != nil && r.URL.Path == "/sv/rekey" {
+		// The worker sends the join cookie with its re-key (credentials: "same-origin").
+		r.AddCookie(&http.Cookie{Name: c.cookie.Name, Value: c.cookie.Value})
+	}
 	return r
 }
 
@@ -255,7 +269,9 @@ func (c *client) loginRaw(pub [32]byte, user, password string) *httptest.Respons
 	})
 	r := c.newRequest("POST", "/sv/login", body)
 	r.Header.Set("Content-Type", "application/json")
-	return c.do(r)
+	w := c.do(r)
+	c.keepCookie(w)
+	return w
 }
 
 // login logs in as user and installs the key in the vault.
@@ -360,6 +376,7 @@ func (c *client) rekey() *httptest.ResponseRecorder {
 	if w.Code != 200 {
 		return w
 	}
+	c.keepCookie(w)
 	c.finish(c.v, w.Body.Bytes())
 	return w
 }

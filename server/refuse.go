@@ -35,6 +35,7 @@ const (
 	reasonExpired        = "expired"
 	// Others.
 	reasonCrossSite   = "cross_site"         // 403: login from a cross-site context (Sec-Fetch-Site)
+	reasonNeedCookie  = "cookie_required"    // 403: a re-key without the session's join cookie
 	reasonNotFound    = "not_found"          // 404: no such endpoint (or login without an Authenticator)
 	reasonMethod      = "method_not_allowed" // 405: endpoints take POST
 	reasonTooLarge    = "body_too_large"     // 413
@@ -66,7 +67,7 @@ var reasonStatus = map[string]int{
 	reasonReplay: 401, reasonUserAgent: 401, reasonBadCredentials: 401,
 	reasonUnknownSession: 401, reasonRevoked: 401, reasonLogout: 401, reasonRekeyed: 401, reasonLimitEvicted: 401, reasonLaneEvicted: 401,
 	reasonReuse: 401, reasonExpired: 401,
-	reasonCrossSite: 403, reasonNotFound: 404, reasonMethod: 405, reasonTooLarge: 413,
+	reasonCrossSite: 403, reasonNeedCookie: 403, reasonNotFound: 404, reasonMethod: 405, reasonTooLarge: 413,
 	reasonUnsupported: 415, reasonRateLimited: 429, reasonStoreDown: 503, reasonUnavailable: 503,
 }
 

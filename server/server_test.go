@@ -1053,3 +1053,34 @@ func TestRevokeUserCatchesARekeyInBetween(t *testing.T) {
 		t.Errorf("%d live sessions after RevokeUser", len(s))
 	}
 }
+
+// TestRekeyNeedsTheSessionCookie: a re-key must come with the session's join cookie, which the
+// worker sends and page script never sees: a copy of the current key alone (a memory dump of the
+// tab) cannot trade itself for a session of its own. Without it, or with another session's, the
+// re-key is refused (403 cookie_required, counted) and the session goes on.
+func TestRekeyNeedsTheSessionCookie(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient()
+	l := c.rawLogin("alice")
+	other := e.newClient()
+	other.rawLogin("alice") // another session of the same user, with its own cookie
+	eph, _ := protocol.NewEphemeral(rand.Reader)
+	for name, ck := range map[string]*http.Cookie{"no cookie": nil, "another session's cookie": other.cookie} {
+		t.Run(name, func(t *testing.T) {
+			saved := c.cookie
+			c.cookie = nil
+			r := c.signRaw(l, "POST", "/sv/rekey", pubBody(eph.Public()))
+			if ck != nil {
+				r.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
+			}
+			c.cookie = saved
+			wantRefused(t, c.do(r), 403, "cookie_required")
+			wantOK(t, c.do(c.signRaw(l, "GET", "/api/me", nil)))
+		})
+	}
+	if len(e.logs.events("rekeyed")) != 0 {
+		t.Fatal("a re-key went through without the session's cookie")
+	}
+	// With it (the worker's case), the re-key goes through.
+	wantOK(t, c.do(c.signRaw(l, "POST", "/sv/rekey", pubBody(eph.Public()))))
+}
