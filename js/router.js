@@ -106,6 +106,20 @@ export class Router {
     // Set while a re-key is in flight when the server has ended the old lane for it (rekeyed):
     // the re-key's reply brings the new lane; if it fails, the worker has no usable key.
     this.laneGone = null;
+    // Logins and joins in flight: a logout waits for them, since their reply sets the join
+    // cookie of a session that the logout must then end.
+    this.handshakes = new Set();
+  }
+
+  /** Runs a login or join handshake, tracked for logout. */
+  async handshake(flow) {
+    const p = flow();
+    this.handshakes.add(p);
+    try {
+      return await p;
+    } finally {
+      this.handshakes.delete(p);
+    }
   }
 
   /** Starts (or restarts) the event channel of the active lane. */
@@ -229,7 +243,7 @@ export class Router {
       // A reload or a new tab of a live session: join it. Any failure leaves the worker empty
       // (the page logs in); the reason is the only thing the page learns.
       try {
-        await this.join(ticket);
+        await this.handshake(() => this.join(ticket));
         out.joined = true;
       } catch (e) {
         out.joined = false;
@@ -284,16 +298,19 @@ export class Router {
     if (creds === undefined || creds.length > LIMITS.maxCredentials) fail("bad_input", "credentials missing or too large");
     const url = this.endpoint("login");
     const pub = this.vault.call(OP.begin, [[1, 1]]).get(1);
-    const res = await this.fetch(url, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: '{"pub":"' + b64url.encode(pub) + '","credentials":' + creds + "}",
-      credentials: "same-origin",
-      redirect: "error",
-      cache: "no-store",
+    const reply = await this.handshake(async () => {
+      const res = await this.fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: '{"pub":"' + b64url.encode(pub) + '","credentials":' + creds + "}",
+        credentials: "same-origin",
+        redirect: "error",
+        cache: "no-store",
+      });
+      const reply = await this.json(res);
+      this.finish(reply);
+      return reply;
     });
-    const reply = await this.json(res);
-    this.finish(reply);
     this.wipedFor = null;
     this.startChannel();
     this.emit("active", { expires: reply.expires });
@@ -511,8 +528,9 @@ export class Router {
   }
 
   async logout() {
-    // A re-key or rotation in flight first: its reply may set the cookie of a new session, which
-    // this logout must end, signed under the key that results.
+    // A login, join, re-key or rotation in flight first: its reply may set the cookie of a
+    // session this logout must end, signed under the key that results.
+    for (const p of [...this.handshakes]) await p.catch(() => {});
     if (this.rekeying) await this.rekeying.catch(() => {});
     if (this.rotating) await this.rotating.catch(() => {});
     let st = this.status();

@@ -59,7 +59,7 @@ async function setup() {
   const srv = fakeServer();
   const posted = [];
   let now = 0;
-  const router = new Router({ instance: await newInstance(), fetch: srv.fetch, post: (m) => posted.push(m), origin: ORIGIN, now: () => now, WebSocket: null, reserved: "/sv/" });
+  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, now: () => now, WebSocket: null, reserved: "/sv/" });
   const send = async (msg) => {
     const before = posted.length;
     await router.onMessage(msg);
@@ -283,4 +283,25 @@ test("a refusal of a request signed under a lane since replaced, or a rekeyed du
   assert.equal((await send({ id: 5, op: "status" })).result.state, "wiped", "any other end during the re-key wipes");
   assert.equal(revoked(), 1);
   router.rekeying = null;
+});
+
+test("logout during a login in flight waits for it and ends the session the login made", async () => {
+  const { srv, send, router, posted } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/", "/sv/"] } });
+  const reply = (id) => posted.find((m) => m.id === id);
+  let release;
+  const gate = new Promise((r) => (release = r));
+  const inner = srv.fetch;
+  srv.fetch = async (url, init) => {
+    if (new URL(url).pathname === "/sv/login") await gate;
+    return inner(url, init);
+  };
+  const both = Promise.all([router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } }), router.onMessage({ id: 3, op: "logout" })]);
+  await new Promise((r) => setTimeout(r, 10));
+  release();
+  await both;
+  const li = reply(2), lo = reply(3);
+  assert.ok(li.ok, "the login completed");
+  assert.equal(lo.result.state, "wiped");
+  assert.deepEqual(srv.seen.map((s) => s.path + " " + s.ok), ["/sv/logout true"], "the logout reached the server, signed");
 });
