@@ -23,7 +23,10 @@ export interface Policy {
 export interface CreateOptions {
   /** URL of the worker boot script, same origin. Default "/sv/worker.js". */
   workerURL?: string | URL;
-  /** Prefix of the session endpoints. Default "/sv/". */
+  /**
+   * Prefix of the session endpoints. Default "/sv/". A worker that joins (its boot script came
+   * from the Manager with a ticket) uses its script's directory instead.
+   */
   prefix?: string;
   /** Bound once, when the worker starts; it cannot be changed afterwards. */
   policy?: Policy;

@@ -236,9 +236,12 @@ export class Router {
       ...(p.prefixes ? [[3, strings(p.prefixes, "prefixes")]] : []),
       ...(p.methods ? [[4, strings(p.methods, "methods")]] : []),
     ]);
-    this.prefix = prefix; // only after the module accepted the (first) policy
-    const out = { bound: true };
     const ticket = this.takeTicket();
+    // Only after the module accepted the (first) policy. A worker with a ticket was served by the
+    // Manager at {prefix}worker.js: its directory is the prefix, whatever the page says, so that a
+    // worker page script starts and joins still rotates and hears its events at the real endpoints.
+    this.prefix = ticket && this.reserved ? this.reserved : prefix;
+    const out = { bound: true };
     if (ticket) {
       // A reload or a new tab of a live session: join it. Any failure leaves the worker empty
       // (the page logs in); the reason is the only thing the page learns.

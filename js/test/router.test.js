@@ -305,3 +305,17 @@ test("logout during a login in flight waits for it and ends the session the logi
   assert.equal(lo.result.state, "wiped");
   assert.deepEqual(srv.seen.map((s) => s.path + " " + s.ok), ["/sv/logout true"], "the logout reached the server, signed");
 });
+
+test("a worker that joins uses its script's directory as the endpoint prefix, whatever the page says", async () => {
+  const srv = fakeServer();
+  let ticket = "A".repeat(43);
+  const router = new Router({
+    instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: () => {}, origin: ORIGIN, WebSocket: null,
+    reserved: "/sv/", joinURL: ORIGIN + "/sv/join", takeTicket: () => { const t = ticket; ticket = ""; return t; },
+  });
+  await router.onMessage({ id: 1, op: "init", prefix: "/x/" });
+  assert.equal(router.prefix, "/sv/", "a joining worker's endpoints are where its script came from");
+  const plain = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: () => {}, origin: ORIGIN, WebSocket: null, reserved: "/static/" });
+  await plain.onMessage({ id: 1, op: "init", prefix: "/auth/" });
+  assert.equal(plain.prefix, "/auth/", "without a ticket (a script served as a plain file) the page's prefix holds");
+});
