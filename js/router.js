@@ -14,6 +14,7 @@ export const LIMITS = Object.freeze({
   maxCredentials: 16384, // bytes of JSON
   rate: 50, // operations per second, sustained
   burst: 100,
+  logoutWaitMs: 5000, // how long a logout waits for a login, join, re-key or rotation in flight
 });
 
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
@@ -109,6 +110,7 @@ export class Router {
     // Logins and joins in flight: a logout waits for them, since their reply sets the join
     // cookie of a session that the logout must then end.
     this.handshakes = new Set();
+    this.logoutWaitMs = o.logoutWaitMs ?? LIMITS.logoutWaitMs;
   }
 
   /** Runs a login or join handshake, tracked for logout. */
@@ -532,10 +534,16 @@ export class Router {
 
   async logout() {
     // A login, join, re-key or rotation in flight first: its reply may set the cookie of a
-    // session this logout must end, signed under the key that results.
-    for (const p of [...this.handshakes]) await p.catch(() => {});
-    if (this.rekeying) await this.rekeying.catch(() => {});
-    if (this.rotating) await this.rotating.catch(() => {});
+    // session this logout must end, signed under the key that results. Bounded: a request that
+    // hangs must not hang the logout (the key is wiped below; the server's idle timeout ends a
+    // session whose reply never came).
+    const inFlight = [...this.handshakes, this.rekeying, this.rotating].filter(Boolean);
+    if (inFlight.length) {
+      let timer;
+      const limit = new Promise((resolve) => (timer = setTimeout(resolve, this.logoutWaitMs)));
+      await Promise.race([Promise.allSettled(inFlight), limit]);
+      clearTimeout(timer);
+    }
     let st = this.status();
     if (st.state === "active" || st.state === "rotating") {
       try {

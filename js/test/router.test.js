@@ -319,3 +319,20 @@ test("a worker that joins uses its script's directory as the endpoint prefix, wh
   await plain.onMessage({ id: 1, op: "init", prefix: "/auth/" });
   assert.equal(plain.prefix, "/auth/", "without a ticket (a script served as a plain file) the page's prefix holds");
 });
+
+test("logout waits for a login in flight only so long: a hung request does not hang it", async () => {
+  const srv = fakeServer();
+  const posted = [];
+  const router = new Router({
+    instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/", logoutWaitMs: 50,
+    fetch: (u, i) => (new URL(u).pathname === "/sv/login" ? new Promise(() => {}) : srv.fetch(u, i)),
+  });
+  await router.onMessage({ id: 1, op: "init" });
+  router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } }); // never answered
+  const t0 = Date.now();
+  await router.onMessage({ id: 3, op: "logout" });
+  const lo = posted.find((m) => m.id === 3);
+  assert.ok(lo && lo.ok, "logout answered");
+  assert.equal(lo.result.state, "wiped");
+  assert.ok(Date.now() - t0 < 2000, "within the bound");
+});
