@@ -13,6 +13,7 @@ export const OP = Object.freeze({
   socketAuth: 0x08,
   status: 0x09,
   wipe: 0x0a,
+  abortRekey: 0x0b,
 });
 
 export const STATES = Object.freeze(["empty", "pending", "active", "rotating", "wiped"]);

@@ -17,6 +17,10 @@ export const LIMITS = Object.freeze({
   logoutWaitMs: 5000, // how long a logout waits for a login, join, re-key or rotation in flight
 });
 
+// After a re-key that failed without ending the lane, the next one waits this long: the hint
+// comes with every response while the application's re-key is pending.
+const REKEY_RETRY_MS = 30_000;
+
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 // Headers the page may not set: ours, and ones that would change who is speaking.
 const FORBIDDEN = new Set(["signature", "signature-input", "content-digest", "cookie", "sv-action", "sv-error"]);
@@ -111,6 +115,8 @@ export class Router {
     // cookie of a session that the logout must then end.
     this.handshakes = new Set();
     this.logoutWaitMs = o.logoutWaitMs ?? LIMITS.logoutWaitMs;
+    this.loggingOut = false;
+    this.rekeyRetryAt = 0; // after a failed re-key, hints are ignored until then
   }
 
   /** Runs a login or join handshake, tracked for logout. */
@@ -142,7 +148,11 @@ export class Router {
           return;
         }
         if (name === "revoked" || name === "expired") {
+          // The module has wiped (a rekeyed event outside a re-key of ours included): make sure,
+          // and start a new lane generation so that late answers of this one change nothing.
           this.channel = null;
+          this.vault.call(OP.wipe);
+          this.gen++;
           if (detail && typeof detail.reason === "string") this.wipedFor = detail.reason;
         }
         if (name !== "channel") this.emit(name, detail);
@@ -255,6 +265,7 @@ export class Router {
         out.joinError = e instanceof VaultError ? e.code : "internal";
         // Drop the half-done handshake (its ephemeral key): the worker holds nothing.
         this.vault.call(OP.wipe);
+        this.gen++;
         this.wipedFor = out.joinError;
       }
     }
@@ -448,9 +459,11 @@ export class Router {
 
   /** Acts on the server's verdict on a request signed under lane generation gen. */
   react(res, gen) {
+    // An answer to a request signed under a lane this worker has since replaced or wiped says
+    // nothing about the current one: neither its refusal nor its hints apply.
+    if (gen !== this.gen) return;
     const err = res.headers.get("Sv-Error");
     if (err && END_REASONS.has(err)) {
-      if (gen !== this.gen) return; // about a lane this worker has since replaced
       if (err === "rekeyed" && this.rekeying) {
         this.laneGone = err; // the re-key in flight decides
         return;
@@ -460,7 +473,7 @@ export class Router {
     }
     const action = res.headers.get("Sv-Action");
     if (action === "rotate") this.rotate().catch(() => {});
-    if (action === "rekey") this.rekey().catch(() => {});
+    if (action === "rekey" && this.now() >= this.rekeyRetryAt) this.rekey().catch(() => {});
   }
 
   async toPage(res) {
@@ -474,6 +487,7 @@ export class Router {
 
   /** Runs one rotation at a time; a failed attempt is retried with the same key by the next hint. */
   rotate() {
+    if (this.loggingOut) return Promise.reject(new VaultError("bad_state", "logging out"));
     if (!this.rotating) {
       this.rotating = (async () => {
         try {
@@ -497,6 +511,7 @@ export class Router {
   }
 
   rekey() {
+    if (this.loggingOut) return Promise.reject(new VaultError("bad_state", "logging out"));
     if (!this.rekeying) {
       this.laneGone = null;
       this.rekeying = (async () => {
@@ -511,9 +526,20 @@ export class Router {
           this.startChannel();
           this.emit("rekeyed", {});
         } catch (e) {
-          // The server ended the old lane (for this re-key or another) and this one did not
-          // complete: no key is usable any more.
-          if (this.laneGone) this.endLane(this.laneGone);
+          if (this.laneGone) {
+            // The server ended the old lane (for this re-key or another) and this one did not
+            // complete: no key is usable any more.
+            this.endLane(this.laneGone);
+          } else {
+            // Refused or lost (network, 503, cookie_required, a malformed reply): the lane goes
+            // on as before, free to rotate; the next hint retries, after a pause.
+            try {
+              this.vault.call(OP.abortRekey);
+            } catch {
+              /* a dead module: every later call says so */
+            }
+            this.rekeyRetryAt = this.now() + REKEY_RETRY_MS;
+          }
           throw e;
         } finally {
           this.rekeying = null;
@@ -528,19 +554,32 @@ export class Router {
   endLane(reason) {
     this.stopChannel();
     this.vault.call(OP.wipe);
+    this.gen++;
     this.wipedFor = reason;
     this.emit(reason === "expired" ? "expired" : "revoked", { reason });
   }
 
   async logout() {
+    this.loggingOut = true; // no re-key or rotation starts from here on
+    try {
+      return await this.logoutNow();
+    } finally {
+      this.loggingOut = false;
+    }
+  }
+
+  async logoutNow() {
     // A login, join, re-key or rotation in flight first: its reply may set the cookie of a
-    // session this logout must end, signed under the key that results. Bounded: a request that
-    // hangs must not hang the logout (the key is wiped below; the server's idle timeout ends a
-    // session whose reply never came).
-    const inFlight = [...this.handshakes, this.rekeying, this.rotating].filter(Boolean);
-    if (inFlight.length) {
+    // session this logout must end, signed under the key that results. Bounded, so that a request
+    // that hangs cannot hang the logout; if one answers after the bound, the session it made
+    // outlives this logout (until its idle timeout, or a reload that joins it).
+    const deadline = Date.now() + this.logoutWaitMs;
+    for (;;) {
+      const inFlight = [...this.handshakes, this.rekeying, this.rotating].filter(Boolean);
+      const left = deadline - Date.now();
+      if (!inFlight.length || left <= 0) break;
       let timer;
-      const limit = new Promise((resolve) => (timer = setTimeout(resolve, this.logoutWaitMs)));
+      const limit = new Promise((resolve) => (timer = setTimeout(resolve, left)));
       await Promise.race([Promise.allSettled(inFlight), limit]);
       clearTimeout(timer);
     }
@@ -558,6 +597,7 @@ export class Router {
     }
     this.stopChannel();
     this.vault.call(OP.wipe);
+    this.gen++;
     this.wipedFor = "logout";
     st = this.status();
     this.emit("revoked", { reason: "logout" });

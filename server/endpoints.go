@@ -422,8 +422,12 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 	// alone (a memory dump of the tab) cannot trade itself for a session of its own.
 	if !m.join.disabled {
 		if sid, _, err := m.cookieSession(r); err != nil || !bytes.Equal(sid, old.ID) {
-			rec.event, rec.reason = evBadSignature, reasonNeedCookie
-			m.refusedAs(ctx, w, rec, reasonNeedCookie)
+			// Not counted against the address: a browser that lost the cookie (a shorter
+			// CookieLifetime, a second login, a cross-site frame) gets here from an honest worker,
+			// which backs off.
+			rec.event, rec.reason = evRekeyRefused, reasonNeedCookie
+			m.audit(ctx, slog.LevelInfo, rec)
+			m.refuse(w, reasonNeedCookie)
 			return
 		}
 	}

@@ -245,7 +245,7 @@ func (m *Manager) bootTicket(w http.ResponseWriter, r *http.Request) string {
 	// Only the literal URL: a worker's script directory is where its join and its own endpoints
 	// are, and one started from /%73v/worker.js (which the router unescapes to the same handler)
 	// would take /%73v/ for that directory.
-	if r.URL.EscapedPath() != m.prefix+"worker.js" {
+	if r.URL.EscapedPath() != (&url.URL{Path: m.prefix + "worker.js"}).EscapedPath() {
 		return refuse(slog.LevelWarn, RefusedPath, auditRec{})
 	}
 	// Fetch metadata first: a page's fetch(), import(), <script>, iframe or a static import in

@@ -129,6 +129,7 @@ const (
 	evCreated      = "created"
 	evRotated      = "rotated"
 	evRekeyed      = "rekeyed"
+	evRekeyRefused = "rekey_refused" // a re-key without the session's join cookie
 	evRevoked      = "revoked"
 	evExpired      = "expired"
 	evLogout       = "logout"

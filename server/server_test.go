@@ -1081,6 +1081,15 @@ func TestRekeyNeedsTheSessionCookie(t *testing.T) {
 	if len(e.logs.events("rekeyed")) != 0 {
 		t.Fatal("a re-key went through without the session's cookie")
 	}
+	// An honest worker in a browser that lost the cookie retries on hints: that is not counted
+	// against its address (past ThrottleThreshold it would be throttled, neighbours included).
+	saved := c.cookie
+	c.cookie = nil
+	for range server.DefaultThrottleThreshold + 5 {
+		wantRefused(t, c.do(c.signRaw(l, "POST", "/sv/rekey", pubBody(eph.Public()))), 403, "cookie_required")
+	}
+	c.cookie = saved
+	wantOK(t, c.do(c.signRaw(l, "GET", "/api/me", nil)))
 	// With it (the worker's case), the re-key goes through.
 	wantOK(t, c.do(c.signRaw(l, "POST", "/sv/rekey", pubBody(eph.Public()))))
 }

@@ -346,7 +346,7 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 	// the rotation. One made before it (a request that never reached the server, or was refused
 	// before its nonce was recorded, replayed by whoever saw it) proves nothing: refused as late,
 	// the session left alone.
-	if st.late && !allowLate && p.Created < lane.RotatedAt.Unix() {
+	if st.late && !allowLate && p.Created <= lane.RotatedAt.Unix() { // <=: created is whole seconds
 		m.refuse(w, reasonExpiredSignature)
 		return nil, false
 	}

@@ -17,6 +17,7 @@ const (
 	OpSocketAuth   = 0x08 // 1 challenge -> 1 keyid, 2 tag
 	OpStatus       = 0x09 // - -> 1 state, 2 epoch, 3 expires ms, 4 offset ms (zigzag), 5 reason
 	OpWipe         = 0x0a // - -> 1 state, 2 epoch (0)
+	OpAbortRekey   = 0x0b // - -> 1 state, 2 epoch
 )
 
 // Call decodes one ABI request, runs it and encodes the reply. It never panics on any input and
@@ -334,6 +335,13 @@ func (v *Vault) dispatch(m *protocol.Message) ([]byte, *Error) {
 			return nil, e
 		}
 		v.Wipe()
+		return v.stateReply(), nil
+
+	case OpAbortRekey:
+		if e := fields(m, 0); e != nil {
+			return nil, e
+		}
+		v.AbortRekey()
 		return v.stateReply(), nil
 	}
 	return nil, errf(CodeUnknownOp, "unknown operation")

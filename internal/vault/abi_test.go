@@ -68,11 +68,12 @@ var abiCases = func() []struct {
 		{"message too large", append(raw(1, OpSign, 5, 0x80, 0x80, 0x80, 0x04), make([]byte, protocol.MaxMessageSize)...), CodeTooLarge},
 		// operations
 		{"op 0", raw(1, 0), CodeUnknownOp},
-		{"op 0x0b", raw(1, 0x0b), CodeUnknownOp},
+		{"op 0x0c", raw(1, 0x0c), CodeUnknownOp},
 		{"op 0xff", msg(0xff, sfield(1, "x")), CodeUnknownOp},
 		// unknown fields
 		{"status with a field", msg(OpStatus, ufield(1, 0)), CodeBadInput},
 		{"wipe with a field", msg(OpWipe, ufield(1, 0)), CodeBadInput},
+		{"abort-rekey with a field", msg(OpAbortRekey, ufield(1, 0)), CodeBadInput},
 		{"rotate-begin with a field", msg(OpRotateBegin, field(1, pub)), CodeBadInput},
 		{"policy field 5", msg(OpPolicy, sfield(1, appOrigin), sfield(5, "x")), CodeBadInput},
 		{"policy field 0", msg(OpPolicy, sfield(0, "x"), sfield(1, appOrigin)), CodeBadInput},

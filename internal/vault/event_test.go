@@ -354,3 +354,30 @@ func TestEventRekeyedDuringRekey(t *testing.T) {
 		t.Fatal("a re-key finished after the session was revoked")
 	}
 }
+
+// TestAbortRekey: a re-key whose request failed is given up: the ephemeral key is wiped, the lane
+// goes on (it signs, rotates, and a later revoked(rekeyed) event wipes it as for any lane). With
+// no re-key in flight, abort changes nothing.
+func TestAbortRekey(t *testing.T) {
+	h := active(t)
+	before := snapshot(h.v)
+	h.v.AbortRekey()
+	unchanged(t, h.v, before, "abort with no re-key")
+
+	if _, err := h.v.Begin(protocol.HandshakeRekey); err != nil {
+		t.Fatal(err)
+	}
+	eph := h.v.eph
+	h.v.AbortRekey()
+	if h.v.rekey || h.v.eph != nil {
+		t.Fatal("the re-key's state survived the abort")
+	}
+	var tr [32]byte
+	if _, err := protocol.Handshake(eph, h.srv.ephemeral().Public(), tr, h.srv.lane); err == nil {
+		t.Fatal("the re-key's ephemeral key still works after the abort")
+	}
+	h.sign(getMe)
+	h.rotate()
+	h.v.HandleEvent(h.srv.event(protocol.EventRevoked, "rekeyed", 0))
+	wiped(t, h.v, "rekeyed")
+}

@@ -356,6 +356,19 @@ func (v *Vault) Finish(h Handshake) error {
 	return nil
 }
 
+// AbortRekey gives up a re-key whose request failed (network, refusal, a malformed reply): its
+// ephemeral key is wiped and the current lane goes on as before, free to rotate and to heed a
+// later revoked(rekeyed) event. Without a re-key in progress it does nothing.
+func (v *Vault) AbortRekey() {
+	if !v.rekey {
+		return
+	}
+	if v.eph != nil {
+		v.eph.Wipe()
+	}
+	v.eph, v.rekey = nil, false
+}
+
 // finishRekey completes a re-key: on success the new lane replaces the old one; on failure the
 // vault keeps the old lane (the server has not replaced it unless it answered with a valid
 // confirmation, which is exactly what failed).

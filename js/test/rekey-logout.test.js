@@ -1,0 +1,70 @@
+import test from "node:test";
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import { Router } from "../router.js";
+import { newInstance, serverLogin, signKey, verifyProfile, x25519Pair, x25519, epochKey, confirm, hmac, b64url } from "./helpers.js";
+
+const ORIGIN = "https://app.example";
+const enc = (s) => Buffer.from(s);
+const sha256 = (...p) => crypto.createHash("sha256").update(Buffer.concat(p.map((x) => Buffer.from(x)))).digest();
+
+function mk() {
+  // sessions: id -> {lane, key, live}; cookie: id of the last Set-Cookie
+  const srv = { sessions: new Map(), byLane: new Map(), cookie: null, action: null, gates: {} };
+  const reply = (status, obj, headers = {}) => new Response(obj === null ? null : JSON.stringify(obj), { status, headers: { "Content-Type": "application/json", ...headers } });
+  srv.fetch = async (url, init) => {
+    const u = new URL(url);
+    const name = u.pathname.slice(4);
+    if (srv.gates[name]) await srv.gates[name];
+    const body = init.body ? Buffer.from(init.body) : null;
+    if (name === "login") {
+      const req = JSON.parse(body.toString());
+      const s = serverLogin(Buffer.from(req.pub, "base64url"));
+      const id = crypto.randomUUID();
+      const sess = { id, lane: s.lane, key: s.key, live: true };
+      srv.sessions.set(id, sess); srv.byLane.set(b64url(s.lane), sess); srv.cookie = id;
+      return reply(200, { lane: b64url(s.lane), pub: b64url(s.pub), confirm: b64url(s.confirm), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 });
+    }
+    const h = new Headers(init.headers);
+    const keyid = /keyid="([^.]+)\./.exec(h.get("signature-input"))[1];
+    const sess = srv.byLane.get(keyid);
+    if (!sess.live) return reply(401, { error: sess.gone }, { "Sv-Error": sess.gone });
+    if (name === "logout") { sess.live = false; sess.gone = "logout"; srv.cookie = null; return reply(200, { ok: true }); }
+    if (name === "rekey") {
+      const C = Buffer.from(JSON.parse(body.toString()).pub, "base64url");
+      const { privateKey, pub } = x25519Pair();
+      const lane = crypto.randomBytes(16);
+      const T = sha256(enc("sessionvault/v1 rekey"), Buffer.from([0]), C, pub, lane);
+      const salt = hmac(sess.key, enc("sessionvault/v1 rekey-chain"), Buffer.from([1]));
+      const key = epochKey(Buffer.concat([x25519(privateKey, C), T]), salt, lane, 0);
+      const id = crypto.randomUUID();
+      const n = { id, lane, key, live: true };
+      srv.sessions.set(id, n); srv.byLane.set(b64url(lane), n);
+      sess.live = false; sess.gone = "rekeyed"; srv.cookie = id;
+      return reply(200, { lane: b64url(lane), pub: b64url(pub), confirm: b64url(confirm(key, T)), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 });
+    }
+    const extra = srv.action ? { "Sv-Action": srv.action } : {};
+    return reply(200, {}, extra);
+  };
+  return srv;
+}
+
+test("logout while a re-key hint arrives: no live session keeps its cookie", async () => {
+  const srv = mk();
+  const posted = [];
+  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/" });
+  await router.onMessage({ id: 1, op: "init" });
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  // The logout request is slow; meanwhile a response carries Sv-Action: rekey.
+  let release; srv.gates.logout = new Promise((r) => (release = r));
+  srv.action = "rekey";
+  const lo = router.onMessage({ id: 3, op: "logout" });
+  await new Promise((r) => setTimeout(r, 5));
+  await router.onMessage({ id: 4, op: "fetch", url: "/api/x" }); // its response starts a re-key
+  await new Promise((r) => setTimeout(r, 20)); // the re-key commits on the server
+  release();
+  await lo;
+  await new Promise((r) => setTimeout(r, 20));
+  const live = [...srv.sessions.values()].filter((s) => s.live).map((s) => s.id);
+  assert.deepEqual(live, [], "a session outlived the logout, and the browser holds its join cookie");
+});
