@@ -1,3 +1,5 @@
+// After a re-key that fails without the lane ending, the module gives the re-key up (abort-rekey):
+// the lane rotates again and heeds a later revoked(rekeyed). Found in review, reproduced here first.
 import test from "node:test";
 import assert from "node:assert/strict";
 import { Router } from "../router.js";

@@ -1,3 +1,6 @@
+// Re-key and logout races in the router, against a fake server written with node:crypto (its
+// re-key chains the new key from the current one, PROTOCOL.md 3.4). Each case was a bug found in
+// review, reproduced here first.
 import test from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
@@ -15,7 +18,7 @@ function mk() {
   srv.fetch = async (url, init) => {
     const u = new URL(url);
     const name = u.pathname.slice(4);
-    if (srv.gates[name]) await srv.gates[name]; const act = srv.action;
+    if (srv.gates[name]) await srv.gates[name];
     const body = init.body ? Buffer.from(init.body) : null;
     if (name === "login") {
       const req = JSON.parse(body.toString());
@@ -43,11 +46,52 @@ function mk() {
       sess.live = false; sess.gone = "rekeyed"; srv.cookie = id;
       return reply(200, { lane: b64url(lane), pub: b64url(pub), confirm: b64url(confirm(key, T)), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 });
     }
-    const extra = act ? { "Sv-Action": srv.action } : {};
+    const extra = srv.action ? { "Sv-Action": srv.action } : {};
     return reply(200, {}, extra);
   };
   return srv;
 }
+
+test("a late refusal of the wiped lane does not wipe the next login's handshake", async () => {
+  const srv = mk();
+  const posted = [];
+  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/" });
+  await router.onMessage({ id: 1, op: "init" });
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  for (const s of srv.sessions.values()) { s.live = false; s.gone = "revoked"; } // admin revoke
+  let releaseSlow; const slowGate = new Promise((r) => (releaseSlow = r));
+  const inner = srv.fetch;
+  srv.fetch = async (url, init) => { if (new URL(url).pathname === "/api/slow") await slowGate; return inner(url, init); };
+  const slow = router.onMessage({ id: 3, op: "fetch", url: "/api/slow" }); // signed now, answered late
+  await router.onMessage({ id: 4, op: "fetch", url: "/api/x" }); // 401 revoked: wiped, page told
+  let releaseLogin; srv.gates.login = new Promise((r) => (releaseLogin = r));
+  const li = router.onMessage({ id: 5, op: "login", credentials: { password: "pw" } }); // the page logs in again
+  await new Promise((r) => setTimeout(r, 5));
+  releaseSlow(); await slow; // the old lane's late 401 arrives while the login is in flight
+  releaseLogin(); await li;
+  const reply = posted.find((m) => m.id === 5);
+  assert.ok(reply.ok, "the re-login failed because a late refusal of the old lane wiped its handshake");
+});
+
+test("logout while a re-key hint arrives: no live session keeps its cookie", async () => {
+  const srv = mk();
+  const posted = [];
+  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/" });
+  await router.onMessage({ id: 1, op: "init" });
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  // The logout request is slow; meanwhile a response carries Sv-Action: rekey.
+  let release; srv.gates.logout = new Promise((r) => (release = r));
+  srv.action = "rekey";
+  const lo = router.onMessage({ id: 3, op: "logout" });
+  await new Promise((r) => setTimeout(r, 5));
+  await router.onMessage({ id: 4, op: "fetch", url: "/api/x" }); // its response starts a re-key
+  await new Promise((r) => setTimeout(r, 20)); // the re-key commits on the server
+  release();
+  await lo;
+  await new Promise((r) => setTimeout(r, 20));
+  const live = [...srv.sessions.values()].filter((s) => s.live).map((s) => s.id);
+  assert.deepEqual(live, [], "a session outlived the logout, and the browser holds its join cookie");
+});
 
 test("a response of the replaced lane does not start a second re-key", async () => {
   const srv = mk();
