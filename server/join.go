@@ -107,6 +107,7 @@ type joinState struct {
 	clearSiteData  bool
 	cookies        *cookieSealer
 	refused        [refusedReasonsNumber]atomic.Uint64
+	issued         ticketRate // tickets issued per session on this node, for the per-session bound
 	// bootHead and bootTail are this Manager's boot script around the ticket: the bundle with
 	// the module's versioned URL filled in when the Manager serves the module.
 	bootHead, bootTail []byte
@@ -283,6 +284,12 @@ func (m *Manager) bootTicket(w http.ResponseWriter, r *http.Request) string {
 	}
 	if !m.sameUA(sess, r) {
 		return refuse(slog.LevelWarn, RefusedUserAgent, rec)
+	}
+	// A session's browser opens a tab or two at a time; more joins than its lanes allow only
+	// evict lanes. A program holding the cookie (which can forge Sec-Fetch-*) must not fill the
+	// ticket table that every other user's reloads need.
+	if !m.join.issued.allow(sid, now, m.join.ticketLifetime, ticketsPerLifetime(m.maxLanes)) {
+		return refuse(slog.LevelWarn, RefusedRateLimited, rec)
 	}
 	t := make([]byte, ticketSize)
 	if _, err := io.ReadFull(m.rand, t); err != nil {
@@ -560,4 +567,53 @@ func workerCSP(origins []string) (string, error) {
 		b.WriteString(" " + u.Scheme + "://" + strings.ToLower(u.Host))
 	}
 	return b.String(), nil
+}
+
+// ticketsPerLifetime is how many tickets one session gets per ticket lifetime on a node: twice
+// its lane bound, and at least 32, more than a browser restoring its tabs asks for.
+func ticketsPerLifetime(maxLanes int) int {
+	return max(2*maxLanes, 32)
+}
+
+// ticketRate counts tickets issued per session in fixed windows. Bounded: past maxTicketRateEntries
+// sessions, windows that have ended are dropped, and if none has, the table starts over (a fresh
+// count errs towards issuing, as before the bound existed).
+type ticketRate struct {
+	mu sync.Mutex
+	m  map[string]*ticketWindow
+}
+
+type ticketWindow struct {
+	start time.Time
+	n     int
+}
+
+const maxTicketRateEntries = 100_000
+
+func (t *ticketRate) allow(session []byte, now time.Time, window time.Duration, limit int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = make(map[string]*ticketWindow)
+	}
+	w := t.m[string(session)]
+	if w == nil || now.Sub(w.start) >= window {
+		if w == nil && len(t.m) >= maxTicketRateEntries {
+			for k, x := range t.m {
+				if now.Sub(x.start) >= window {
+					delete(t.m, k)
+				}
+			}
+			if len(t.m) >= maxTicketRateEntries {
+				clear(t.m)
+			}
+		}
+		w = &ticketWindow{start: now}
+		t.m[string(session)] = w
+	}
+	if w.n >= limit {
+		return false
+	}
+	w.n++
+	return true
 }

@@ -682,3 +682,34 @@ func TestBootScriptOnlyAtItsLiteralURL(t *testing.T) {
 		t.Error("the literal URL got no ticket")
 	}
 }
+
+// TestTicketsPerSessionBounded: a program holding a session's cookie can forge the fetch metadata
+// and ask for boot scripts in a loop; past 32 tickets in a ticket lifetime (at the default lane
+// bound) that session gets scripts without one (counted as rate_limited), so it cannot fill the
+// ticket table that other users' reloads need. Another session is unaffected, and the next
+// window issues again.
+func TestTicketsPerSessionBounded(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient()
+	ck := c.loginCookie("alice")
+	issued := 0
+	for range 40 {
+		if _, ticket := c.boot(ck, "worker", "same-origin", "same-origin"); ticket != "" {
+			issued++
+		}
+	}
+	if issued != 32 {
+		t.Fatalf("%d tickets for one session in one lifetime, want 32", issued)
+	}
+	if n := e.mgr.TicketRefusals()[server.RefusedRateLimited]; n != 8 {
+		t.Errorf("rate_limited refusals %d, want 8", n)
+	}
+	bob := e.newClient()
+	if _, ticket := bob.boot(bob.loginCookie("bob"), "worker", "same-origin", "same-origin"); ticket == "" {
+		t.Error("another session got no ticket")
+	}
+	e.clock.Add(server.DefaultTicketLifetime)
+	if _, ticket := c.boot(ck, "worker", "same-origin", "same-origin"); ticket == "" {
+		t.Error("no ticket in the next window")
+	}
+}
