@@ -57,6 +57,12 @@ export interface VaultEventMap {
   active: CustomEvent<{ expires?: number; joined?: boolean }>;
   rotated: CustomEvent<{ epoch: number }>;
   rekeyed: CustomEvent<{}>;
+  /**
+   * A re-key the server asked for (a privilege change) failed and the session goes on under its
+   * old claims; code says why (cookie_required: the browser lost the join cookie; ask for a new
+   * login if the step-up matters). The worker retries on the next hint after 30 s.
+   */
+  rekey_failed: CustomEvent<{ code: string }>;
   expiring: CustomEvent<{ deadline: number }>;
   expired: CustomEvent<{ reason: string }>;
   revoked: CustomEvent<{ reason: string }>;

@@ -115,7 +115,7 @@ export class Router {
     // cookie of a session that the logout must then end.
     this.handshakes = new Set();
     this.logoutWaitMs = o.logoutWaitMs ?? LIMITS.logoutWaitMs;
-    this.loggingOut = false;
+    this.loggingOut = 0; // logouts running
     this.rekeyRetryAt = 0; // after a failed re-key, hints are ignored until then
   }
 
@@ -359,6 +359,7 @@ export class Router {
     if (ticket) fields.push([6, ticket]);
     const r = this.vault.call(OP.finish, fields);
     this.gen++; // a new lane
+    this.rekeyRetryAt = 0;
     return r;
   }
 
@@ -517,6 +518,8 @@ export class Router {
       this.rekeying = (async () => {
         try {
           if (this.rotating) await this.rotating.catch(() => {});
+          // A rotation left half done (its request failed) first: a re-key needs an active lane.
+          if (this.status().state === "rotating") await this.rotate();
           const pub = this.vault.call(OP.begin, [[1, 3]]).get(1);
           const url = new URL(this.endpoint("rekey"));
           const body = new TextEncoder().encode('{"pub":"' + b64url.encode(pub) + '"}');
@@ -539,6 +542,9 @@ export class Router {
               /* a dead module: every later call says so */
             }
             this.rekeyRetryAt = this.now() + REKEY_RETRY_MS;
+            // The page learns it: an application waiting for a step-up (RequireRekey) may ask
+            // for a new login, e.g. after cookie_required (a browser that lost the join cookie).
+            this.emit("rekey_failed", { code: e instanceof VaultError ? e.code : "internal" });
           }
           throw e;
         } finally {
@@ -560,11 +566,11 @@ export class Router {
   }
 
   async logout() {
-    this.loggingOut = true; // no re-key or rotation starts from here on
+    this.loggingOut++; // no re-key or rotation starts while any logout runs
     try {
       return await this.logoutNow();
     } finally {
-      this.loggingOut = false;
+      this.loggingOut--;
     }
   }
 

@@ -1093,3 +1093,24 @@ func TestRekeyNeedsTheSessionCookie(t *testing.T) {
 	// With it (the worker's case), the re-key goes through.
 	wantOK(t, c.do(c.signRaw(l, "POST", "/sv/rekey", pubBody(eph.Public()))))
 }
+
+// TestRotateHintBeforeRekey: while a re-key is pending (and perhaps cannot complete: a browser
+// without the cookie), a due rotation is hinted first, so the lane does not stop rotating; once
+// rotated, the re-key hint follows.
+func TestRotateHintBeforeRekey(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient()
+	c.login("alice")
+	w := c.do(c.sign("POST", "/api/elevate", []byte("{}")))
+	if w.Header().Get("Sv-Action") != "rekey" {
+		t.Fatalf("no rekey hint: %v", w.Header())
+	}
+	e.clock.Add(10*time.Minute + time.Second)
+	if got := c.get("/api/me").Header().Get("Sv-Action"); got != "rotate" {
+		t.Fatalf("hint %q with a rotation due and a re-key pending, want rotate", got)
+	}
+	wantOK(t, c.rotate())
+	if got := c.get("/api/me").Header().Get("Sv-Action"); got != "rekey" {
+		t.Fatalf("hint %q after the rotation, want rekey", got)
+	}
+}

@@ -107,14 +107,15 @@ type verifiedBody struct{ *bytes.Reader }
 
 func (verifiedBody) Close() error { return nil }
 
-// hints sets Sv-Action on a successful response.
+// hints sets Sv-Action on a successful response. A due rotation comes first: a re-key that
+// cannot complete (a browser without the cookie) must not keep the lane from rotating.
 func (m *Manager) hints(w http.ResponseWriter, st *reqState) {
-	if m.pending.has(st.sess.ID) {
-		w.Header()["Sv-Action"] = []string{"rekey"}
-		return
-	}
 	if st.keyID.Epoch == st.lane.Epoch && st.now.Sub(st.lane.RotatedAt) >= m.rotateEvery {
 		w.Header()["Sv-Action"] = []string{"rotate"}
+		return
+	}
+	if m.pending.has(st.sess.ID) {
+		w.Header()["Sv-Action"] = []string{"rekey"}
 	}
 }
 

@@ -8,7 +8,7 @@ import { newInstance, serverLogin, serverRotate, signKey, eventKey, sealEvent, b
 
 const ORIGIN = "https://app.example";
 function mk(rekeyStatus = 503, rekeyErr = "store_unavailable") {
-  const srv = { lane: null, key: null, epoch: 0, log: [] };
+  const srv = { lane: null, key: null, epoch: 0, log: [], failRotations: 0 };
   srv.fetch = async (url, init) => {
     const u = new URL(url);
     const body = init.body ? Buffer.from(init.body) : null;
@@ -21,6 +21,10 @@ function mk(rekeyStatus = 503, rekeyErr = "store_unavailable") {
       return reply(200, { lane: b64url(s.lane), pub: b64url(s.pub), confirm: b64url(s.confirm), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 });
     }
     if (u.pathname === "/sv/rekey") return reply(rekeyStatus, { error: rekeyErr }, { "Sv-Error": rekeyErr });
+    if (u.pathname === "/sv/rotate" && srv.failRotations > 0) {
+      srv.failRotations--;
+      return reply(503, { error: "store_unavailable" }, { "Sv-Error": "store_unavailable" });
+    }
     if (u.pathname === "/sv/rotate") {
       const req = JSON.parse(body.toString());
       const r = serverRotate(srv.key, srv.lane, srv.epoch + 1, Buffer.from(req.pub, "base64url"));
@@ -55,4 +59,27 @@ test("after a failed re-key (cookie_required), another tab's re-key event wipes"
   const ev = sealEvent(eventKey(srv.key), { type: 1, lane: srv.lane, epoch: 0, seq: 1000, reason: "rekeyed" });
   const r = router.vault.call(OP.event, [[1, ev]]);
   assert.equal(router.status().state, "wiped", "vault kept its key after revoked(rekeyed)");
+});
+
+test("a failed re-key tells the page (rekey_failed, with the code), and a new lane lifts the retry pause", async () => {
+  const { router, posted } = await setup(403, "cookie_required");
+  await assert.rejects(router.rekey());
+  const ev = posted.filter((m) => m.event === "rekey_failed");
+  assert.equal(ev.length, 1);
+  assert.equal(ev[0].detail.code, "cookie_required");
+  assert.ok(router.rekeyRetryAt > router.now(), "the next hint waits");
+  await router.onMessage({ id: 3, op: "logout" });
+  await router.onMessage({ id: 4, op: "login", credentials: { password: "pw" } });
+  assert.equal(router.status().state, "active");
+  assert.equal(router.rekeyRetryAt, 0, "a new lane's re-key need not wait for the old lane's pause");
+});
+
+test("a re-key after a rotation left half done completes the rotation first", async () => {
+  const { srv, router } = await setup();
+  srv.failRotations = 1;
+  await assert.rejects(router.rotate());
+  assert.equal(router.status().state, "rotating");
+  await assert.rejects(router.rekey()); // the re-key itself fails (503) after the rotation
+  assert.equal(srv.epoch, 1, "the rotation was completed before the re-key");
+  assert.equal(router.status().state, "active");
 });
