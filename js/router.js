@@ -151,9 +151,7 @@ export class Router {
           // The module has wiped (a rekeyed event outside a re-key of ours included): make sure,
           // and start a new lane generation so that late answers of this one change nothing.
           this.channel = null;
-          this.vault.call(OP.wipe);
-          this.gen++;
-          if (detail && typeof detail.reason === "string") this.wipedFor = detail.reason;
+          this.wipeLane(detail && typeof detail.reason === "string" ? detail.reason : name);
         }
         if (name !== "channel") this.emit(name, detail);
       },
@@ -264,9 +262,7 @@ export class Router {
         out.joined = false;
         out.joinError = e instanceof VaultError ? e.code : "internal";
         // Drop the half-done handshake (its ephemeral key): the worker holds nothing.
-        this.vault.call(OP.wipe);
-        this.gen++;
-        this.wipedFor = out.joinError;
+        this.wipeLane(out.joinError);
       }
     }
     out.state = this.status().state;
@@ -558,11 +554,19 @@ export class Router {
 
   /** The server ended the current lane: wipe the key, stop the channel, tell the page. */
   endLane(reason) {
+    this.wipeLane(reason);
+    this.emit(reason === "expired" ? "expired" : "revoked", { reason });
+  }
+
+  /**
+   * Wipes the key and stops the channel; a new lane generation begins, so that late answers to
+   * requests signed under this one change nothing. reason is what status() reports.
+   */
+  wipeLane(reason) {
     this.stopChannel();
     this.vault.call(OP.wipe);
     this.gen++;
     this.wipedFor = reason;
-    this.emit(reason === "expired" ? "expired" : "revoked", { reason });
   }
 
   async logout() {
@@ -601,10 +605,7 @@ export class Router {
         // session whose logout did not arrive.
       }
     }
-    this.stopChannel();
-    this.vault.call(OP.wipe);
-    this.gen++;
-    this.wipedFor = "logout";
+    this.wipeLane("logout");
     st = this.status();
     this.emit("revoked", { reason: "logout" });
     return st;

@@ -437,12 +437,8 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 	}
 	// The new key is chained from the one this request was signed with: page script that makes
 	// the worker send a rekey request with a public key of its own learns nothing usable.
-	sealed := st.lane.Key
-	if st.keyID.Epoch != st.lane.Epoch {
-		sealed = st.lane.PrevKey // signed under the previous epoch, within its grace
-	}
 	var prev protocol.Key
-	if err := m.seal.open(&prev, sealed, st.lane.ID, st.keyID.Epoch); err != nil {
+	if err := m.seal.open(&prev, sealedKey(st.lane, st.keyID.Epoch), st.lane.ID, st.keyID.Epoch); err != nil {
 		rec.event, rec.reason, rec.cause = evInternal, "unseal_failed", err
 		m.audit(ctx, slog.LevelError, rec)
 		m.refuse(w, reasonUnknownSession)

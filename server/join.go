@@ -18,6 +18,7 @@ import (
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
 	"github.com/sessionvault/sessionvault/js"
+	"github.com/sessionvault/sessionvault/server/internal/throttle"
 )
 
 // JoinConfig configures reload and new tabs (PROTOCOL.md section 3.2): the browser-session
@@ -107,7 +108,7 @@ type joinState struct {
 	clearSiteData  bool
 	cookies        *cookieSealer
 	refused        [refusedReasonsNumber]atomic.Uint64
-	issued         ticketRate // tickets issued per session on this node, for the per-session bound
+	issued         *throttle.Limiter // tickets issued per session on this node (ticketsPerLifetime)
 	// bootHead and bootTail are this Manager's boot script around the ticket: the bundle with
 	// the module's versioned URL filled in when the Manager serves the module.
 	bootHead, bootTail []byte
@@ -155,6 +156,7 @@ func (m *Manager) initJoin(cfg *JoinConfig, storeKey []byte) error {
 	if j.cookieLifetime < 0 || j.ticketLifetime < 0 || j.ticketLifetime > maxTicketLifetime {
 		return configError("Join.CookieLifetime must not be negative and Join.TicketLifetime must be at most a minute")
 	}
+	j.issued = throttle.New(ticketsPerLifetime(m.maxLanes), j.ticketLifetime, maxTicketRateEntries)
 	// Panics now, not at the first request, if the embedded script lacks a placeholder.
 	j.bootHead, j.bootTail = bootScript()
 	if m.assets != nil {
@@ -288,7 +290,7 @@ func (m *Manager) bootTicket(w http.ResponseWriter, r *http.Request) string {
 	// A session's browser opens a tab or two at a time; more joins than its lanes allow only
 	// evict lanes. A program holding the cookie (which can forge Sec-Fetch-*) must not fill the
 	// ticket table that every other user's reloads need.
-	if !m.join.issued.allow(sid, now, m.join.ticketLifetime, ticketsPerLifetime(m.maxLanes)) {
+	if _, n := m.join.issued.Add(string(sid), now); n > ticketsPerLifetime(m.maxLanes) {
 		return refuse(slog.LevelWarn, RefusedRateLimited, rec)
 	}
 	t := make([]byte, ticketSize)
@@ -575,45 +577,5 @@ func ticketsPerLifetime(maxLanes int) int {
 	return max(2*maxLanes, 32)
 }
 
-// ticketRate counts tickets issued per session in fixed windows. Bounded: past maxTicketRateEntries
-// sessions, windows that have ended are dropped, and if none has, the table starts over (a fresh
-// count errs towards issuing, as before the bound existed).
-type ticketRate struct {
-	mu sync.Mutex
-	m  map[string]*ticketWindow
-}
-
-type ticketWindow struct {
-	start time.Time
-	n     int
-}
-
+// maxTicketRateEntries bounds the per-session ticket counts of a node.
 const maxTicketRateEntries = 100_000
-
-func (t *ticketRate) allow(session []byte, now time.Time, window time.Duration, limit int) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.m == nil {
-		t.m = make(map[string]*ticketWindow)
-	}
-	w := t.m[string(session)]
-	if w == nil || now.Sub(w.start) >= window {
-		if w == nil && len(t.m) >= maxTicketRateEntries {
-			for k, x := range t.m {
-				if now.Sub(x.start) >= window {
-					delete(t.m, k)
-				}
-			}
-			if len(t.m) >= maxTicketRateEntries {
-				clear(t.m)
-			}
-		}
-		w = &ticketWindow{start: now}
-		t.m[string(session)] = w
-	}
-	if w.n >= limit {
-		return false
-	}
-	w.n++
-	return true
-}

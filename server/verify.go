@@ -214,18 +214,15 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 	rec := auditRec{handle: ent.handle, user: sess.UserID, lane: ent.lane, client: client}
 
 	// 4. The HMAC, under the current epoch's key or the previous one's.
-	var sealed []byte
-	switch {
-	case p.KeyID.Epoch == lane.Epoch:
-		sealed = lane.Key
-	case lane.Epoch > 0 && p.KeyID.Epoch == lane.Epoch-1 && lane.PrevKey != nil:
-		sealed = lane.PrevKey
-		st.late = !now.Before(lane.PrevUntil)
-	default:
+	sealed := sealedKey(lane, p.KeyID.Epoch)
+	if sealed == nil {
 		// No key to check it with: an epoch this server never issued, or one too old to keep.
 		rec.event, rec.reason = evBadSignature, "unknown_epoch"
 		m.refusedAs(ctx, w, rec, reasonBadSignature)
 		return nil, false
+	}
+	if p.KeyID.Epoch != lane.Epoch {
+		st.late = !now.Before(lane.PrevUntil)
 	}
 	req := protocol.Request{
 		Method:        r.Method,
@@ -586,4 +583,16 @@ func hasBody(r *http.Request) bool {
 	var one [1]byte
 	n, _ := io.ReadFull(r.Body, one[:])
 	return n > 0
+}
+
+// sealedKey is the lane's sealed key of epoch: the current one's, or the previous one's while
+// the store keeps it; nil for any other epoch.
+func sealedKey(lane *Lane, epoch uint32) []byte {
+	switch {
+	case epoch == lane.Epoch:
+		return lane.Key
+	case lane.Epoch > 0 && epoch == lane.Epoch-1 && lane.PrevKey != nil:
+		return lane.PrevKey
+	}
+	return nil
 }
