@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,6 +66,9 @@ func (s *appSwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d == nil {
 		d = s.def
 	}
+	if h := d.before.Load(); h != nil {
+		(*h)(r)
+	}
 	d.App.ServeHTTP(w, r)
 }
 
@@ -73,6 +77,8 @@ type Demo struct {
 	App      *demo.App
 	StoreKey []byte // the 32-byte key that seals its lane keys at rest
 	dir      string
+	// before, if set, runs before the app serves each request (a test holds a request with it).
+	before atomic.Pointer[func(*http.Request)]
 }
 
 func startDemo(wasm string, o demo.Options) (*Demo, error) {

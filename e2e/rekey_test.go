@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -88,6 +90,53 @@ func TestLogoutDuringRekey(t *testing.T) {
 	}
 	tb2 := tb.Sibling()
 	if st := openVault(tb2); st != "empty" {
+		t.Errorf("a new tab after logout: %s, want empty", st)
+	}
+}
+
+// A logout waits for a login in flight only 5 s; then it aborts it. The server, seeing the client
+// gone, makes no session; a reply would have set the join cookie of a session nobody logged out,
+// which a reload would join.
+func TestLogoutAbortsALoginThatHangs(t *testing.T) {
+	d := newDemo(t, demo.Options{})
+	held := make(chan struct{})
+	hold := func(r *http.Request) {
+		if r.URL.Path == "/sv/login" {
+			close(held)
+			time.Sleep(7 * time.Second) // past the logout's 5 s wait
+		}
+	}
+	d.before.Store(&hold)
+	tb := newTab(t)
+	openVault(tb)
+	Eval[bool](tb, `window.hungLogin = vault.login({user: "alice", password: "alice-password"}).then(() => "active", (e) => e.code); true`)
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the login did not reach the server")
+	}
+	t0 := time.Now()
+	got := Eval[string](tb, `vault.logout().then((s) => s.state + " " + s.reason)`)
+	waited := time.Since(t0)
+	if got != "wiped logout" {
+		t.Fatalf("logout: %s", got)
+	}
+	if code := Eval[string](tb, `window.hungLogin`); code != "aborted" {
+		t.Errorf("the login ended with %q, want aborted", code)
+	}
+	t.Logf("logout answered after %v", waited.Round(time.Millisecond))
+	// Let the held login handler finish: it finds its client gone.
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Contains(d.AuditEvents(), "login_failed") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := lanes(t, d, "alice"); n != 0 {
+		t.Errorf("alice has %d lanes after the aborted login, want 0 (audit %v)", n, d.AuditEvents())
+	}
+	if ev := d.AuditEvents(); !slices.Contains(ev, "login_failed") || slices.Contains(ev, "created") {
+		t.Errorf("audit %v, want login_failed and no created", ev)
+	}
+	if st := openVault(tb.Sibling()); st != "empty" {
 		t.Errorf("a new tab after logout: %s, want empty", st)
 	}
 }

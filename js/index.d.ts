@@ -3,7 +3,7 @@ export declare class VaultError extends Error {
   readonly code:
     | "bad_message" | "unknown_op" | "bad_state" | "policy_bound" | "policy_denied" | "no_session"
     | "bad_input" | "bad_confirm" | "bad_event" | "replayed_event" | "too_large" | "internal"
-    | "rate_limited" | "fatal" | "bad_reply" | "busy"
+    | "rate_limited" | "fatal" | "bad_reply" | "busy" | "network" | "aborted"
     | (string & {}); // server refusal reasons such as "bad_credentials", "revoked", "expired"
   constructor(code: string, message: string);
 }

@@ -20,6 +20,8 @@ export const LIMITS = Object.freeze({
 // After a re-key that failed without ending the lane, the next one waits this long: the hint
 // comes with every response while the application's re-key is pending.
 const REKEY_RETRY_MS = 30_000;
+// How long a logout gives the requests it aborted to settle.
+const ABORT_SETTLE_MS = 1000;
 
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 // Headers the page may not set: ours, and ones that would change who is speaking.
@@ -114,6 +116,9 @@ export class Router {
     // Logins and joins in flight: a logout waits for them, since their reply sets the join
     // cookie of a session that the logout must then end.
     this.handshakes = new Set();
+    // The AbortControllers of login, join and re-key requests in flight: a logout that stops
+    // waiting for them aborts them, so that a late reply cannot set the join cookie.
+    this.aborts = new Set();
     this.logoutWaitMs = o.logoutWaitMs ?? LIMITS.logoutWaitMs;
     this.loggingOut = 0; // logouts running
     this.rekeyRetryAt = 0; // after a failed re-key, hints are ignored until then
@@ -127,6 +132,30 @@ export class Router {
       return await p;
     } finally {
       this.handshakes.delete(p);
+    }
+  }
+
+  /**
+   * fetch, with typed errors: "aborted" (a logout gave up on the request) and "network" (no
+   * answer: offline, refused, reset, blocked by CSP or CORS).
+   */
+  async net(url, init) {
+    try {
+      return await this.fetch(url, init);
+    } catch (e) {
+      if (init.signal && init.signal.aborted) fail("aborted", "a logout aborted the request");
+      fail("network", "the request got no answer");
+    }
+  }
+
+  /** Runs run(signal) for a request whose reply sets the join cookie (login, join, re-key). */
+  async abortable(run) {
+    const c = new AbortController();
+    this.aborts.add(c);
+    try {
+      return await run(c.signal);
+    } finally {
+      this.aborts.delete(c);
     }
   }
 
@@ -275,16 +304,20 @@ export class Router {
     const t = b64url.decode(ticket, 32);
     try {
       const pub = this.vault.call(OP.begin, [[1, 2]]).get(1);
-      const res = await this.fetch(this.joinURL, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: '{"pub":"' + b64url.encode(pub) + '","ticket":"' + ticket + '"}',
-        credentials: "same-origin", // the cookie names the session the ticket is bound to
-        redirect: "error",
-        cache: "no-store",
-        referrerPolicy: "no-referrer",
-      });
-      const reply = await this.json(res);
+      const reply = await this.abortable(async (signal) =>
+        this.json(
+          await this.net(this.joinURL, {
+            method: "POST",
+            headers: { "Content-Type": "application/json" },
+            body: '{"pub":"' + b64url.encode(pub) + '","ticket":"' + ticket + '"}',
+            credentials: "same-origin", // the cookie names the session the ticket is bound to
+            redirect: "error",
+            cache: "no-store",
+            referrerPolicy: "no-referrer",
+            signal,
+          }),
+        ),
+      );
       this.finish(reply, t);
     } finally {
       t.fill(0);
@@ -311,15 +344,19 @@ export class Router {
     const url = this.endpoint("login");
     const pub = this.vault.call(OP.begin, [[1, 1]]).get(1);
     const reply = await this.handshake(async () => {
-      const res = await this.fetch(url, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: '{"pub":"' + b64url.encode(pub) + '","credentials":' + creds + "}",
-        credentials: "same-origin",
-        redirect: "error",
-        cache: "no-store",
-      });
-      const reply = await this.json(res);
+      const reply = await this.abortable(async (signal) =>
+        this.json(
+          await this.net(url, {
+            method: "POST",
+            headers: { "Content-Type": "application/json" },
+            body: '{"pub":"' + b64url.encode(pub) + '","credentials":' + creds + "}",
+            credentials: "same-origin",
+            redirect: "error",
+            cache: "no-store",
+            signal,
+          }),
+        ),
+      );
       this.finish(reply);
       return reply;
     });
@@ -427,7 +464,7 @@ export class Router {
    * Signs and sends; reacts to Sv-Action and Sv-Error. Signed API calls go without cookies; the
    * session endpoints that change the join cookie (rekey, logout) pass "same-origin".
    */
-  async send(method, url, headers, body, credentials = "omit") {
+  async send(method, url, headers, body, credentials = "omit", signal = null) {
     const fields = [
       [1, method],
       [2, url.origin],
@@ -440,7 +477,7 @@ export class Router {
     headers.set("Signature-Input", str(sig.get(1)));
     headers.set("Signature", str(sig.get(2)));
     if (sig.has(3)) headers.set("Content-Digest", str(sig.get(3)));
-    const res = await this.fetch(url.href, {
+    const res = await this.net(url.href, {
       method,
       headers,
       body,
@@ -449,6 +486,7 @@ export class Router {
       cache: "no-store",
       mode: url.origin === this.origin ? "same-origin" : "cors",
       referrerPolicy: "no-referrer",
+      signal,
     });
     this.react(res, gen);
     return res;
@@ -474,7 +512,12 @@ export class Router {
   }
 
   async toPage(res) {
-    const buf = await res.arrayBuffer();
+    let buf;
+    try {
+      buf = await res.arrayBuffer();
+    } catch {
+      fail("network", "the response body was cut off");
+    }
     const headers = [];
     res.headers.forEach((v, k) => {
       if (!STRIP.has(k)) headers.push([k, v]);
@@ -520,7 +563,7 @@ export class Router {
           const url = new URL(this.endpoint("rekey"));
           const body = new TextEncoder().encode('{"pub":"' + b64url.encode(pub) + '"}');
           const h = new Headers({ "Content-Type": "application/json" });
-          const reply = await this.json(await this.send("POST", url, h, body, "same-origin"));
+          const reply = await this.abortable(async (signal) => this.json(await this.send("POST", url, h, body, "same-origin", signal)));
           this.finish(reply);
           this.startChannel();
           this.emit("rekeyed", {});
@@ -581,29 +624,40 @@ export class Router {
   async logoutNow() {
     // A login, join, re-key or rotation in flight first: its reply may set the cookie of a
     // session this logout must end, signed under the key that results. Bounded, so that a request
-    // that hangs cannot hang the logout; if one answers after the bound, the session it made
-    // outlives this logout (until its idle timeout, or a reload that joins it).
+    // that hangs cannot hang the logout: past the bound, the login, join and re-key requests still
+    // in flight are aborted (the browser then stores no cookie from their replies, and a server
+    // that sees the client gone makes no session), and the logout's answer drops the join cookie
+    // whatever it says, in case a reply had set it just before.
     const deadline = Date.now() + this.logoutWaitMs;
+    const inFlight = () => [...this.handshakes, this.rekeying, this.rotating].filter(Boolean);
+    let aborted = false;
     for (;;) {
-      const inFlight = [...this.handshakes, this.rekeying, this.rotating].filter(Boolean);
       const left = deadline - Date.now();
-      if (!inFlight.length || left <= 0) break;
+      if (!inFlight().length) break;
+      if (left <= 0) {
+        if (aborted || !this.aborts.size) break;
+        aborted = true;
+        for (const c of this.aborts) c.abort();
+      }
       let timer;
-      const limit = new Promise((resolve) => (timer = setTimeout(resolve, left)));
-      await Promise.race([Promise.allSettled(inFlight), limit]);
+      const limit = new Promise((resolve) => (timer = setTimeout(resolve, left > 0 ? left : ABORT_SETTLE_MS)));
+      await Promise.race([Promise.allSettled(inFlight()), limit]);
       clearTimeout(timer);
     }
     let st = this.status();
-    if (st.state === "active" || st.state === "rotating") {
-      try {
-        const url = new URL(this.endpoint("logout"));
-        const res = await this.send("POST", url, new Headers(), new Uint8Array(0), "same-origin");
-        // Read the (small) answer to its end: an unread body holds the connection until GC.
-        await res.arrayBuffer();
-      } catch {
-        // The key is wiped below whatever the network says; the server's idle timeout ends a
-        // session whose logout did not arrive.
+    try {
+      let res = null;
+      if (st.state === "active" || st.state === "rotating") {
+        res = await this.send("POST", new URL(this.endpoint("logout")), new Headers(), new Uint8Array(0), "same-origin");
+      } else if (aborted) {
+        // No key to sign with: an unsigned logout, refused, but its answer drops the cookie.
+        res = await this.net(this.endpoint("logout"), { method: "POST", credentials: "same-origin", redirect: "error", cache: "no-store", referrerPolicy: "no-referrer" });
       }
+      // Read the (small) answer to its end: an unread body holds the connection until GC.
+      if (res) await res.arrayBuffer();
+    } catch {
+      // The key is wiped below whatever the network says; the server's idle timeout ends a
+      // session whose logout did not arrive.
     }
     this.wipeLane("logout");
     st = this.status();

@@ -121,14 +121,17 @@ func (m *Manager) setCookie(w http.ResponseWriter, sess *Session) {
 }
 
 // clearCookie tells the browser to drop the join cookie (at logout, and whenever a request
-// brings one whose session is gone), and with JoinConfig.ClearSiteData at logout also sends
-// Clear-Site-Data: "cookies".
-func (m *Manager) clearCookie(w http.ResponseWriter, logout bool) {
+// brings one whose session is gone).
+func (m *Manager) clearCookie(w http.ResponseWriter) {
 	if m.join.disabled {
 		return
 	}
 	w.Header().Add("Set-Cookie", m.join.cookieName+"=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
-	if logout && m.join.clearSiteData {
+}
+
+// clearSiteData sends Clear-Site-Data: "cookies" with a logout, if JoinConfig.ClearSiteData.
+func (m *Manager) clearSiteData(w http.ResponseWriter) {
+	if !m.join.disabled && m.join.clearSiteData {
 		w.Header().Set("Clear-Site-Data", `"cookies"`)
 	}
 }

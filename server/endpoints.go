@@ -132,6 +132,13 @@ func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// The browser has given up on this login (a logout that stopped waiting for it aborts it):
+	// make no session, which nobody could use, and set no cookie, which a reload would join.
+	if ctx.Err() != nil {
+		m.audit(ctx, slog.LevelInfo, auditRec{event: evLoginFailed, user: userID, client: client, reason: reasonClientGone})
+		m.refuse(w, reasonUnavailable)
+		return
+	}
 	var ua []byte
 	if m.bindUA {
 		h := sha256.Sum256([]byte(r.UserAgent()))
@@ -249,8 +256,17 @@ func (m *Manager) enforceLimit(ctx context.Context, userID string, keep []byte, 
 	}
 }
 
-// logout: signed POST {prefix}logout.
+// logout: signed POST {prefix}logout. Every answer to a same-origin logout drops the join
+// cookie, a refusal included: a worker whose logout gave up on a login or re-key in flight (and
+// aborted it) may hold no key the server still accepts, while the aborted reply may have set the
+// cookie of the session it made. Clearing a cookie gives nothing to anyone; same-origin only, so
+// that another site cannot log a browser's next tab out (a top-level cross-site POST may set a
+// SameSite=Strict cookie).
 func (m *Manager) logout(w http.ResponseWriter, r *http.Request) {
+	sameOrigin := r.Header.Get("Sec-Fetch-Site") == "same-origin"
+	if sameOrigin {
+		m.clearCookie(w)
+	}
 	st, ok := m.verifyRequest(w, r, false)
 	if !ok {
 		return
@@ -259,7 +275,10 @@ func (m *Manager) logout(w http.ResponseWriter, r *http.Request) {
 		m.refuse(w, reasonStoreDown)
 		return
 	}
-	m.clearCookie(w, true)
+	if !sameOrigin {
+		m.clearCookie(w)
+	}
+	m.clearSiteData(w)
 	writeJSON(w, struct {
 		OK bool `json:"ok"`
 	}{true})
@@ -430,6 +449,14 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 			m.refuse(w, reasonNeedCookie)
 			return
 		}
+	}
+	// The worker has given up on this re-key (its logout aborts it): the old session stays, for
+	// that logout to end, and no successor appears that only a reload could reach.
+	if ctx.Err() != nil {
+		rec.event, rec.reason = evRekeyRefused, reasonClientGone
+		m.audit(ctx, slog.LevelInfo, rec)
+		m.refuse(w, reasonUnavailable)
+		return
 	}
 	claims, elevated := m.pending.get(old.ID, now)
 	if !elevated {

@@ -266,14 +266,14 @@ func (m *Manager) bootTicket(w http.ResponseWriter, r *http.Request) string {
 	}
 	if err != nil {
 		m.count(ctx, client, evTicketRefused)
-		m.clearCookie(w, false)
+		m.clearCookie(w)
 		return refuse(slog.LevelWarn, RefusedBadCookie, auditRec{})
 	}
 	rec := auditRec{handle: protocol.SessionHandle(sid)}
 	sess, _, err := m.store.Session(ctx, sid)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			m.clearCookie(w, false)
+			m.clearCookie(w)
 			return refuse(slog.LevelInfo, RefusedSessionGone, rec)
 		}
 		rec.cause = err
@@ -281,7 +281,7 @@ func (m *Manager) bootTicket(w http.ResponseWriter, r *http.Request) string {
 	}
 	rec.user = sess.UserID
 	if !m.liveAt(sess, now) {
-		m.clearCookie(w, false)
+		m.clearCookie(w)
 		return refuse(slog.LevelInfo, RefusedSessionGone, rec)
 	}
 	if !m.sameUA(sess, r) {
@@ -378,7 +378,7 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 		rec.reason = "no_cookie"
 		if present {
 			rec.reason = "bad_cookie"
-			m.clearCookie(w, false)
+			m.clearCookie(w)
 		}
 		m.refusedAs(ctx, w, rec, reasonBadTicket)
 		return
@@ -400,7 +400,7 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 	sess, lanes, err := m.store.Session(ctx, sid)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			m.clearCookie(w, false)
+			m.clearCookie(w)
 			rec.reason = goneReason(err)
 			m.audit(ctx, slog.LevelInfo, rec)
 			m.refuse(w, rec.reason)
@@ -411,7 +411,7 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.user = sess.UserID
 	if !m.liveAt(sess, now) {
-		m.clearCookie(w, false)
+		m.clearCookie(w)
 		rec.reason = reasonExpired
 		m.audit(ctx, slog.LevelInfo, rec)
 		m.refuse(w, reasonExpired)
@@ -430,7 +430,7 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 	lane, reply, reason, err := m.addLane(ctx, sess, clientPub, ticket, now)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			m.clearCookie(w, false)
+			m.clearCookie(w)
 			rec.reason = reason
 			m.audit(ctx, slog.LevelInfo, rec)
 			m.refuse(w, reason)

@@ -146,6 +146,10 @@ const (
 	evInternal     = "internal_error"
 )
 
+// reasonClientGone (audit only): the client closed the request before the login or re-key
+// made its session.
+const reasonClientGone = "client_gone"
+
 // auditRec is one audit event. Only public values go in: the session handle (never the ID), the
 // public lane ID, the user ID, the client address, a reason and a cause (an error message of this
 // package, the protocol package or the store, none of which carries key or session-ID bytes).

@@ -336,3 +336,69 @@ test("logout waits for a login in flight only so long: a hung request does not h
   assert.equal(lo.result.state, "wiped");
   assert.ok(Date.now() - t0 < 2000, "within the bound");
 });
+
+/** A fetch for path that answers only its abort signal, with the AbortError a browser gives. */
+const hangUntilAborted = (init) =>
+  new Promise((_, reject) => init.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))));
+
+test("a logout that stops waiting aborts the login in flight, and its unsigned logout drops the cookie", async () => {
+  const srv = fakeServer();
+  const posted = [];
+  const sent = [];
+  const router = new Router({
+    instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/", logoutWaitMs: 50,
+    fetch: (u, i) => {
+      const path = new URL(u).pathname;
+      sent.push({ path, credentials: i.credentials, signed: new Headers(i.headers).has("signature"), signal: i.signal });
+      if (path === "/sv/login") return hangUntilAborted(i);
+      if (path === "/sv/logout") return Promise.resolve(new Response('{"error":"missing_signature"}', { status: 401 }));
+      return srv.fetch(u, i);
+    },
+  });
+  await router.onMessage({ id: 1, op: "init" });
+  const login = router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  await router.onMessage({ id: 3, op: "logout" });
+  await login;
+  const li = posted.find((m) => m.id === 2), lo = posted.find((m) => m.id === 3);
+  assert.equal(li.ok, false);
+  assert.equal(li.error.code, "aborted", "the page learns why its login failed");
+  assert.ok(lo.ok && lo.result.state === "wiped", JSON.stringify(lo));
+  assert.ok(sent[0].signal.aborted, "the login request was aborted");
+  assert.deepEqual(sent.slice(1).map((s) => [s.path, s.credentials, s.signed]), [["/sv/logout", "same-origin", false]], "one unsigned logout, with the cookie, whose answer clears it");
+  assert.equal(router.aborts.size, 0);
+});
+
+test("a logout that stops waiting aborts a re-key in flight, then logs the lane it keeps out, signed", async () => {
+  const { srv, send, router, posted } = await setup();
+  router.logoutWaitMs = 50;
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/", "/sv/"] } });
+  assert.equal((await send({ id: 2, op: "login", credentials: { password: "pw" } })).result.state, "active");
+  const inner = srv.fetch;
+  let rekeySignal = null;
+  srv.fetch = (url, init) => {
+    if (new URL(url).pathname === "/sv/rekey") {
+      rekeySignal = init.signal;
+      return hangUntilAborted(init);
+    }
+    return inner(url, init);
+  };
+  const rekey = router.rekey().catch((e) => e);
+  const lo = await send({ id: 3, op: "logout" });
+  assert.equal((await rekey).code, "aborted");
+  assert.ok(rekeySignal && rekeySignal.aborted, "the re-key request was aborted");
+  assert.equal(lo.result.state, "wiped");
+  assert.deepEqual(srv.seen.map((s) => s.path + " " + s.ok), ["/sv/logout true"], "the old lane's logout, signed under its key");
+  assert.deepEqual(posted.filter((m) => m.event === "rekey_failed").map((m) => m.detail.code), ["aborted"]);
+});
+
+test("a fetch that gets no answer is refused with code network, and changes nothing", async () => {
+  const { srv, send } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/", "/sv/"] } });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  const inner = srv.fetch;
+  srv.fetch = (url, init) => (new URL(url).pathname === "/api/down" ? Promise.reject(new TypeError("Failed to fetch")) : inner(url, init));
+  const r = await send({ id: 3, op: "fetch", url: "/api/down" });
+  assert.equal(r.error.code, "network");
+  assert.equal((await send({ id: 4, op: "status" })).result.state, "active");
+  assert.ok((await send({ id: 5, op: "fetch", url: "/api/up" })).ok);
+});
