@@ -24,8 +24,13 @@ const REKEY_RETRY_MS = 30_000;
 const ABORT_SETTLE_MS = 1000;
 
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
-// Headers the page may not set: ours, and ones that would change who is speaking.
-const FORBIDDEN = new Set(["signature", "signature-input", "content-digest", "cookie", "sv-action", "sv-error"]);
+// Headers the page may not set: ours, ones that would change who is speaking, and the method
+// overrides that frameworks honour, which would turn a signed GET into an unsigned DELETE past the
+// policy's methods (the signature covers @method, not these).
+const FORBIDDEN = new Set([
+  "signature", "signature-input", "content-digest", "cookie", "sv-action", "sv-error",
+  "x-http-method-override", "x-http-method", "x-method-override",
+]);
 // Headers stripped from responses before the page sees them.
 const STRIP = new Set(["sv-action", "sv-error", "signature", "signature-input"]);
 const END_REASONS = new Set(["revoked", "logout", "reuse_detected", "rekeyed", "limit_evicted", "lane_evicted", "unknown_session", "expired", "user_agent_mismatch"]);
