@@ -68,20 +68,47 @@ export class Vault extends EventTarget {
   }
 
   /**
-   * A signed fetch through the worker. Signed API calls go without cookies (credentials: "omit").
-   * @param {string|URL} input
-   * @param {{method?: string, headers?: HeadersInit, body?: string|ArrayBuffer|ArrayBufferView|Blob|null}} [init]
+   * A signed fetch through the worker, with fetch's signature: input is a URL or a Request, init
+   * a RequestInit. Bodies of every kind fetch takes (string, Blob, BufferSource, FormData,
+   * URLSearchParams, ReadableStream) are read here and sent whole, with the Content-Type fetch
+   * would give them; init.signal aborts the request, in the worker too. Signed API calls go
+   * without cookies (credentials: "omit"); credentials, mode, cache, redirect ("error") and
+   * referrer are the worker's, whatever init says.
+   * @param {RequestInfo|URL} input
+   * @param {RequestInit} [init]
    * @returns {Promise<Response>}
    */
   async fetch(input, init = {}) {
-    const msg = { op: "fetch", url: String(input), method: (init.method || "GET").toUpperCase() };
-    if (init.headers) msg.headers = [...new Headers(init.headers)];
-    let body = init.body;
-    if (body instanceof Blob) body = await body.arrayBuffer();
-    else if (ArrayBuffer.isView(body)) body = new Uint8Array(body.buffer, body.byteOffset, body.byteLength).slice();
-    if (body !== undefined && body !== null) msg.body = body;
-    const r = await this.#call(msg);
+    let msg, signal;
+    const body = init.body;
+    if (!(input instanceof Request) && (body === undefined || body === null || typeof body === "string" || body instanceof ArrayBuffer)) {
+      // The common case, without building a Request.
+      msg = { op: "fetch", url: this.#path(String(input)), method: (init.method || "GET").toUpperCase() };
+      if (init.headers) msg.headers = [...new Headers(init.headers)];
+      if (typeof body === "string" && !(msg.headers || []).some(([k]) => k === "content-type")) {
+        (msg.headers ||= []).push(["content-type", "text/plain;charset=UTF-8"]); // as fetch does
+      }
+      if (body !== undefined && body !== null) msg.body = body;
+      signal = init.signal;
+    } else {
+      let req;
+      try {
+        req = new Request(input, init);
+      } catch (e) {
+        throw new VaultError("bad_input", String(e && e.message));
+      }
+      msg = { op: "fetch", url: this.#path(req.url), method: req.method.toUpperCase(), headers: [...req.headers] };
+      if (req.body !== null) msg.body = await req.arrayBuffer();
+      signal = req.signal;
+    }
+    const r = await this.#call(msg, signal);
     return new Response(NULL_BODY.has(r.status) ? null : r.body, { status: r.status, statusText: r.statusText, headers: r.headers });
+  }
+
+  // An absolute URL on the page's own origin, as its path (which the worker checks faster).
+  #path(url) {
+    const origin = globalThis.location?.origin;
+    return origin && url.startsWith(origin + "/") ? url.slice(origin.length) : url;
   }
 
   /** Stops the worker; its memory, key included, goes with it. */
@@ -90,11 +117,28 @@ export class Vault extends EventTarget {
     this.#die("the vault was terminated");
   }
 
-  #call(msg) {
+  #call(msg, signal) {
     if (this.#dead) return Promise.reject(new VaultError("fatal", this.#dead));
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const id = this.#next++;
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
+      if (!signal) {
+        this.#pending.set(id, { resolve, reject });
+        this.#worker.postMessage({ ...msg, id });
+        return;
+      }
+      const onAbort = () => {
+        if (!this.#pending.delete(id)) return;
+        reject(signal.reason);
+        // The worker aborts its request; its answer to this one is dropped.
+        this.#call({ op: "abort", target: id }).catch(() => {});
+      };
+      const done = (f) => (v) => {
+        signal.removeEventListener("abort", onAbort);
+        f(v);
+      };
+      this.#pending.set(id, { resolve: done(resolve), reject: done(reject) });
+      signal.addEventListener("abort", onAbort);
       this.#worker.postMessage({ ...msg, id });
     });
   }

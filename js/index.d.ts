@@ -74,7 +74,15 @@ export declare class Vault extends EventTarget {
   login(credentials: unknown): Promise<Status>;
   logout(): Promise<Status>;
   status(): Promise<Status>;
-  fetch(input: string | URL, init?: { method?: string; headers?: HeadersInit; body?: string | ArrayBuffer | ArrayBufferView | Blob | null }): Promise<Response>;
+  /**
+   * A signed fetch through the worker, with fetch's signature. Every body fetch takes is read in
+   * the page and sent whole, with the Content-Type fetch would give it. init.signal (or the
+   * Request's) aborts the request, in the worker too; the promise rejects with the signal's
+   * reason. credentials ("omit"), mode, cache, redirect ("error") and referrer are the worker's.
+   * The Response has status, statusText, headers (protocol headers removed) and body; its url is
+   * empty and redirected false, as for any constructed Response.
+   */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   terminate(): void;
   addEventListener<K extends keyof VaultEventMap>(type: K, listener: (ev: VaultEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;

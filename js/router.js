@@ -124,6 +124,8 @@ export class Router {
     // The AbortControllers of login, join and re-key requests in flight: a logout that stops
     // waiting for them aborts them, so that a late reply cannot set the join cookie.
     this.aborts = new Set();
+    // The AbortControllers of the page's signed fetches in flight, by message id.
+    this.fetching = new Map();
     this.logoutWaitMs = o.logoutWaitMs ?? LIMITS.logoutWaitMs;
     this.loggingOut = 0; // logouts running
     this.rekeyRetryAt = 0; // after a failed re-key, hints are ignored until then
@@ -148,7 +150,7 @@ export class Router {
     try {
       return await this.fetch(url, init);
     } catch (e) {
-      if (init.signal && init.signal.aborted) fail("aborted", "a logout aborted the request");
+      if (init.signal && init.signal.aborted) fail("aborted", "the request was aborted");
       fail("network", "the request got no answer");
     }
   }
@@ -252,6 +254,8 @@ export class Router {
         return { value: await this.login(msg) };
       case "fetch":
         return this.signedFetch(msg);
+      case "abort":
+        return { value: this.abortFetch(msg) };
       case "logout":
         return { value: await this.logout() };
       case "status":
@@ -443,8 +447,21 @@ export class Router {
       if (body.length > LIMITS.maxBody) fail("too_large", "body too large");
       if (method === "GET" || method === "HEAD") fail("bad_input", "GET and HEAD requests have no body");
     }
-    const res = await this.send(method, url, headers, body);
-    return this.toPage(res);
+    const c = new AbortController();
+    this.fetching.set(msg.id, c);
+    try {
+      return await this.toPage(await this.send(method, url, headers, body, "omit", c.signal));
+    } finally {
+      if (this.fetching.get(msg.id) === c) this.fetching.delete(msg.id);
+    }
+  }
+
+  /** Aborts the page's fetch with message id target, if it is still in flight. */
+  abortFetch(msg) {
+    if (!Number.isSafeInteger(msg.target) || msg.target < 0) fail("bad_input", "target must be a message id");
+    const c = this.fetching.get(msg.target);
+    if (c) c.abort();
+    return { aborted: Boolean(c) };
   }
 
   /**
@@ -520,7 +537,8 @@ export class Router {
     let buf;
     try {
       buf = await res.arrayBuffer();
-    } catch {
+    } catch (e) {
+      if (e && e.name === "AbortError") fail("aborted", "the page aborted the request");
       fail("network", "the response body was cut off");
     }
     const headers = [];

@@ -405,3 +405,30 @@ test("a fetch that gets no answer is refused with code network, and changes noth
   assert.equal((await send({ id: 4, op: "status" })).result.state, "active");
   assert.ok((await send({ id: 5, op: "fetch", url: "/api/up" })).ok);
 });
+
+test("the page aborts a signed fetch in flight: the worker's request is aborted, nothing else changes", async () => {
+  const { srv, send, router, posted } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  const inner = srv.fetch;
+  let seenSignal = null;
+  srv.fetch = (url, init) => {
+    if (new URL(url).pathname === "/api/slow") {
+      seenSignal = init.signal;
+      return hangUntilAborted(init);
+    }
+    return inner(url, init);
+  };
+  const slow = router.onMessage({ id: 3, op: "fetch", url: "/api/slow" });
+  const ab = await send({ id: 4, op: "abort", target: 3 });
+  assert.deepEqual(ab.result, { aborted: true });
+  await slow;
+  assert.ok(seenSignal.aborted, "the network request was aborted");
+  assert.equal(posted.find((m) => m.id === 3).error.code, "aborted");
+  assert.equal(router.fetching.size, 0);
+  assert.deepEqual((await send({ id: 5, op: "abort", target: 3 })).result, { aborted: false }, "done: nothing to abort");
+  assert.deepEqual((await send({ id: 6, op: "abort", target: 99 })).result, { aborted: false });
+  for (const target of [undefined, -1, "3", 1.5]) assert.equal((await send({ id: 7, op: "abort", target })).error.code, "bad_input");
+  assert.equal((await send({ id: 8, op: "status" })).result.state, "active");
+  assert.equal((await send({ id: 9, op: "fetch", url: "/api/ok" })).result.status, 200);
+});
