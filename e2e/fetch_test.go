@@ -22,6 +22,10 @@ func TestVaultFetchTakesWhatFetchTakes(t *testing.T) {
 	var hits, slowGone atomic.Int64
 	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
+		if r.URL.Path == "/echo/redir" {
+			http.Redirect(w, r, "/echo/a", http.StatusFound)
+			return
+		}
 		if r.URL.Path == "/echo/slow" {
 			select {
 			case <-r.Context().Done():
@@ -75,6 +79,10 @@ func TestVaultFetchTakesWhatFetchTakes(t *testing.T) {
 			seen{"PATCH", "/echo/f", "", "", "bytes"}},
 		{`vault.fetch(new URL("/echo/g", location.href), {method: "delete"})`,
 			seen{"DELETE", "/echo/g", "", "", ""}},
+		{`(() => { const detached = vault.fetch; return detached("/echo/detached"); })()`,
+			seen{"GET", "/echo/detached", "", "", ""}},
+		{`vault.fetch("../echo/rel?x=1")`, // resolved against the page's URL (/t/vault.html), as fetch does
+			seen{"GET", "/echo/rel?x=1", "", "", ""}},
 		{`vault.fetch(new Request(new Request("/echo/h", {method: "POST", body: "inner"}), {headers: {"X-Test": "outer"}}))`,
 			seen{"POST", "/echo/h", "", "outer", "inner"}}, // init.headers replaces the Request's, as in fetch
 	}
@@ -113,6 +121,10 @@ func TestVaultFetchTakesWhatFetchTakes(t *testing.T) {
 	got = Eval[string](tb, `vault.fetch("/echo/x", {method: "GET", body: "no"}).then(() => "resolved", (e) => e.code)`)
 	if got != "bad_input" {
 		t.Errorf("GET with a body: %s, want bad_input", got)
+	}
+	got = Eval[string](tb, `vault.fetch("/echo/redir").then(() => "resolved", (e) => e.code)`)
+	if got != "redirected" {
+		t.Errorf("a redirect: %s, want redirected", got)
 	}
 	// The session is as it was.
 	if s := call(`vault.fetch("/echo/after")`); s.Path != "/echo/after" {

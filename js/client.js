@@ -24,16 +24,33 @@ export class Vault extends EventTarget {
   #next = 1;
   #pending = new Map();
   #dead = null;
+  #joined = false;
+  #joinError = null;
 
   /** Use Vault.create. */
-  constructor(worker) {
+  constructor(worker, url = "") {
     super();
     this.#worker = worker;
     worker.addEventListener("message", (e) => this.#onMessage(e.data));
     worker.addEventListener("error", (e) => {
       e.preventDefault?.();
-      this.#die("the vault worker failed to start");
+      this.#die("the vault worker failed to start (" + url + ": missing, not JavaScript, or refused by the CSP)");
     });
+    // Methods that work detached too (fetch: vault.fetch, as fetch-taking libraries want it).
+    for (const m of ["fetch", "login", "logout", "status", "terminate"]) this[m] = this[m].bind(this);
+  }
+
+  /** Whether create() joined a live session (a reload or a new tab of it). */
+  get joined() {
+    return this.#joined;
+  }
+
+  /**
+   * Why create() did not join a live session it could have (a server refusal code such as
+   * "unavailable" or "session_gone"), or null: the page may retry rather than show a login form.
+   */
+  get joinError() {
+    return this.#joinError;
   }
 
   /**
@@ -45,10 +62,12 @@ export class Vault extends EventTarget {
    */
   static async create(opts = {}) {
     const url = opts.workerURL || "/sv/worker.js";
-    const v = new Vault(new Worker(url, { type: "module", name: "sessionvault" }));
+    const v = new Vault(new Worker(url, { type: "module", name: "sessionvault" }), String(url));
     const init = { op: "init", policy: opts.policy || {} };
     if (opts.prefix) init.prefix = opts.prefix;
-    await v.#call(init);
+    const r = await v.#call(init);
+    v.#joined = r.joined === true;
+    v.#joinError = typeof r.joinError === "string" ? r.joinError : null;
     return v;
   }
 
@@ -83,7 +102,7 @@ export class Vault extends EventTarget {
     const body = init.body;
     if (!(input instanceof Request) && (body === undefined || body === null || typeof body === "string" || body instanceof ArrayBuffer)) {
       // The common case, without building a Request.
-      msg = { op: "fetch", url: this.#path(String(input)), method: (init.method || "GET").toUpperCase() };
+      msg = { op: "fetch", url: this.#url(String(input)), method: (init.method || "GET").toUpperCase() };
       if (init.headers) msg.headers = [...new Headers(init.headers)];
       if (typeof body === "string" && !(msg.headers || []).some(([k]) => k === "content-type")) {
         (msg.headers ||= []).push(["content-type", "text/plain;charset=UTF-8"]); // as fetch does
@@ -97,7 +116,7 @@ export class Vault extends EventTarget {
       } catch (e) {
         throw new VaultError("bad_input", String(e && e.message));
       }
-      msg = { op: "fetch", url: this.#path(req.url), method: req.method.toUpperCase(), headers: [...req.headers] };
+      msg = { op: "fetch", url: this.#url(req.url), method: req.method.toUpperCase(), headers: [...req.headers] };
       if (req.body !== null) msg.body = await req.arrayBuffer();
       signal = req.signal;
     }
@@ -105,10 +124,22 @@ export class Vault extends EventTarget {
     return new Response(NULL_BODY.has(r.status) ? null : r.body, { status: r.status, statusText: r.statusText, headers: r.headers });
   }
 
-  // An absolute URL on the page's own origin, as its path (which the worker checks faster).
-  #path(url) {
+  // The URL resolved as fetch resolves it (against the document's base URL), given to the worker
+  // as a path when it is on the page's own origin (which the worker checks faster).
+  #url(s) {
     const origin = globalThis.location?.origin;
-    return origin && url.startsWith(origin + "/") ? url.slice(origin.length) : url;
+    const base = globalThis.document?.baseURI ?? globalThis.location?.href;
+    if (!origin || !base) return s;
+    const sameBase = base.startsWith(origin + "/");
+    // Path-absolute, with a base on the page's origin: nothing to resolve.
+    if (sameBase && s[0] === "/" && s[1] !== "/" && s[1] !== "\\") return s;
+    let u;
+    try {
+      u = new URL(s, base).href;
+    } catch {
+      return s; // the worker refuses it with bad_input
+    }
+    return u.startsWith(origin + "/") ? u.slice(origin.length) : u;
   }
 
   /** Stops the worker; its memory, key included, goes with it. */
@@ -147,7 +178,7 @@ export class Vault extends EventTarget {
     if (m === null || typeof m !== "object") return;
     if (typeof m.event === "string") {
       if (!EVENTS.has(m.event)) return;
-      if (m.event === "fatal") this.#die("the vault module failed");
+      if (m.event === "fatal") this.#die("the vault module failed" + (typeof m.detail?.message === "string" ? ": " + m.detail.message : ""));
       this.dispatchEvent(new CustomEvent(m.event, { detail: m.detail || {} }));
       return;
     }

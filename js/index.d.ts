@@ -3,7 +3,7 @@ export declare class VaultError extends Error {
   readonly code:
     | "bad_message" | "unknown_op" | "bad_state" | "policy_bound" | "policy_denied" | "no_session"
     | "bad_input" | "bad_confirm" | "bad_event" | "replayed_event" | "too_large" | "internal"
-    | "rate_limited" | "fatal" | "bad_reply" | "busy" | "network" | "aborted"
+    | "rate_limited" | "fatal" | "bad_reply" | "busy" | "network" | "aborted" | "redirected"
     | (string & {}); // server refusal reasons such as "bad_credentials", "revoked", "expired"
   constructor(code: string, message: string);
 }
@@ -24,8 +24,10 @@ export interface CreateOptions {
   /** URL of the worker boot script, same origin. Default "/sv/worker.js". */
   workerURL?: string | URL;
   /**
-   * Prefix of the session endpoints. Default "/sv/". A worker that joins (its boot script came
-   * from the Manager with a ticket) uses its script's directory instead.
+   * Prefix of the session endpoints. Default: the worker script's directory ("/sv/" for
+   * "/sv/worker.js"), which is where the Go handler serves it. Set it only when the boot script
+   * is served as a plain file elsewhere. A worker that joins (its boot script came from the
+   * Manager with a ticket) always uses its script's directory.
    */
   prefix?: string;
   /** Bound once, when the worker starts; it cannot be changed afterwards. */
@@ -33,7 +35,7 @@ export interface CreateOptions {
 }
 
 export interface Status {
-  state: "empty" | "pending" | "active" | "rotating" | "wiped";
+  state: "empty" | "pending" | "active" | "rotating" | "wiped" | "unknown";
   epoch: number;
   /**
    * The session's deadline, Unix ms on the server's clock: the absolute expiry at login, then
@@ -66,11 +68,22 @@ export interface VaultEventMap {
   expiring: CustomEvent<{ deadline: number }>;
   expired: CustomEvent<{ reason: string }>;
   revoked: CustomEvent<{ reason: string }>;
-  fatal: CustomEvent<{ reason?: string }>;
+  /** The worker cannot go on (reason "load_failed" with a message, or "trap"); create() rejects with it. */
+  fatal: CustomEvent<{ reason?: string; message?: string }>;
 }
 
 export declare class Vault extends EventTarget {
+  private constructor(worker: Worker, url?: string);
+  /** Starts the worker; rejects with a VaultError (code "fatal") if it or its module fails to load. */
   static create(opts?: CreateOptions): Promise<Vault>;
+  /** Whether create() joined a live session (a reload or a new tab of it). */
+  readonly joined: boolean;
+  /** Why create() could not join a live session ("unavailable", "session_gone", ...), or null. */
+  readonly joinError: string | null;
+  /**
+   * Logs in with credentials for the server's Authenticator. Refused with "bad_state" while
+   * another login is in flight or a session is active (log out first, to switch users).
+   */
   login(credentials: unknown): Promise<Status>;
   logout(): Promise<Status>;
   status(): Promise<Status>;
@@ -80,10 +93,14 @@ export declare class Vault extends EventTarget {
    * Request's) aborts the request, in the worker too; the promise rejects with the signal's
    * reason. credentials ("omit"), mode, cache, redirect ("error") and referrer are the worker's.
    * The Response has status, statusText, headers (protocol headers removed) and body; its url is
-   * empty and redirected false, as for any constructed Response.
+   * empty and redirected false, as for any constructed Response. A redirect is not followed:
+   * the promise rejects with code "redirected". Like every method here, it is bound: passing
+   * `vault.fetch` to a library that takes a fetch works.
    */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   terminate(): void;
   addEventListener<K extends keyof VaultEventMap>(type: K, listener: (ev: VaultEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof VaultEventMap>(type: K, listener: (ev: VaultEventMap[K]) => void, options?: boolean | EventListenerOptions): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
 }

@@ -23,6 +23,10 @@ const REKEY_RETRY_MS = 30_000;
 // How long a logout gives the requests it aborted to settle.
 const ABORT_SETTLE_MS = 1000;
 
+// A session endpoint prefix: one or more non-empty segments, none "." or "..": "/../" would leave
+// the prefix and "//host/" would send login (credentials included) to another origin.
+const PREFIX = /^(?=.{1,66}$)(?!.*\/\.{1,2}\/)\/([A-Za-z0-9._~-]+\/)+$/;
+
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 // Headers the page may not set: ours, ones that would change who is speaking, and the method
 // overrides that frameworks honour, which would turn a signed GET into an unsigned DELETE past the
@@ -219,7 +223,7 @@ export class Router {
         id = null;
         fail("bad_message", "message id must be a non-negative integer");
       }
-      this.take();
+      if (msg.op !== "abort") this.take(); // aborting what is in flight is always allowed
       const result = await this.dispatch(msg);
       this.post({ id, ok: true, result: result.value }, result.transfer || []);
     } catch (e) {
@@ -271,10 +275,9 @@ export class Router {
     for (const k of Object.keys(p)) {
       if (!["origins", "prefixes", "methods"].includes(k)) fail("bad_input", "unknown policy field");
     }
-    const prefix = msg.prefix === undefined ? "/sv/" : msg.prefix;
-    // One or more non-empty segments, none "." or "..": "/../" would leave the prefix and "//host/"
-    // would send login (credentials included) to another origin.
-    if (typeof prefix !== "string" || prefix.length > 66 || !/^\/([A-Za-z0-9._~-]+\/)+$/.test(prefix) || /\/\.{1,2}\//.test(prefix)) {
+    // Default: the boot script's directory, where the Manager serves it ({prefix}worker.js).
+    const prefix = msg.prefix !== undefined ? msg.prefix : this.reserved && PREFIX.test(this.reserved) ? this.reserved : "/sv/";
+    if (typeof prefix !== "string" || !PREFIX.test(prefix)) {
       fail("bad_input", "prefix must look like /sv/");
     }
     const origins = strings(p.origins, "origins");
@@ -350,6 +353,12 @@ export class Router {
       fail("bad_input", "credentials must be JSON-serializable");
     }
     if (creds === undefined || creds.length > LIMITS.maxCredentials) fail("bad_input", "credentials missing or too large");
+    // One login at a time, and none over a live session: a second handshake would replace the
+    // first one's key pair (both fail, while the server made sessions and set the cookie), and
+    // a login over an active lane would leave its session alive and unreachable.
+    if (this.handshakes.size) fail("bad_state", "a login or join is already in flight");
+    const st = this.status().state;
+    if (st === "active" || st === "rotating") fail("bad_state", "a session is active: log out first");
     const url = this.endpoint("login");
     const pub = this.vault.call(OP.begin, [[1, 1]]).get(1);
     const reply = await this.handshake(async () => {
@@ -444,7 +453,7 @@ export class Router {
       else if (msg.body instanceof ArrayBuffer) body = new Uint8Array(msg.body);
       else if (msg.body instanceof Uint8Array) body = msg.body;
       else fail("bad_input", "body must be a string, ArrayBuffer or Uint8Array");
-      if (body.length > LIMITS.maxBody) fail("too_large", "body too large");
+      if (body.length > LIMITS.maxBody) fail("too_large", "body over " + LIMITS.maxBody + " bytes");
       if (method === "GET" || method === "HEAD") fail("bad_input", "GET and HEAD requests have no body");
     }
     const c = new AbortController();
@@ -504,12 +513,14 @@ export class Router {
       headers,
       body,
       credentials,
-      redirect: "error",
+      // Not followed (a signature is for one URL), and told apart from a network failure.
+      redirect: "manual",
       cache: "no-store",
       mode: url.origin === this.origin ? "same-origin" : "cors",
       referrerPolicy: "no-referrer",
       signal,
     });
+    if (res.type === "opaqueredirect") fail("redirected", "the server answered with a redirect, which signed requests do not follow");
     this.react(res, gen);
     return res;
   }

@@ -432,3 +432,63 @@ test("the page aborts a signed fetch in flight: the worker's request is aborted,
   assert.equal((await send({ id: 8, op: "status" })).result.state, "active");
   assert.equal((await send({ id: 9, op: "fetch", url: "/api/ok" })).result.status, 200);
 });
+
+test("one login at a time, and none over an active session; the first login is unharmed", async () => {
+  const { srv, send, router, posted } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  let release;
+  const gate = new Promise((r) => (release = r));
+  const inner = srv.fetch;
+  let logins = 0;
+  srv.fetch = async (url, init) => {
+    if (new URL(url).pathname === "/sv/login") {
+      logins++;
+      await gate;
+    }
+    return inner(url, init);
+  };
+  const first = router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  const second = await send({ id: 3, op: "login", credentials: { password: "pw" } });
+  assert.equal(second.error.code, "bad_state");
+  release();
+  await first;
+  assert.equal(posted.find((m) => m.id === 2).result.state, "active", "the first login completed");
+  assert.equal(logins, 1, "the second never reached the server");
+  assert.equal((await send({ id: 4, op: "login", credentials: { password: "pw" } })).error.code, "bad_state", "log out first");
+  assert.equal((await send({ id: 5, op: "fetch", url: "/api/x" })).result.status, 200);
+  await send({ id: 6, op: "logout" });
+  assert.equal((await send({ id: 7, op: "login", credentials: { password: "pw" } })).result.state, "active", "after logout");
+});
+
+test("the endpoint prefix defaults to the boot script's directory", async () => {
+  const srv = fakeServer();
+  srv.prefix = "/app/sv/";
+  const posted = [];
+  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/app/sv/" });
+  await router.onMessage({ id: 1, op: "init" });
+  assert.equal(router.prefix, "/app/sv/");
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  assert.equal(posted.find((m) => m.id === 2).result.state, "active");
+  for (const reserved of [null, "/a b/"]) {
+    const r = new Router({ instance: await newInstance(), fetch: () => {}, post: () => {}, origin: ORIGIN, WebSocket: null, reserved });
+    await r.onMessage({ id: 1, op: "init" });
+    assert.equal(r.prefix, "/sv/", "no usable script directory: /sv/");
+  }
+});
+
+test("a redirect is not followed and is told apart from a network failure", async () => {
+  const { srv, send } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  const inner = srv.fetch;
+  let redirect = null;
+  srv.fetch = (url, init) => {
+    if (new URL(url).pathname !== "/api/moved") return inner(url, init);
+    redirect = init.redirect;
+    // What fetch gives for a 3xx with redirect: "manual".
+    return Promise.resolve({ type: "opaqueredirect", status: 0, ok: false, headers: new Headers() });
+  };
+  assert.equal((await send({ id: 3, op: "fetch", url: "/api/moved" })).error.code, "redirected");
+  assert.equal(redirect, "manual");
+  assert.equal((await send({ id: 4, op: "status" })).result.state, "active");
+});
