@@ -109,6 +109,7 @@ export class Vault extends EventTarget {
       }
       if (body !== undefined && body !== null) msg.body = body;
       signal = init.signal;
+      if (signal != null && !(signal instanceof AbortSignal)) throw new VaultError("bad_input", "signal must be an AbortSignal");
     } else {
       let req;
       try {

@@ -126,7 +126,8 @@ export class Router {
     // cookie of a session that the logout must then end.
     this.handshakes = new Set();
     // The AbortControllers of login, join and re-key requests in flight: a logout that stops
-    // waiting for them aborts them, so that a late reply cannot set the join cookie.
+    // waiting for them aborts them, so that a late login or re-key reply cannot set the join
+    // cookie of a session of its own, and a late join cannot leave a key behind.
     this.aborts = new Set();
     // The AbortControllers of the page's signed fetches in flight, by message id.
     this.fetching = new Map();
@@ -159,7 +160,7 @@ export class Router {
     }
   }
 
-  /** Runs run(signal) for a request whose reply sets the join cookie (login, join, re-key). */
+  /** Runs run(signal) for a login, join or re-key request, which a logout may abort. */
   async abortable(run) {
     const c = new AbortController();
     this.aborts.add(c);
@@ -357,6 +358,7 @@ export class Router {
     // first one's key pair (both fail, while the server made sessions and set the cookie), and
     // a login over an active lane would leave its session alive and unreachable.
     if (this.handshakes.size) fail("bad_state", "a login or join is already in flight");
+    if (this.loggingOut) fail("bad_state", "a logout is in progress");
     const st = this.status().state;
     if (st === "active" || st === "rotating") fail("bad_state", "a session is active: log out first");
     const url = this.endpoint("login");
@@ -388,8 +390,9 @@ export class Router {
     let body = null;
     try {
       body = await res.json();
-    } catch {
-      /* handled below */
+    } catch (e) {
+      // Aborted after the headers (a logout that stopped waiting): say so, not "malformed".
+      if (e && e.name === "AbortError") fail("aborted", "the request was aborted");
     }
     if (!res.ok) {
       const reason = (body && typeof body.error === "string" && body.error.slice(0, 64)) || "http_" + res.status;
@@ -593,6 +596,8 @@ export class Router {
           if (this.rotating) await this.rotating.catch(() => {});
           // A rotation left half done (its request failed) first: a re-key needs an active lane.
           if (this.status().state === "rotating") await this.rotate();
+          // A logout that began meanwhile aborts only requests already sent: start none.
+          if (this.loggingOut) fail("bad_state", "logging out");
           const pub = this.vault.call(OP.begin, [[1, 3]]).get(1);
           const url = new URL(this.endpoint("rekey"));
           const body = new TextEncoder().encode('{"pub":"' + b64url.encode(pub) + '"}');

@@ -139,6 +139,9 @@ func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
 		m.refuse(w, reasonUnavailable)
 		return
 	}
+	// From here on the login completes even if the client leaves: a store call cut short half
+	// way would leave a session without its audit record or its limit enforced.
+	ctx = context.WithoutCancel(ctx)
 	var ua []byte
 	if m.bindUA {
 		h := sha256.Sum256([]byte(r.UserAgent()))
@@ -458,6 +461,9 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 		m.refuse(w, reasonUnavailable)
 		return
 	}
+	// From here on the re-key completes even if the client leaves: cut short between making the
+	// new session and deleting the old, it would leave both (and a false store alarm).
+	ctx = context.WithoutCancel(ctx)
 	claims, elevated := m.pending.get(old.ID, now)
 	if !elevated {
 		claims = old.Claims

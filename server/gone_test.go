@@ -150,3 +150,55 @@ func TestLogoutAlwaysClearsTheCookie(t *testing.T) {
 		}
 	}
 }
+
+// ctxStore honours a done context as redisstore does (every call starts with ctx.Err()), and
+// lets the client go away just after the re-key's new session is created.
+type ctxStore struct {
+	server.Store
+	leaveAfterCreate context.CancelFunc
+}
+
+func (s *ctxStore) Create(ctx context.Context, sess *server.Session, l *server.Lane) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := s.Store.Create(ctx, sess, l)
+	if s.leaveAfterCreate != nil {
+		s.leaveAfterCreate()
+	}
+	return err
+}
+
+func (s *ctxStore) Delete(ctx context.Context, id []byte, reason string) ([]protocol.LaneID, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.Store.Delete(ctx, id, reason)
+}
+
+// A re-key whose client goes (its logout aborted it) just after the new session was stored, on
+// a store that honours a done context (as redisstore does): the re-key completes as one, so one
+// session is left (the new one, which no cookie and no worker reach: SECURITY.md's residual) and
+// no false store alarm is raised. Before, the old session's delete and the new one's cleanup both
+// failed on the done context: two sessions and two store_error records.
+func TestRekeyGoneAfterCreateLeavesNoOrphan(t *testing.T) {
+	st := &ctxStore{Store: memstore.New()}
+	e := newEnv(t, func(c *server.Config) { c.Store = st })
+	c := e.newClient()
+	c.login("alice")
+	pub, err := c.v.Begin(protocol.HandshakeRekey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.sign("POST", "/sv/rekey", pubBody(pub))
+	ctx, cancel := context.WithCancel(r.Context())
+	st.leaveAfterCreate = cancel
+	w := e.serve(r.WithContext(ctx))
+	st.leaveAfterCreate = nil
+	if n := e.sessionsOf("alice"); n != 1 {
+		t.Fatalf("alice has %d sessions after a re-key nobody waited for, want 1 (answer %d %s)", n, w.Code, w.Header().Get("Sv-Error"))
+	}
+	if n := len(e.logs.events("store_error")); n != 0 {
+		t.Fatalf("%d store_error records for a client that left", n)
+	}
+}

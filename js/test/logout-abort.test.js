@@ -1,0 +1,132 @@
+// A logout that stops waiting, and aborts: races found in review, each of which failed before
+// its fix. The fake server keeps the cookie jar as the browser sees it (Set-Cookie applied on
+// delivery; every same-origin logout answer clears it, as the Go server's logout does).
+import test from "node:test";
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import { Router, LIMITS } from "../router.js";
+import { newInstance, serverLogin, serverRotate, x25519Pair, x25519, epochKey, confirm, hmac, b64url } from "./helpers.js";
+
+const ORIGIN = "https://app.example";
+const enc = (s) => Buffer.from(s);
+const sha256 = (...p) => crypto.createHash("sha256").update(Buffer.concat(p.map((x) => Buffer.from(x)))).digest();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const reply = (status, obj, headers = {}) => new Response(obj === null ? null : JSON.stringify(obj), { status, headers: { "Content-Type": "application/json", ...headers } });
+
+// A fake server (as rekey-races.test.js) plus rotation, per-endpoint processing gates and reply
+// delivery delays.
+function mk() {
+  const srv = { sessions: new Map(), byLane: new Map(), cookie: null, gates: {}, delay: {}, sent: [], t0: Date.now() };
+  const deliver = async (name, res, cookie) => {
+    if (srv.delay[name]) await sleep(srv.delay[name]);
+    if (cookie !== undefined) srv.cookie = cookie;
+    return res;
+  };
+  srv.fetch = async (url, init) => {
+    const u = new URL(url);
+    const name = u.pathname.slice(4);
+    srv.sent.push({ name, at: Date.now() - srv.t0 });
+    if (srv.gates[name]) await srv.gates[name];
+    const body = init.body ? Buffer.from(init.body) : null;
+    if (name === "login") {
+      const req = JSON.parse(body.toString());
+      const s = serverLogin(Buffer.from(req.pub, "base64url"));
+      const id = crypto.randomUUID();
+      const sess = { id, lane: s.lane, key: s.key, epoch: 0, live: true };
+      srv.sessions.set(id, sess); srv.byLane.set(b64url(s.lane), sess);
+      return deliver(name, reply(200, { lane: b64url(s.lane), pub: b64url(s.pub), confirm: b64url(s.confirm), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 }), id);
+    }
+    const h = new Headers(init.headers);
+    const m = /keyid="([^.]+)\./.exec(h.get("signature-input") || "");
+    const sess = m && srv.byLane.get(m[1]);
+    if (!sess) return deliver(name, reply(401, { error: "missing_signature" }), name === "logout" ? null : undefined);
+    if (!sess.live) return deliver(name, reply(401, { error: sess.gone }, { "Sv-Error": sess.gone }), name === "logout" ? null : undefined);
+    if (name === "logout") { sess.live = false; sess.gone = "logout"; return deliver(name, reply(200, { ok: true }), null); }
+    if (name === "rotate") {
+      const C = Buffer.from(JSON.parse(body.toString()).pub, "base64url");
+      const r = serverRotate(sess.key, sess.lane, sess.epoch + 1, C);
+      sess.key = r.key; sess.epoch++;
+      return deliver(name, reply(200, { pub: b64url(r.pub), epoch: sess.epoch, confirm: b64url(r.confirm) }));
+    }
+    if (name === "rekey") {
+      const C = Buffer.from(JSON.parse(body.toString()).pub, "base64url");
+      const { privateKey, pub } = x25519Pair();
+      const lane = crypto.randomBytes(16);
+      const T = sha256(enc("sessionvault/v1 rekey"), Buffer.from([0]), C, pub, lane);
+      const salt = hmac(sess.key, enc("sessionvault/v1 rekey-chain"), Buffer.from([1]));
+      const key = epochKey(Buffer.concat([x25519(privateKey, C), T]), salt, lane, 0);
+      const id = crypto.randomUUID();
+      const n = { id, lane, key, epoch: 0, live: true };
+      srv.sessions.set(id, n); srv.byLane.set(b64url(lane), n);
+      sess.live = false; sess.gone = "rekeyed";
+      return deliver(name, reply(200, { lane: b64url(lane), pub: b64url(pub), confirm: b64url(confirm(key, T)), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 }), id);
+    }
+    return deliver(name, reply(200, {}));
+  };
+  return srv;
+}
+
+const at = (ms) => new Promise((r) => setTimeout(r, ms));
+
+test("a re-key queued behind a slow rotation starts no request once a logout runs, and leaves no live session's cookie", async () => {
+  const srv = mk();
+  const posted = [];
+  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/", logoutWaitMs: 50 });
+  await router.onMessage({ id: 1, op: "init" });
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  srv.t0 = Date.now(); srv.sent.length = 0;
+  router.logoutWaitMs = 200;
+  srv.gates.rotate = at(400); // the rotation's answer takes 400 ms (the logout waits only 200)
+  srv.gates.logout = at(600); // the logout is processed after the re-key
+  srv.delay.rekey = 600; // ... and the re-key's answer (with its Set-Cookie) is delivered last
+  router.rotate().catch(() => {});
+  const rk = router.rekey().catch((e) => e); // a rekey hint: waits for the rotation first
+  const lo = router.onMessage({ id: 3, op: "logout" });
+  await lo; await rk; await sleep(50);
+  const order = srv.sent.map((s) => s.name + "@" + s.at);
+  const logoutAt = srv.sent.find((s) => s.name === "logout").at;
+  const lateRekey = srv.sent.find((s) => s.name === "rekey" && s.at >= logoutAt);
+  const live = srv.cookie && srv.sessions.get(srv.cookie)?.live;
+  assert.ok(!lateRekey && !live, `a re-key request was sent after the logout (${order.join(", ")}); the jar's cookie now names a live session: ${live}`);
+});
+
+test("a login a logout aborts after its headers arrived rejects aborted (PROTOCOL 3.4)", async () => {
+  const posted = [];
+  const router = new Router({
+    instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/", logoutWaitMs: 50,
+    fetch: async (u, init) => {
+      if (new URL(u).pathname === "/sv/login") {
+        // Headers (and Set-Cookie) in; the body stalls until the abort errors it, as in a browser.
+        const body = new ReadableStream({ start(c) { init.signal.addEventListener("abort", () => c.error(new DOMException("aborted", "AbortError"))); } });
+        return new Response(body, { status: 200, headers: { "Content-Type": "application/json" } });
+      }
+      return reply(401, { error: "missing_signature" });
+    },
+  });
+  await router.onMessage({ id: 1, op: "init" });
+  const li = router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  await router.onMessage({ id: 3, op: "logout" });
+  await li;
+  assert.equal(posted.find((m) => m.id === 2).error.code, "aborted");
+});
+
+test("the rate limiter never refuses an abort: a busy page can still stop its request", async () => {
+  let now = 0;
+  const posted = [];
+  const srv = mk();
+  let slowSignal = null;
+  const router = new Router({
+    instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/", now: () => now,
+    fetch: (u, i) => {
+      if (new URL(u).pathname === "/api/slow") { slowSignal = i.signal; return new Promise(() => {}); }
+      return srv.fetch(u, i);
+    },
+  });
+  await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  router.onMessage({ id: 3, op: "fetch", url: "/api/slow" });
+  for (let i = 0; i < LIMITS.burst; i++) await router.onMessage({ id: 100 + i, op: "status" }); // a busy page
+  await router.onMessage({ id: 4, op: "abort", target: 3 });
+  const ab = posted.find((m) => m.id === 4);
+  assert.ok(ab.ok && slowSignal.aborted, "abort: " + JSON.stringify(ab) + ", worker request aborted: " + slowSignal.aborted);
+});
