@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/network"
 
@@ -422,4 +423,46 @@ func TestJoinCookieInChromium(t *testing.T) {
 func browserCookies(tb *Tab) []*network.Cookie {
 	tb.t.Helper()
 	return Call(tb, tb.Page(), network.GetCookies, network.GetCookiesParams{URLs: []string{srv.URL + "/"}}).Cookies
+}
+
+// TestLoginReachesOpenTabs: a tab open on the login form follows a login in another tab of the
+// same origin (a BroadcastChannel notice; a fresh worker joins, as a reload would) and fires
+// "active" with joined. A notice page script posts with no session changes nothing.
+func TestLoginReachesOpenTabs(t *testing.T) {
+	d := newDemo(t, demo.Options{})
+	tb := newTab(t)
+	if st := openVault(tb); st != "empty" {
+		t.Fatalf("first tab: %s", st)
+	}
+	tb2 := tb.Sibling()
+	if st := openVault(tb2); st != "empty" {
+		t.Fatalf("second tab: %s", st)
+	}
+	state := func(tb *Tab) string { return Eval[string](tb, `vault.status().then((s) => s.state)`) }
+	// Anyone on the origin can post the notice: with no session, nothing happens.
+	Eval[bool](tb, `new BroadcastChannel("sessionvault " + new URL("/sv/worker.js", location.href).href).postMessage({type: "login"}), true`)
+	time.Sleep(700 * time.Millisecond)
+	if st := state(tb2); st != "empty" {
+		t.Fatalf("after a notice with no session: %s", st)
+	}
+	if st := loginAPI(tb, "alice"); st != "active" {
+		t.Fatal(st)
+	}
+	deadline := time.Now().Add(8 * time.Second) // the forged notice above delays the next attempt by 2 s
+	for state(tb2) != "active" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := state(tb2); st != "active" {
+		t.Fatalf("the open tab did not follow the login: %s", st)
+	}
+	if !Eval[bool](tb2, `vaultEvents.some((e) => e.name === "active" && e.detail.joined === true) && vault.joined`) {
+		t.Errorf("no active {joined} event: %s", Eval[string](tb2, `JSON.stringify(vaultEvents)`))
+	}
+	if l1, l2 := profileLane(tb), profileLane(tb2); l1 == l2 {
+		t.Fatal("two tabs share one lane")
+	}
+	if n := lanes(t, d, "alice"); n != 2 {
+		t.Fatalf("%d lanes, want 2", n)
+	}
+	assertNoConsoleErrors(tb2)
 }

@@ -26,18 +26,33 @@ export class Vault extends EventTarget {
   #dead = null;
   #joined = false;
   #joinError = null;
+  #workerURL;
+  #opts;
+  #channel = null; // BroadcastChannel: logins in other tabs of this origin
+  #rejoinAt = 0; // no rejoin starts before this (Date.now() ms)
+  #rejoinTimer = null;
+  #rejoining = false;
+  #rejoinAgain = false;
 
   /** Use Vault.create. */
-  constructor(worker, url = "") {
+  constructor(worker, url = "", opts = {}) {
     super();
-    this.#worker = worker;
-    worker.addEventListener("message", (e) => this.#onMessage(e.data));
-    worker.addEventListener("error", (e) => {
-      e.preventDefault?.();
-      this.#die("the vault worker failed to start (" + url + ": missing, not JavaScript, or refused by the CSP)");
-    });
+    this.#workerURL = url;
+    this.#opts = opts;
+    this.#attach(worker);
     // Methods that work detached too (fetch: vault.fetch, as fetch-taking libraries want it).
     for (const m of ["fetch", "login", "logout", "status", "terminate"]) this[m] = this[m].bind(this);
+  }
+
+  #attach(worker) {
+    this.#worker = worker;
+    worker.addEventListener("message", (e) => {
+      if (this.#worker === worker) this.#onMessage(e.data);
+    });
+    worker.addEventListener("error", (e) => {
+      e.preventDefault?.();
+      if (this.#worker === worker) this.#die("the vault worker failed to start (" + this.#workerURL + ": missing, not JavaScript, or refused by the CSP)");
+    });
   }
 
   /** Whether create() joined a live session (a reload or a new tab of it). */
@@ -61,19 +76,100 @@ export class Vault extends EventTarget {
    * @returns {Promise<Vault>}
    */
   static async create(opts = {}) {
-    const url = opts.workerURL || "/sv/worker.js";
-    const v = new Vault(new Worker(url, { type: "module", name: "sessionvault" }), String(url));
-    const init = { op: "init", policy: opts.policy || {} };
-    if (opts.prefix) init.prefix = opts.prefix;
-    const r = await v.#call(init);
+    const url = String(opts.workerURL || "/sv/worker.js");
+    const v = new Vault(new Worker(url, { type: "module", name: "sessionvault" }), url, opts);
+    const r = await v.#call(Vault.#initMessage(opts));
     v.#joined = r.joined === true;
     v.#joinError = typeof r.joinError === "string" ? r.joinError : null;
+    if (opts.followLogins !== false && typeof BroadcastChannel === "function") {
+      v.#channel = new BroadcastChannel("sessionvault " + new URL(url, globalThis.location?.href).href);
+      v.#channel.onmessage = (e) => {
+        if (e.data && e.data.type === "login") v.#requestRejoin();
+      };
+    }
     return v;
   }
 
-  /** Logs in; resolves with the status once the key is active. */
-  login(credentials) {
-    return this.#call({ op: "login", credentials });
+  static #initMessage(opts) {
+    const init = { op: "init", policy: opts.policy || {} };
+    if (opts.prefix) init.prefix = opts.prefix;
+    return init;
+  }
+
+  /**
+   * Another tab logged in: if this vault holds no session and is idle, a fresh worker joins the
+   * new session (only a fresh worker's boot script can carry a join ticket) and replaces this one.
+   * Anything that can post to the channel can ask for what a reload does; requests coalesce, at
+   * most one attempt every 2 s, and none is lost (a later login is always followed).
+   */
+  #requestRejoin() {
+    if (this.#rejoining) {
+      this.#rejoinAgain = true;
+      return;
+    }
+    if (this.#rejoinTimer || this.#dead) return;
+    this.#rejoinTimer = setTimeout(() => {
+      this.#rejoinTimer = null;
+      this.#rejoinAt = Date.now() + 2000;
+      this.#rejoining = true;
+      this.#rejoin().finally(() => {
+        this.#rejoining = false;
+        if (this.#rejoinAgain) {
+          this.#rejoinAgain = false;
+          this.#requestRejoin();
+        }
+      });
+    }, Math.max(0, this.#rejoinAt - Date.now()));
+  }
+
+  async #rejoin() {
+    if (this.#dead) return;
+    if (this.#pending.size) {
+      this.#rejoinAgain = true; // busy: try again in 2 s
+      return;
+    }
+    let st;
+    try {
+      st = await this.status();
+    } catch {
+      return;
+    }
+    if (st.state !== "empty" && st.state !== "wiped") return;
+    const w = new Worker(this.#workerURL, { type: "module", name: "sessionvault" });
+    let active = null;
+    const r = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(null), 10_000);
+      w.onerror = () => resolve(null);
+      w.onmessage = (e) => {
+        const m = e.data;
+        if (m === null || typeof m !== "object") return;
+        if (m.event === "active") active = m.detail || {};
+        else if (m.event === "fatal") resolve(null);
+        else if (m.id === 0) resolve(m.ok ? m.result : null);
+        else return;
+        if (m.id === 0 || m.event === "fatal") clearTimeout(timer);
+      };
+      w.postMessage({ ...Vault.#initMessage(this.#opts), id: 0 });
+    });
+    w.onmessage = w.onerror = null;
+    // Still idle, and joined: swap. Else the new worker goes, with whatever it holds.
+    if (!r || r.joined !== true || this.#dead || this.#pending.size) {
+      w.terminate();
+      return;
+    }
+    const old = this.#worker;
+    this.#attach(w);
+    old.terminate();
+    this.#joined = true;
+    this.#joinError = null;
+    this.dispatchEvent(new CustomEvent("active", { detail: { ...active, joined: true } }));
+  }
+
+  /** Logs in; resolves with the status once the key is active. Other tabs' idle vaults join. */
+  async login(credentials) {
+    const st = await this.#call({ op: "login", credentials });
+    this.#channel?.postMessage({ type: "login" });
+    return st;
   }
 
   /** Logs out; the worker wipes its key whatever the server answers. */
@@ -145,6 +241,9 @@ export class Vault extends EventTarget {
 
   /** Stops the worker; its memory, key included, goes with it. */
   terminate() {
+    this.#channel?.close();
+    this.#channel = null;
+    clearTimeout(this.#rejoinTimer);
     this.#worker.terminate();
     this.#die("the vault was terminated");
   }

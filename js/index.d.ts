@@ -32,6 +32,12 @@ export interface CreateOptions {
   prefix?: string;
   /** Bound once, when the worker starts; it cannot be changed afterwards. */
   policy?: Policy;
+  /**
+   * Follow logins in the origin's other tabs (default true): when another tab logs in and this
+   * vault holds no session and has no call in flight, a fresh worker joins the new session (as
+   * a reload would) and replaces this one; "active" fires with joined: true.
+   */
+  followLogins?: boolean;
 }
 
 export interface Status {
