@@ -55,6 +55,25 @@ func TestLoginOfAGoneClientMakesNoSession(t *testing.T) {
 	}
 }
 
+// rekeyLeaving logs alice in on st and sends a re-key whose client leaves when st calls the
+// function arm gave it (arm(nil) after the answer).
+func rekeyLeaving(t *testing.T, st server.Store, arm func(context.CancelFunc)) (*env, *client, *httptest.ResponseRecorder) {
+	t.Helper()
+	e := newEnv(t, func(c *server.Config) { c.Store = st })
+	c := e.newClient()
+	c.login("alice")
+	pub, err := c.v.Begin(protocol.HandshakeRekey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.sign("POST", "/sv/rekey", pubBody(pub))
+	ctx, cancel := context.WithCancel(r.Context())
+	arm(cancel)
+	w := e.serve(r.WithContext(ctx))
+	arm(nil)
+	return e, c, w
+}
+
 // leaveAfterSeen is a store through which the client goes away just after its request was
 // verified (the replay check is verification's last store call).
 type leaveAfterSeen struct {
@@ -72,18 +91,7 @@ func (s *leaveAfterSeen) Seen(ctx context.Context, id protocol.LaneID, seq uint6
 
 func TestRekeyOfAGoneClientKeepsTheSession(t *testing.T) {
 	st := &leaveAfterSeen{Store: memstore.New()}
-	e := newEnv(t, func(c *server.Config) { c.Store = st })
-	c := e.newClient()
-	c.login("alice")
-	pub, err := c.v.Begin(protocol.HandshakeRekey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := c.sign("POST", "/sv/rekey", pubBody(pub))
-	ctx, cancel := context.WithCancel(r.Context())
-	st.leave = cancel
-	w := e.serve(r.WithContext(ctx))
-	st.leave = nil
+	e, c, w := rekeyLeaving(t, st, func(leave context.CancelFunc) { st.leave = leave })
 	wantRefused(t, w, 503, "unavailable")
 	if sc := w.Header().Values("Set-Cookie"); len(sc) != 0 {
 		t.Fatalf("Set-Cookie %q for a re-key nobody waits for", sc)
@@ -183,18 +191,7 @@ func (s *ctxStore) Delete(ctx context.Context, id []byte, reason string) ([]prot
 // failed on the done context: two sessions and two store_error records.
 func TestRekeyGoneAfterCreateLeavesNoOrphan(t *testing.T) {
 	st := &ctxStore{Store: memstore.New()}
-	e := newEnv(t, func(c *server.Config) { c.Store = st })
-	c := e.newClient()
-	c.login("alice")
-	pub, err := c.v.Begin(protocol.HandshakeRekey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := c.sign("POST", "/sv/rekey", pubBody(pub))
-	ctx, cancel := context.WithCancel(r.Context())
-	st.leaveAfterCreate = cancel
-	w := e.serve(r.WithContext(ctx))
-	st.leaveAfterCreate = nil
+	e, _, w := rekeyLeaving(t, st, func(leave context.CancelFunc) { st.leaveAfterCreate = leave })
 	if n := e.sessionsOf("alice"); n != 1 {
 		t.Fatalf("alice has %d sessions after a re-key nobody waited for, want 1 (answer %d %s)", n, w.Code, w.Header().Get("Sv-Error"))
 	}

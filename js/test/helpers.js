@@ -73,6 +73,15 @@ export function serverRotate(k, lane, e, clientPub) {
   return { pub, confirm: confirm(key, transcript), key };
 }
 
+/** The server side of a re-key from the current epoch key k (PROTOCOL.md 3.4). */
+export function serverRekey(k, clientPub) {
+  const { privateKey, pub } = x25519Pair();
+  const lane = crypto.randomBytes(16);
+  const transcript = sha256(enc("sessionvault/v1 rekey"), Buffer.from([0]), clientPub, pub, lane);
+  const key = epochKey(Buffer.concat([x25519(privateKey, clientPub), transcript]), expand(k, "sessionvault/v1 rekey-chain"), lane, 0);
+  return { lane, pub, confirm: confirm(key, transcript), key };
+}
+
 /** Seals an event as PROTOCOL.md section 6 says. */
 export function sealEvent(evKey, { type, lane, epoch, seq, time = Date.now(), deadline = 0, reason = "" }) {
   const body = Buffer.alloc(47 + reason.length);

@@ -5,11 +5,9 @@ import test from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import { Router, LIMITS } from "../router.js";
-import { newInstance, serverLogin, serverRotate, x25519Pair, x25519, epochKey, confirm, hmac, b64url } from "./helpers.js";
+import { serverRekey, newInstance, serverLogin, serverRotate, b64url } from "./helpers.js";
 
 const ORIGIN = "https://app.example";
-const enc = (s) => Buffer.from(s);
-const sha256 = (...p) => crypto.createHash("sha256").update(Buffer.concat(p.map((x) => Buffer.from(x)))).digest();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const reply = (status, obj, headers = {}) => new Response(obj === null ? null : JSON.stringify(obj), { status, headers: { "Content-Type": "application/json", ...headers } });
 
@@ -50,16 +48,12 @@ function mk() {
     }
     if (name === "rekey") {
       const C = Buffer.from(JSON.parse(body.toString()).pub, "base64url");
-      const { privateKey, pub } = x25519Pair();
-      const lane = crypto.randomBytes(16);
-      const T = sha256(enc("sessionvault/v1 rekey"), Buffer.from([0]), C, pub, lane);
-      const salt = hmac(sess.key, enc("sessionvault/v1 rekey-chain"), Buffer.from([1]));
-      const key = epochKey(Buffer.concat([x25519(privateKey, C), T]), salt, lane, 0);
+      const { lane, pub, key, confirm: conf } = serverRekey(sess.key, C);
       const id = crypto.randomUUID();
       const n = { id, lane, key, epoch: 0, live: true };
       srv.sessions.set(id, n); srv.byLane.set(b64url(lane), n);
       sess.live = false; sess.gone = "rekeyed";
-      return deliver(name, reply(200, { lane: b64url(lane), pub: b64url(pub), confirm: b64url(confirm(key, T)), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 }), id);
+      return deliver(name, reply(200, { lane: b64url(lane), pub: b64url(pub), confirm: b64url(conf), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 }), id);
     }
     return deliver(name, reply(200, {}));
   };
