@@ -109,3 +109,62 @@ export function verifyProfile(key, { method, authority, path, query, signatureIn
 }
 
 export const b64url = (b) => Buffer.from(b).toString("base64url");
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const jsonReply = (status, obj, headers = {}) => new Response(obj === null ? null : JSON.stringify(obj), { status, headers: { "Content-Type": "application/json", ...headers } });
+
+/**
+ * A fake session server for race tests: login, rotate, re-key (chained, PROTOCOL.md 3.4) and
+ * logout, per-endpoint processing gates (gates[name]: a promise), reply delivery delays
+ * (delay[name]: ms), the requests sent (sent: {name, at}), a hint for the next plain answer
+ * (action), and the cookie jar as the browser sees it (cookie: the session ID of the last
+ * Set-Cookie, applied when the reply is delivered; every logout answer clears it, as the Go
+ * server's same-origin logout does). sessions: id -> {id, lane, key, epoch, live, gone}.
+ */
+export function fakeSessionServer() {
+  const srv = { sessions: new Map(), byLane: new Map(), cookie: null, action: null, gates: {}, delay: {}, sent: [], t0: Date.now() };
+  const deliver = async (name, res, cookie) => {
+    if (srv.delay[name]) await sleep(srv.delay[name]);
+    if (cookie !== undefined) srv.cookie = cookie;
+    return res;
+  };
+  srv.fetch = async (url, init) => {
+    const u = new URL(url);
+    const name = u.pathname.slice(4);
+    srv.sent.push({ name, at: Date.now() - srv.t0 });
+    if (srv.gates[name]) await srv.gates[name];
+    const body = init.body ? Buffer.from(init.body) : null;
+    if (name === "login") {
+      const req = JSON.parse(body.toString());
+      const s = serverLogin(Buffer.from(req.pub, "base64url"));
+      const id = crypto.randomUUID();
+      const sess = { id, lane: s.lane, key: s.key, epoch: 0, live: true };
+      srv.sessions.set(id, sess); srv.byLane.set(b64url(s.lane), sess);
+      return deliver(name, jsonReply(200, { lane: b64url(s.lane), pub: b64url(s.pub), confirm: b64url(s.confirm), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 }), id);
+    }
+    const h = new Headers(init.headers);
+    const m = /keyid="([^.]+)\./.exec(h.get("signature-input") || "");
+    const sess = m && srv.byLane.get(m[1]);
+    if (!sess) return deliver(name, jsonReply(401, { error: "missing_signature" }), name === "logout" ? null : undefined);
+    if (!sess.live) return deliver(name, jsonReply(401, { error: sess.gone }, { "Sv-Error": sess.gone }), name === "logout" ? null : undefined);
+    if (name === "logout") { sess.live = false; sess.gone = "logout"; return deliver(name, jsonReply(200, { ok: true }), null); }
+    if (name === "rotate") {
+      const C = Buffer.from(JSON.parse(body.toString()).pub, "base64url");
+      const r = serverRotate(sess.key, sess.lane, sess.epoch + 1, C);
+      sess.key = r.key; sess.epoch++;
+      return deliver(name, jsonReply(200, { pub: b64url(r.pub), epoch: sess.epoch, confirm: b64url(r.confirm) }));
+    }
+    if (name === "rekey") {
+      const C = Buffer.from(JSON.parse(body.toString()).pub, "base64url");
+      const { lane, pub, key, confirm: conf } = serverRekey(sess.key, C);
+      const id = crypto.randomUUID();
+      const n = { id, lane, key, epoch: 0, live: true };
+      srv.sessions.set(id, n); srv.byLane.set(b64url(lane), n);
+      sess.live = false; sess.gone = "rekeyed";
+      return deliver(name, jsonReply(200, { lane: b64url(lane), pub: b64url(pub), confirm: b64url(conf), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 }), id);
+    }
+    const extra = srv.action ? { "Sv-Action": srv.action } : {};
+    return deliver(name, jsonReply(200, {}, extra));
+  };
+  return srv;
+}

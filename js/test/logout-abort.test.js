@@ -3,67 +3,17 @@
 // delivery; every same-origin logout answer clears it, as the Go server's logout does).
 import test from "node:test";
 import assert from "node:assert/strict";
-import crypto from "node:crypto";
 import { Router, LIMITS } from "../router.js";
-import { serverRekey, newInstance, serverLogin, serverRotate, b64url } from "./helpers.js";
+import { fakeSessionServer, newInstance } from "./helpers.js";
 
 const ORIGIN = "https://app.example";
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const reply = (status, obj, headers = {}) => new Response(obj === null ? null : JSON.stringify(obj), { status, headers: { "Content-Type": "application/json", ...headers } });
 
-// A fake server (as rekey-races.test.js) plus rotation, per-endpoint processing gates and reply
-// delivery delays.
-function mk() {
-  const srv = { sessions: new Map(), byLane: new Map(), cookie: null, gates: {}, delay: {}, sent: [], t0: Date.now() };
-  const deliver = async (name, res, cookie) => {
-    if (srv.delay[name]) await sleep(srv.delay[name]);
-    if (cookie !== undefined) srv.cookie = cookie;
-    return res;
-  };
-  srv.fetch = async (url, init) => {
-    const u = new URL(url);
-    const name = u.pathname.slice(4);
-    srv.sent.push({ name, at: Date.now() - srv.t0 });
-    if (srv.gates[name]) await srv.gates[name];
-    const body = init.body ? Buffer.from(init.body) : null;
-    if (name === "login") {
-      const req = JSON.parse(body.toString());
-      const s = serverLogin(Buffer.from(req.pub, "base64url"));
-      const id = crypto.randomUUID();
-      const sess = { id, lane: s.lane, key: s.key, epoch: 0, live: true };
-      srv.sessions.set(id, sess); srv.byLane.set(b64url(s.lane), sess);
-      return deliver(name, reply(200, { lane: b64url(s.lane), pub: b64url(s.pub), confirm: b64url(s.confirm), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 }), id);
-    }
-    const h = new Headers(init.headers);
-    const m = /keyid="([^.]+)\./.exec(h.get("signature-input") || "");
-    const sess = m && srv.byLane.get(m[1]);
-    if (!sess) return deliver(name, reply(401, { error: "missing_signature" }), name === "logout" ? null : undefined);
-    if (!sess.live) return deliver(name, reply(401, { error: sess.gone }, { "Sv-Error": sess.gone }), name === "logout" ? null : undefined);
-    if (name === "logout") { sess.live = false; sess.gone = "logout"; return deliver(name, reply(200, { ok: true }), null); }
-    if (name === "rotate") {
-      const C = Buffer.from(JSON.parse(body.toString()).pub, "base64url");
-      const r = serverRotate(sess.key, sess.lane, sess.epoch + 1, C);
-      sess.key = r.key; sess.epoch++;
-      return deliver(name, reply(200, { pub: b64url(r.pub), epoch: sess.epoch, confirm: b64url(r.confirm) }));
-    }
-    if (name === "rekey") {
-      const C = Buffer.from(JSON.parse(body.toString()).pub, "base64url");
-      const { lane, pub, key, confirm: conf } = serverRekey(sess.key, C);
-      const id = crypto.randomUUID();
-      const n = { id, lane, key, epoch: 0, live: true };
-      srv.sessions.set(id, n); srv.byLane.set(b64url(lane), n);
-      sess.live = false; sess.gone = "rekeyed";
-      return deliver(name, reply(200, { lane: b64url(lane), pub: b64url(pub), confirm: b64url(conf), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 }), id);
-    }
-    return deliver(name, reply(200, {}));
-  };
-  return srv;
-}
-
 const at = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test("a re-key queued behind a slow rotation starts no request once a logout runs, and leaves no live session's cookie", async () => {
-  const srv = mk();
+  const srv = fakeSessionServer();
   const posted = [];
   const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/", logoutWaitMs: 50 });
   await router.onMessage({ id: 1, op: "init" });
@@ -107,7 +57,7 @@ test("a login a logout aborts after its headers arrived rejects aborted (PROTOCO
 test("the rate limiter never refuses an abort: a busy page can still stop its request", async () => {
   let now = 0;
   const posted = [];
-  const srv = mk();
+  const srv = fakeSessionServer();
   let slowSignal = null;
   const router = new Router({
     instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/", now: () => now,

@@ -3,51 +3,13 @@
 // review, reproduced here first.
 import test from "node:test";
 import assert from "node:assert/strict";
-import crypto from "node:crypto";
 import { Router } from "../router.js";
-import { serverRekey, newInstance, serverLogin, signKey, verifyProfile, b64url } from "./helpers.js";
+import { fakeSessionServer, newInstance, signKey, verifyProfile } from "./helpers.js";
 
 const ORIGIN = "https://app.example";
 
-function mk() {
-  // sessions: id -> {lane, key, live}; cookie: id of the last Set-Cookie
-  const srv = { sessions: new Map(), byLane: new Map(), cookie: null, action: null, gates: {} };
-  const reply = (status, obj, headers = {}) => new Response(obj === null ? null : JSON.stringify(obj), { status, headers: { "Content-Type": "application/json", ...headers } });
-  srv.fetch = async (url, init) => {
-    const u = new URL(url);
-    const name = u.pathname.slice(4);
-    if (srv.gates[name]) await srv.gates[name];
-    const body = init.body ? Buffer.from(init.body) : null;
-    if (name === "login") {
-      const req = JSON.parse(body.toString());
-      const s = serverLogin(Buffer.from(req.pub, "base64url"));
-      const id = crypto.randomUUID();
-      const sess = { id, lane: s.lane, key: s.key, live: true };
-      srv.sessions.set(id, sess); srv.byLane.set(b64url(s.lane), sess); srv.cookie = id;
-      return reply(200, { lane: b64url(s.lane), pub: b64url(s.pub), confirm: b64url(s.confirm), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 });
-    }
-    const h = new Headers(init.headers);
-    const keyid = /keyid="([^.]+)\./.exec(h.get("signature-input"))[1];
-    const sess = srv.byLane.get(keyid);
-    if (!sess.live) return reply(401, { error: sess.gone }, { "Sv-Error": sess.gone });
-    if (name === "logout") { sess.live = false; sess.gone = "logout"; srv.cookie = null; return reply(200, { ok: true }); }
-    if (name === "rekey") {
-      const C = Buffer.from(JSON.parse(body.toString()).pub, "base64url");
-      const { lane, pub, key, confirm: conf } = serverRekey(sess.key, C);
-      const id = crypto.randomUUID();
-      const n = { id, lane, key, live: true };
-      srv.sessions.set(id, n); srv.byLane.set(b64url(lane), n);
-      sess.live = false; sess.gone = "rekeyed"; srv.cookie = id;
-      return reply(200, { lane: b64url(lane), pub: b64url(pub), confirm: b64url(conf), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 });
-    }
-    const extra = srv.action ? { "Sv-Action": srv.action } : {};
-    return reply(200, {}, extra);
-  };
-  return srv;
-}
-
 test("a late refusal of the wiped lane does not wipe the next login's handshake", async () => {
-  const srv = mk();
+  const srv = fakeSessionServer();
   const posted = [];
   const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/" });
   await router.onMessage({ id: 1, op: "init" });
@@ -68,7 +30,7 @@ test("a late refusal of the wiped lane does not wipe the next login's handshake"
 });
 
 test("logout while a re-key hint arrives: no live session keeps its cookie", async () => {
-  const srv = mk();
+  const srv = fakeSessionServer();
   const posted = [];
   const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/" });
   await router.onMessage({ id: 1, op: "init" });
@@ -88,7 +50,7 @@ test("logout while a re-key hint arrives: no live session keeps its cookie", asy
 });
 
 test("a response of the replaced lane does not start a second re-key", async () => {
-  const srv = mk();
+  const srv = fakeSessionServer();
   const posted = [];
   const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/" });
   await router.onMessage({ id: 1, op: "init" });
