@@ -33,6 +33,8 @@ export class Vault extends EventTarget {
   #rejoinTimer = null;
   #rejoining = false;
   #rejoinAgain = false;
+  #joining = null; // the fresh worker of a rejoin, until it is swapped in or let go
+  #sessionCalls = 0; // logins and logouts made: a rejoin that saw one start gives way
 
   /** Use Vault.create. */
   constructor(worker, url = "", opts = {}) {
@@ -55,7 +57,10 @@ export class Vault extends EventTarget {
     });
   }
 
-  /** Whether create() joined a live session (a reload or a new tab of it). */
+  /**
+   * Whether this vault's worker joined a live session: at create() (a reload or a new tab of
+   * it), or later, following a login in another tab.
+   */
   get joined() {
     return this.#joined;
   }
@@ -76,17 +81,26 @@ export class Vault extends EventTarget {
    * @returns {Promise<Vault>}
    */
   static async create(opts = {}) {
-    const url = String(opts.workerURL || "/sv/worker.js");
+    // Resolved once, as new Worker resolves it: a rejoin after a pushState starts the same script.
+    const base = globalThis.document?.baseURI ?? globalThis.location?.href;
+    const url = new URL(String(opts.workerURL || "/sv/worker.js"), base).href;
     const v = new Vault(new Worker(url, { type: "module", name: "sessionvault" }), url, opts);
-    const r = await v.#call(Vault.#initMessage(opts));
-    v.#joined = r.joined === true;
-    v.#joinError = typeof r.joinError === "string" ? r.joinError : null;
+    // Listening from the start: a login in another tab while this one starts is not missed.
     if (opts.followLogins !== false && typeof BroadcastChannel === "function") {
-      v.#channel = new BroadcastChannel("sessionvault " + new URL(url, globalThis.location?.href).href);
+      v.#channel = new BroadcastChannel("sessionvault " + url);
       v.#channel.onmessage = (e) => {
         if (e.data && e.data.type === "login") v.#requestRejoin();
       };
     }
+    let r;
+    try {
+      r = await v.#call(Vault.#initMessage(opts));
+    } catch (e) {
+      v.terminate(); // the page has no handle on a vault that failed: nothing may outlive it
+      throw e;
+    }
+    v.#joined = r.joined === true;
+    v.#joinError = typeof r.joinError === "string" ? r.joinError : null;
     return v;
   }
 
@@ -110,7 +124,6 @@ export class Vault extends EventTarget {
     if (this.#rejoinTimer || this.#dead) return;
     this.#rejoinTimer = setTimeout(() => {
       this.#rejoinTimer = null;
-      this.#rejoinAt = Date.now() + 2000;
       this.#rejoining = true;
       this.#rejoin().finally(() => {
         this.#rejoining = false;
@@ -124,21 +137,27 @@ export class Vault extends EventTarget {
 
   async #rejoin() {
     if (this.#dead) return;
-    if (this.#pending.size) {
-      this.#rejoinAgain = true; // busy: try again in 2 s
-      return;
-    }
+    // Busy (a call in flight, or one failed): try again soon, until this vault has a session.
+    const later = () => {
+      this.#rejoinAt = Math.max(this.#rejoinAt, Date.now() + 250);
+      this.#rejoinAgain = true;
+    };
+    if (this.#pending.size) return later();
+    const calls = this.#sessionCalls;
     let st;
     try {
       st = await this.status();
     } catch {
-      return;
+      return later();
     }
     if (st.state !== "empty" && st.state !== "wiped") return;
+    this.#rejoinAt = Date.now() + 2000; // a worker start (and a lane) at most every 2 s
     const w = new Worker(this.#workerURL, { type: "module", name: "sessionvault" });
+    this.#joining = w;
     let active = null;
+    let timer;
     const r = await new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(null), 10_000);
+      timer = setTimeout(() => resolve(null), 10_000);
       w.onerror = () => resolve(null);
       w.onmessage = (e) => {
         const m = e.data;
@@ -146,16 +165,22 @@ export class Vault extends EventTarget {
         if (m.event === "active") active = m.detail || {};
         else if (m.event === "fatal") resolve(null);
         else if (m.id === 0) resolve(m.ok ? m.result : null);
-        else return;
-        if (m.id === 0 || m.event === "fatal") clearTimeout(timer);
       };
       w.postMessage({ ...Vault.#initMessage(this.#opts), id: 0 });
     });
+    clearTimeout(timer);
     w.onmessage = w.onerror = null;
-    // Still idle, and joined: swap. Else the new worker goes, with whatever it holds.
-    if (!r || r.joined !== true || this.#dead || this.#pending.size) {
+    const mine = this.#joining === w; // not let go by terminate() meanwhile
+    this.#joining = null;
+    if (!mine || this.#dead || !r || r.joined !== true) {
       w.terminate();
       return;
+    }
+    // The page logged in or out meanwhile, or has a call in flight on the old worker: that
+    // worker stays (a login's session must not be swapped away); the joined one goes.
+    if (this.#sessionCalls !== calls || this.#pending.size) {
+      w.terminate();
+      return later();
     }
     const old = this.#worker;
     this.#attach(w);
@@ -167,6 +192,7 @@ export class Vault extends EventTarget {
 
   /** Logs in; resolves with the status once the key is active. Other tabs' idle vaults join. */
   async login(credentials) {
+    this.#sessionCalls++;
     const st = await this.#call({ op: "login", credentials });
     this.#channel?.postMessage({ type: "login" });
     return st;
@@ -174,6 +200,7 @@ export class Vault extends EventTarget {
 
   /** Logs out; the worker wipes its key whatever the server answers. */
   logout() {
+    this.#sessionCalls++;
     return this.#call({ op: "logout" });
   }
 
@@ -193,7 +220,8 @@ export class Vault extends EventTarget {
    * @param {RequestInit} [init]
    * @returns {Promise<Response>}
    */
-  async fetch(input, init = {}) {
+  async fetch(input, init) {
+    init ??= {};
     let msg, signal;
     const body = init.body;
     if (!(input instanceof Request) && (body === undefined || body === null || typeof body === "string" || body instanceof ArrayBuffer)) {
@@ -241,9 +269,7 @@ export class Vault extends EventTarget {
 
   /** Stops the worker; its memory, key included, goes with it. */
   terminate() {
-    this.#channel?.close();
-    this.#channel = null;
-    clearTimeout(this.#rejoinTimer);
+    this.#stopFollowing();
     this.#worker.terminate();
     this.#die("the vault was terminated");
   }
@@ -289,8 +315,19 @@ export class Vault extends EventTarget {
     else p.reject(new VaultError(String(m.error?.code || "internal"), String(m.error?.message || "vault error")));
   }
 
+  /** Stops following other tabs' logins, and lets a rejoin's worker go. */
+  #stopFollowing() {
+    this.#channel?.close();
+    this.#channel = null;
+    clearTimeout(this.#rejoinTimer);
+    this.#rejoinTimer = null;
+    this.#joining?.terminate();
+    this.#joining = null;
+  }
+
   #die(reason) {
     if (this.#dead) return;
+    this.#stopFollowing();
     this.#dead = reason;
     for (const p of this.#pending.values()) p.reject(new VaultError("fatal", reason));
     this.#pending.clear();

@@ -35,7 +35,9 @@ export interface CreateOptions {
   /**
    * Follow logins in the origin's other tabs (default true): when another tab logs in and this
    * vault holds no session and has no call in flight, a fresh worker joins the new session (as
-   * a reload would) and replaces this one; "active" fires with joined: true.
+   * a reload would) and replaces this one; "active" fires with joined: true. A login or logout
+   * this page makes meanwhile wins: the joined worker is let go. false also stops this vault's
+   * logins from notifying other tabs.
    */
   followLogins?: boolean;
 }
@@ -82,7 +84,7 @@ export declare class Vault extends EventTarget {
   private constructor(worker: Worker, url?: string);
   /** Starts the worker; rejects with a VaultError (code "fatal") if it or its module fails to load. */
   static create(opts?: CreateOptions): Promise<Vault>;
-  /** Whether create() joined a live session (a reload or a new tab of it). */
+  /** Whether the worker joined a live session: at create() (a reload, a new tab), or following another tab's login. */
   readonly joined: boolean;
   /** Why create() could not join a live session ("unavailable", "session_gone", ...), or null. */
   readonly joinError: string | null;
