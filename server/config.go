@@ -86,9 +86,17 @@ type Config struct {
 	ThrottleWindow time.Duration
 
 	// ClientAddr names the client of a request for throttling and audit. If nil, the host part of
-	// r.RemoteAddr. Behind a reverse proxy, set it to read the proxy's header, and only trust
-	// that header from the proxy. IPv6 addresses are counted per /64.
+	// r.RemoteAddr. Behind a reverse proxy or load balancer, set it (see [ForwardedFor]): else
+	// every client is the proxy, and a few failed logins from anyone throttle everyone. IPv6
+	// addresses are counted per /64.
 	ClientAddr func(r *http.Request) string
+	// Authority returns the host (with its port, if not the default one) that the client sent
+	// the request to: what its signature covers as @authority. If nil, r.Host. Behind a reverse
+	// proxy that rewrites Host (nginx's default proxy_set_header, httputil's SetURL), return
+	// the original host from a header that proxy sets, such as X-Forwarded-Host, and make sure
+	// only the proxy can set it. The value is lowercased and a :443 or :80 suffix removed. The
+	// event socket's default Origin check compares against it too.
+	Authority func(r *http.Request) string
 
 	// EventOrigin reports whether an event socket's upgrade request may come from its Origin
 	// (cross-site WebSocket hijacking); refused requests get 403. If nil, the Origin's host must

@@ -35,8 +35,10 @@
 // timeouts, and optionally the User-Agent (a valid signature from another User-Agent ends the
 // session). @path and @query are taken from the request-target as
 // sent (r.RequestURI), so a router that rewrites r.URL.Path (http.StripPrefix) does not change
-// what is verified. @authority is r.Host, lowercased, without the default port of the connection
-// (443 with TLS, 80 without); behind a proxy, forward the original Host.
+// what is verified. @authority is r.Host (or Config.Authority's answer, behind a proxy that rewrites
+// Host), lowercased, without the default port of the connection (443 with TLS, 80 without);
+// behind a proxy, forward the original Host or set Config.Authority. Config.ClientAddr, with
+// [ForwardedFor], names clients behind proxies for the per-address throttle.
 //
 // Keys at rest are sealed with AES-256-GCM under a key derived from Config.StoreKey and bound to
 // their lane and epoch, so a copy of the store yields no usable key and a sealed key cannot be

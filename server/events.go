@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,10 +104,33 @@ func (m *Manager) newHub(cfg *Config) {
 		Authenticate: m.socketAuth,
 		Resync:       m.socketResync,
 		Ended:        m.socketEnded,
-		CheckOrigin:  cfg.EventOrigin,
+		CheckOrigin:  m.eventOrigin(cfg.EventOrigin),
 		MaxConns:     cfg.MaxEventConns,
 		Logger:       m.log,
 	})
+}
+
+// eventOrigin is Config.EventOrigin; if nil with Config.Authority set, the Origin's host must be
+// the request's authority (the hub's own default compares with r.Host).
+func (m *Manager) eventOrigin(check func(*http.Request) bool) func(*http.Request) bool {
+	if check != nil || m.authority == nil {
+		return check
+	}
+	return func(r *http.Request) bool {
+		o := r.Header["Origin"]
+		if len(o) == 0 {
+			return true // not a browser: it must still answer the lane's challenge
+		}
+		u, err := url.Parse(o[0])
+		if err != nil || u.Host == "" {
+			return false
+		}
+		host := strings.ToLower(u.Host)
+		if u.Port() == map[string]string{"https": "443", "http": "80"}[u.Scheme] {
+			host = strings.ToLower(u.Hostname())
+		}
+		return host == m.authorityOf(r)
+	}
 }
 
 // serveEvents serves GET {prefix}events, the event socket.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +29,7 @@ type Manager struct {
 	now        func() time.Time
 	rand       io.Reader
 	clientAddr func(*http.Request) string
+	authority  func(*http.Request) string // Config.Authority; nil: r.Host
 
 	prefix                                    string
 	idle, absolute, rotateEvery, grace, touch time.Duration
@@ -79,6 +79,7 @@ func New(cfg Config) (*Manager, error) {
 		now:         cfg.Now,
 		rand:        cfg.Rand,
 		clientAddr:  cfg.ClientAddr,
+		authority:   cfg.Authority,
 		prefix:      cfg.Prefix,
 		idle:        cfg.IdleTimeout,
 		absolute:    cfg.AbsoluteTimeout,
@@ -101,8 +102,8 @@ func New(cfg Config) (*Manager, error) {
 		return nil, configError("MaxBody must not be negative")
 	}
 	setDefault(&m.prefix, DefaultPrefix)
-	if !strings.HasPrefix(m.prefix, "/") || !strings.HasSuffix(m.prefix, "/") {
-		return nil, configError("Prefix must start and end with \"/\"")
+	if !validPrefix(m.prefix) {
+		return nil, configError("Prefix must be one or more path segments of letters, digits and ._~- between slashes, none . or .., at most 66 bytes (like /sv/ or /auth/v1/): the worker accepts no other")
 	}
 	setDefault(&m.idle, DefaultIdleTimeout)
 	setDefault(&m.absolute, DefaultAbsoluteTimeout)
@@ -115,7 +116,7 @@ func New(cfg Config) (*Manager, error) {
 	setDefault(&m.expiringBefore, min(DefaultExpiringBefore, m.idle/4))
 	m.touch = m.idle / 20
 	if m.log == nil {
-		m.log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+		m.log = slog.Default()
 	}
 	if m.now == nil {
 		m.now = time.Now
@@ -165,6 +166,25 @@ func New(cfg Config) (*Manager, error) {
 	m.newHub(&cfg)
 	m.startFanout()
 	return m, nil
+}
+
+// validPrefix is the worker's rule for an endpoint prefix (js/router.js PREFIX): a worker that
+// starts from {prefix}worker.js uses its directory, and refuses any other form.
+func validPrefix(p string) bool {
+	if len(p) < 3 || len(p) > 66 || p[0] != '/' || p[len(p)-1] != '/' {
+		return false
+	}
+	for _, seg := range strings.Split(p[1:len(p)-1], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		for _, c := range []byte(seg) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '~' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func setDefault[T comparable](p *T, def T) {

@@ -916,6 +916,11 @@ func TestNewConfig(t *testing.T) {
 		{Store: st, StoreKey: make([]byte, 16)},
 		{Store: st, Prefix: "sv"},
 		{Store: st, Prefix: "/sv"},
+		{Store: st, Prefix: "//"},
+		{Store: st, Prefix: "/a?x/"},
+		{Store: st, Prefix: "/a/../"},
+		{Store: st, Prefix: "/a//b/"},
+		{Store: st, Prefix: "/" + strings.Repeat("a", 65) + "/"},
 		{Store: st, IdleTimeout: -1},
 		{Store: st, MaxBody: -1},
 	}

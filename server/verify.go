@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strings"
 	"time"
@@ -26,8 +27,9 @@ type Info struct {
 	Lane string
 	// Epoch is the key epoch the request was signed under.
 	Epoch uint32
-	// Claims are the claims of the session, from the Authenticator or the last re-key. Read
-	// only: the map is shared by the session's requests.
+	// Claims are the claims of the session, from the Authenticator or the last re-key. Each
+	// FromContext call returns a copy: changing it changes nothing else (to change a session's
+	// claims, use [Manager.RequireRekey]).
 	Claims map[string]string
 }
 
@@ -65,7 +67,11 @@ func FromContext(ctx context.Context) (Info, bool) {
 	if !ok {
 		return Info{}, false
 	}
-	return st.info, true
+	info := st.info
+	// The session's map is shared by its requests (and cached): a handler that wrote to it
+	// would change what every later request of the session sees.
+	info.Claims = maps.Clone(info.Claims)
+	return info, true
 }
 
 // Header size bounds. Our own Signature-Input is about 200 bytes and Signature 50; the bounds
@@ -226,7 +232,7 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 	}
 	req := protocol.Request{
 		Method:        r.Method,
-		Authority:     authority(r),
+		Authority:     m.authorityOf(r),
 		ContentDigest: digest,
 	}
 	req.Path, req.Query = target(r)
@@ -490,13 +496,17 @@ func (m *Manager) end(ctx context.Context, sess *Session, reason, event string, 
 	return nil
 }
 
-// authority is @authority: the Host, lowercased, without the scheme's default port.
-func authority(r *http.Request) string {
-	h := r.Host
-	if r.TLS != nil {
-		h = strings.TrimSuffix(h, ":443")
-	} else {
-		h = strings.TrimSuffix(h, ":80")
+// authorityOf is @authority: Config.Authority's answer or the Host, lowercased, without the
+// scheme's default port (either one, for Config.Authority's, whose scheme is the proxy's).
+func (m *Manager) authorityOf(r *http.Request) string {
+	var h string
+	switch {
+	case m.authority != nil:
+		h = strings.TrimSuffix(strings.TrimSuffix(m.authority(r), ":443"), ":80")
+	case r.TLS != nil:
+		h = strings.TrimSuffix(r.Host, ":443")
+	default:
+		h = strings.TrimSuffix(r.Host, ":80")
 	}
 	for i := 0; i < len(h); i++ {
 		if c := h[i]; c >= 'A' && c <= 'Z' {

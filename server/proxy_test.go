@@ -1,0 +1,118 @@
+package server_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+	"github.com/sessionvault/sessionvault/server"
+)
+
+func TestForwardedFor(t *testing.T) {
+	addr := server.ForwardedFor(netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"))
+	cases := []struct {
+		remote string
+		xff    []string
+		want   string
+	}{
+		{"203.0.113.9:4000", nil, "203.0.113.9"},
+		{"203.0.113.9:4000", []string{"1.2.3.4"}, "203.0.113.9"}, // not from a proxy: the header is the client's
+		{"10.0.0.2:4000", []string{"1.2.3.4"}, "1.2.3.4"},
+		{"10.0.0.2:4000", []string{"6.6.6.6, 1.2.3.4, 10.0.0.7"}, "1.2.3.4"}, // the client's own entry (6.6.6.6) is not believed
+		{"10.0.0.2:4000", []string{"6.6.6.6", "1.2.3.4, 10.0.0.7"}, "1.2.3.4"},
+		{"10.0.0.2:4000", []string{"1.2.3.4:5555"}, "1.2.3.4"},
+		{"10.0.0.2:4000", []string{"[2001:db8::1]:5555"}, "2001:db8::1"},
+		{"[fd00::2]:4000", []string{"2001:db8::1"}, "2001:db8::1"},
+		{"10.0.0.2:4000", []string{"10.0.0.9, 10.0.0.7"}, "10.0.0.9"}, // all ours: the first
+		{"10.0.0.2:4000", []string{"1.2.3.4, garbage"}, "10.0.0.2"},   // garbled: the last hop we trust
+		{"10.0.0.2:4000", nil, "10.0.0.2"},
+		{"[::ffff:10.0.0.2]:4000", []string{"1.2.3.4"}, "1.2.3.4"},
+	}
+	for _, c := range cases {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = c.remote
+		for _, v := range c.xff {
+			r.Header.Add("X-Forwarded-For", v)
+		}
+		if got := addr(r); got != c.want {
+			t.Errorf("%s %q: %q, want %q", c.remote, c.xff, got, c.want)
+		}
+	}
+}
+
+// Behind a proxy that rewrites Host, Config.Authority gives verification the host the browser
+// signed for; without it every request fails, and with it a forged forwarded host still fails.
+func TestAuthorityBehindAProxy(t *testing.T) {
+	viaProxy := func(r *http.Request, forwarded string) *http.Request {
+		r.Host = "backend.internal:8080"
+		r.Header.Set("X-Forwarded-Host", forwarded)
+		return r
+	}
+	plain := newEnv(t)
+	c := plain.newClient()
+	c.login("alice")
+	wantRefused(t, plain.serve(viaProxy(c.sign("GET", "/api/x", nil), testHost)), 401, "bad_signature")
+
+	e := newEnv(t, func(cfg *server.Config) {
+		cfg.Authority = func(r *http.Request) string { return r.Header.Get("X-Forwarded-Host") }
+	})
+	c = e.newClient()
+	c.login("alice")
+	wantOK(t, e.serve(viaProxy(c.sign("GET", "/api/x", nil), testHost)))
+	wantOK(t, e.serve(viaProxy(c.sign("GET", "/api/x", nil), strings.ToUpper(testHost)+":443")))
+	wantRefused(t, e.serve(viaProxy(c.sign("GET", "/api/x", nil), "other.example")), 401, "bad_signature")
+}
+
+// With Config.Authority, the event socket's default Origin check compares the Origin with it,
+// not with the proxy's Host.
+func TestEventOriginBehindAProxy(t *testing.T) {
+	e := newEnv(t, func(cfg *server.Config) {
+		cfg.Authority = func(r *http.Request) string { return r.Header.Get("X-Forwarded-Host") }
+	})
+	srv := httptest.NewServer(e.mux)
+	defer srv.Close()
+	dial := func(origin string) int {
+		d := websocket.Dialer{Subprotocols: []string{"sessionvault.v1"}}
+		h := http.Header{"Origin": {origin}, "X-Forwarded-Host": {testHost}}
+		conn, resp, err := d.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/sv/events", h)
+		if err == nil {
+			conn.Close()
+			return 101
+		}
+		if resp == nil {
+			t.Fatalf("%s: %v", origin, err)
+		}
+		return resp.StatusCode
+	}
+	if got := dial("https://" + testHost); got != 101 {
+		t.Errorf("same-origin upgrade via the proxy: %d, want 101", got)
+	}
+	if got := dial("https://" + testHost + ":443"); got != 101 {
+		t.Errorf("Origin with the default port: %d, want 101", got)
+	}
+	if got := dial("https://evil.example"); got != 403 {
+		t.Errorf("cross-origin upgrade: %d, want 403", got)
+	}
+}
+
+// FromContext gives each caller its own copy of the claims: a handler that writes to it changes
+// nothing that later requests of the session see.
+func TestClaimsAreTheHandlersOwn(t *testing.T) {
+	e := newEnv(t)
+	var seen []string
+	e.mux.Handle("/mut/", e.mgr.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info, _ := server.FromContext(r.Context())
+		seen = append(seen, info.Claims["role"])
+		info.Claims["role"] = "admin"
+	})))
+	c := e.newClient()
+	c.login("alice")
+	wantOK(t, c.do(c.sign("GET", "/mut/a", nil)))
+	wantOK(t, c.do(c.sign("GET", "/mut/b", nil)))
+	if len(seen) != 2 || seen[0] != "user" || seen[1] != "user" {
+		t.Fatalf("claims seen %q, want user twice", seen)
+	}
+}
