@@ -15,7 +15,7 @@ import (
 // (to wipe the key soon) and evicted, wiped, past maxCachedLanes. Each entry also keeps the
 // lane's last-read records ([laneFacts]), which are bounded in age instead.
 type verifierCache struct {
-	m sync.Map // protocol.LaneID -> *laneVerifiers; reads take no lock
+	m sync.Map // LaneID -> *laneVerifiers; reads take no lock
 	n atomic.Int64
 }
 
@@ -115,14 +115,14 @@ func (s *verifySlot) wipe() {
 }
 
 // lookup returns the entry of lane, or nil.
-func (c *verifierCache) lookup(lane protocol.LaneID) *laneVerifiers {
+func (c *verifierCache) lookup(lane LaneID) *laneVerifiers {
 	if e, ok := c.m.Load(lane); ok {
 		return e.(*laneVerifiers)
 	}
 	return nil
 }
 
-func (c *verifierCache) entry(lane protocol.LaneID, sessionID []byte) *laneVerifiers {
+func (c *verifierCache) entry(lane LaneID, sessionID []byte) *laneVerifiers {
 	if e, ok := c.m.Load(lane); ok {
 		return e.(*laneVerifiers)
 	}
@@ -144,7 +144,7 @@ func (c *verifierCache) entry(lane protocol.LaneID, sessionID []byte) *laneVerif
 }
 
 // drop removes and wipes the entries of lanes.
-func (c *verifierCache) drop(lanes ...protocol.LaneID) {
+func (c *verifierCache) drop(lanes ...LaneID) {
 	for _, l := range lanes {
 		if e, ok := c.m.LoadAndDelete(l); ok {
 			c.n.Add(-1)
@@ -156,7 +156,7 @@ func (c *verifierCache) drop(lanes ...protocol.LaneID) {
 // dropAll removes and wipes every entry.
 func (c *verifierCache) dropAll() {
 	c.m.Range(func(k, _ any) bool {
-		c.drop(k.(protocol.LaneID))
+		c.drop(k.(LaneID))
 		return true
 	})
 }

@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"time"
-
-	"github.com/sessionvault/sessionvault/internal/protocol"
 )
 
 // Config configures a [Manager]. Every field's zero value is the safe default; only Store is
@@ -60,8 +58,8 @@ type Config struct {
 	MaxLanesPerSession int
 
 	// Window is the accepted age and future skew of a signature's created time. If zero,
-	// protocol.DefaultMaxAge (60 s) and protocol.DefaultSkew (5 s).
-	Window protocol.Window
+	// [DefaultMaxAge] (60 s) and [DefaultSkew] (5 s).
+	Window Window
 
 	// MaxBody bounds the body of a signed request (it is read in full and digested before the
 	// handler runs) and of a login request. If zero, 1 MiB.

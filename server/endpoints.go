@@ -183,7 +183,7 @@ func (m *Manager) authenticate(ctx context.Context, r *http.Request, cred json.R
 func (m *Manager) issue(ctx context.Context, kind int, clientPub [protocol.PublicKeySize]byte, prev *protocol.Key, userID string, claims map[string]string,
 	created, expires time.Time, ua []byte, now time.Time) (*Session, *Lane, *handshakeReply, string, error) {
 	id := make([]byte, 32)
-	var laneID protocol.LaneID
+	var laneID LaneID
 	if _, err := io.ReadFull(m.rand, id); err != nil {
 		return nil, nil, nil, reasonUnavailable, err
 	}

@@ -31,7 +31,7 @@ const recheckEvery = time.Minute
 // liveLanes is the set of lanes with an event connection on this node.
 type liveLanes struct {
 	mu sync.Mutex
-	m  map[protocol.LaneID]*liveLane
+	m  map[LaneID]*liveLane
 }
 
 // liveLane is what this node keeps for one lane's connections. Its fields are guarded by mu;
@@ -39,7 +39,7 @@ type liveLanes struct {
 type liveLane struct {
 	conns     int // connections past socketAuth that have not ended (hub.Config.Ended)
 	mu        sync.Mutex
-	id        protocol.LaneID
+	id        LaneID
 	epoch     uint32
 	eventKey  protocol.Key // EventKey(K(epoch)); wiped when the lane leaves the set
 	rotatedAt time.Time
@@ -57,14 +57,14 @@ func (ll *liveLane) kill() {
 	}
 }
 
-func (s *liveLanes) get(id protocol.LaneID) *liveLane {
+func (s *liveLanes) get(id LaneID) *liveLane {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m[id]
 }
 
 // take removes and returns the lane's entry, or nil.
-func (s *liveLanes) take(id protocol.LaneID) *liveLane {
+func (s *liveLanes) take(id LaneID) *liveLane {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ll := s.m[id]
@@ -99,7 +99,7 @@ func (s *eventSeqs) next(now time.Time) uint64 {
 }
 
 func (m *Manager) newHub(cfg *Config) {
-	m.live.m = make(map[protocol.LaneID]*liveLane)
+	m.live.m = make(map[LaneID]*liveLane)
 	m.hub = hub.New(hub.Config{
 		Authenticate: m.socketAuth,
 		Resync:       m.socketResync,
@@ -157,12 +157,12 @@ func clientOf(ctx context.Context) string {
 // socketAuth checks a connection's answer to its challenge: the lane must be live, the epoch its
 // current one (or the previous one within the rotation grace) and the tag
 // protocol.SocketAuth under that epoch's sign key. On success the lane joins the live set.
-func (m *Manager) socketAuth(ctx context.Context, keyid string, challenge, tag []byte) (protocol.LaneID, error) {
+func (m *Manager) socketAuth(ctx context.Context, keyid string, challenge, tag []byte) (LaneID, error) {
 	client := clientOf(ctx)
 	id, err := protocol.ParseKeyID(keyid)
 	if err != nil {
 		m.count(ctx, client, evBadSignature)
-		return protocol.LaneID{}, &hub.RefusedError{Reason: reasonBadRequest, Err: err}
+		return LaneID{}, &hub.RefusedError{Reason: reasonBadRequest, Err: err}
 	}
 	now := m.now()
 	lane, sess, err := m.store.Lane(ctx, id.Lane)
@@ -242,7 +242,7 @@ func (m *Manager) socketAuth(ctx context.Context, keyid string, challenge, tag [
 // socketResync runs once a connection is registered: it returns the events due now (rotate,
 // expiring) and arms the lane's timer. A revocation the worker missed needs no event: its lane
 // is refused at authentication, with the reason.
-func (m *Manager) socketResync(ctx context.Context, id protocol.LaneID, since uint64) [][]byte {
+func (m *Manager) socketResync(ctx context.Context, id LaneID, since uint64) [][]byte {
 	ll := m.live.get(id)
 	if ll == nil {
 		return nil
@@ -251,7 +251,7 @@ func (m *Manager) socketResync(ctx context.Context, id protocol.LaneID, since ui
 }
 
 // socketEnded counts down the lane's connections and forgets the lane when none is left.
-func (m *Manager) socketEnded(id protocol.LaneID) {
+func (m *Manager) socketEnded(id LaneID) {
 	m.live.mu.Lock()
 	ll := m.live.m[id]
 	if ll != nil {
@@ -279,9 +279,9 @@ func (m *Manager) checkLive(ctx context.Context, ll *liveLane) [][]byte {
 		var gone *GoneError
 		switch {
 		case errors.As(err, &gone):
-			m.lanesGone([]protocol.LaneID{ll.id}, gone.Reason)
+			m.lanesGone([]LaneID{ll.id}, gone.Reason)
 		case errors.Is(err, ErrNotFound):
-			m.lanesGone([]protocol.LaneID{ll.id}, reasonUnknownSession)
+			m.lanesGone([]LaneID{ll.id}, reasonUnknownSession)
 		default: // the store is down: look again soon
 			m.armLive(ll, now.Add(5*time.Second))
 		}
@@ -400,7 +400,7 @@ func (m *Manager) deadline(sess *Session) time.Time {
 // lanesGone applies, on this node, the end of lanes deleted for reason (by this node or, through
 // a store's notices, by another): their cached verifiers are dropped and wiped, and every event
 // connection this node holds for them gets a sealed revoked (or expired) event and is closed.
-func (m *Manager) lanesGone(lanes []protocol.LaneID, reason string) {
+func (m *Manager) lanesGone(lanes []LaneID, reason string) {
 	m.verifiers.drop(lanes...)
 	if m.hub == nil {
 		return
@@ -428,7 +428,7 @@ func (m *Manager) lanesGone(lanes []protocol.LaneID, reason string) {
 
 // liveRotated tells the lane's connections on this node about a rotation done here, so that
 // events are sealed under the new epoch's key from now on.
-func (m *Manager) liveRotated(id protocol.LaneID) {
+func (m *Manager) liveRotated(id LaneID) {
 	ll := m.live.get(id)
 	if ll == nil {
 		return

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/sessionvault/sessionvault/internal/protocol"
 )
 
 // Notice is a message from one node to every node sharing a [Notifier] store: the lanes of a
@@ -20,7 +18,7 @@ import (
 type Notice struct {
 	// Lanes are the lanes the notice is about: every lane of a deleted session, or the one lane
 	// of [Store.DeleteLane].
-	Lanes []protocol.LaneID
+	Lanes []LaneID
 	// Reason is the deletion reason (the [GoneError]'s), or what the publisher chose.
 	Reason string
 	// Resync reports that notices may have been missed and the subscription is back: drop every

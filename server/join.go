@@ -464,12 +464,12 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 //
 // Concurrent joins may each find room and leave the session over the bound by as many lanes;
 // the next join brings it back under. A store failure is returned: the join is refused.
-func (m *Manager) makeRoom(ctx context.Context, lanes []protocol.LaneID, rec auditRec) error {
+func (m *Manager) makeRoom(ctx context.Context, lanes []LaneID, rec auditRec) error {
 	if m.maxLanes < 0 || len(lanes) < m.maxLanes {
 		return nil
 	}
 	type candidate struct {
-		id protocol.LaneID
+		id LaneID
 		at time.Time
 	}
 	cands := make([]candidate, 0, len(lanes))
@@ -500,7 +500,7 @@ func (m *Manager) makeRoom(ctx context.Context, lanes []protocol.LaneID, rec aud
 		case err != nil:
 			return err
 		}
-		m.lanesGone([]protocol.LaneID{c.id}, goneLane)
+		m.lanesGone([]LaneID{c.id}, goneLane)
 		r := rec
 		r.event, r.reason, r.lane = evLaneEvicted, goneLane, c.id.String()
 		m.audit(ctx, slog.LevelInfo, r)
@@ -511,7 +511,7 @@ func (m *Manager) makeRoom(ctx context.Context, lanes []protocol.LaneID, rec aud
 // addLane runs the server side of a join key agreement (PROTOCOL.md section 3.2) and stores the
 // new lane under sess. The session's deadline is the reply's: a join never extends a session.
 func (m *Manager) addLane(ctx context.Context, sess *Session, clientPub [protocol.PublicKeySize]byte, ticket []byte, now time.Time) (*Lane, *handshakeReply, string, error) {
-	var laneID protocol.LaneID
+	var laneID LaneID
 	if _, err := io.ReadFull(m.rand, laneID[:]); err != nil {
 		return nil, nil, reasonUnavailable, err
 	}

@@ -58,7 +58,7 @@ func storeAEAD(storeKey []byte, info string) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-func sealAAD(lane protocol.LaneID, epoch uint32) [len(sealLabel) + protocol.LaneIDSize + 4]byte {
+func sealAAD(lane LaneID, epoch uint32) [len(sealLabel) + protocol.LaneIDSize + 4]byte {
 	var a [len(sealLabel) + protocol.LaneIDSize + 4]byte
 	n := copy(a[:], sealLabel)
 	n += copy(a[n:], lane[:])
@@ -67,7 +67,7 @@ func sealAAD(lane protocol.LaneID, epoch uint32) [len(sealLabel) + protocol.Lane
 }
 
 // seal encrypts k for lane and epoch.
-func (s *sealer) seal(k *protocol.Key, lane protocol.LaneID, epoch uint32) ([]byte, error) {
+func (s *sealer) seal(k *protocol.Key, lane LaneID, epoch uint32) ([]byte, error) {
 	out := make([]byte, 1+sealNonceLen, sealedLen)
 	out[0] = sealVersion
 	if _, err := io.ReadFull(s.rand, out[1:]); err != nil {
@@ -78,7 +78,7 @@ func (s *sealer) seal(k *protocol.Key, lane protocol.LaneID, epoch uint32) ([]by
 }
 
 // open decrypts a sealed key of lane and epoch into k.
-func (s *sealer) open(k *protocol.Key, b []byte, lane protocol.LaneID, epoch uint32) error {
+func (s *sealer) open(k *protocol.Key, b []byte, lane LaneID, epoch uint32) error {
 	if len(b) != sealedLen || b[0] != sealVersion {
 		k.Wipe()
 		return errUnseal

@@ -8,6 +8,20 @@ import (
 	"github.com/sessionvault/sessionvault/internal/protocol"
 )
 
+// LaneID is a lane's public identifier (16 random bytes; base64url in a signature's keyid), as
+// the Store methods take it. An alias, so that a Store implemented outside this module can name it.
+type LaneID = protocol.LaneID
+
+// Window bounds the created time of a signature ([Config.Window]): how old (MaxAge, default
+// [DefaultMaxAge]) and how far in the future (Skew, default [DefaultSkew]) it may be.
+type Window = protocol.Window
+
+// The defaults of [Window].
+const (
+	DefaultMaxAge = protocol.DefaultMaxAge
+	DefaultSkew   = protocol.DefaultSkew
+)
+
 // Store keeps sessions, their lanes, the per-user index and the replay windows. Implementations:
 // server/memstore (tests, one process), server/boltstore (the durable embedded default) and
 // server/redisstore (many nodes). Every implementation passes storetest.Run.
@@ -28,7 +42,7 @@ type Store interface {
 	// Lane returns a lane and its session. For a lane of a deleted session it returns a
 	// *GoneError carrying the deletion reason until the session's absolute expiry; after that, or
 	// for an ID never seen, ErrNotFound.
-	Lane(ctx context.Context, id protocol.LaneID) (*Lane, *Session, error)
+	Lane(ctx context.Context, id LaneID) (*Lane, *Session, error)
 	// UpdateLane replaces a lane whose stored Epoch is prevEpoch (compare-and-swap, so two
 	// rotations of one lane cannot both win). ErrConflict if the stored epoch differs;
 	// ErrNotFound/*GoneError if the lane is gone.
@@ -38,7 +52,7 @@ type Store interface {
 	// Delete removes a session, its lanes, its user-index entry and its replay windows, leaves a
 	// tombstone with reason for each lane until the session's absolute expiry, and returns the
 	// removed lanes. Deleting a missing session returns no lanes and no error.
-	Delete(ctx context.Context, sessionID []byte, reason string) ([]protocol.LaneID, error)
+	Delete(ctx context.Context, sessionID []byte, reason string) ([]LaneID, error)
 	// DeleteLane removes one lane from its live session (the session and its other lanes stay)
 	// with the lane's replay window, and leaves a tombstone with reason for the lane until the
 	// session's absolute expiry: Lane, Seen, UpdateLane and a second DeleteLane then return a
@@ -47,16 +61,16 @@ type Store interface {
 	// [LaneTombstones] lanes deleted this way; an older one's goes (that lane is then
 	// ErrNotFound). ErrNotFound/*GoneError if the lane is gone. Stores shared by several nodes
 	// ([Notifier]) publish a notice of the lane with the deletion.
-	DeleteLane(ctx context.Context, id protocol.LaneID, reason string) error
+	DeleteLane(ctx context.Context, id LaneID, reason string) error
 	// Session returns a session and the IDs of its lanes.
-	Session(ctx context.Context, sessionID []byte) (*Session, []protocol.LaneID, error)
+	Session(ctx context.Context, sessionID []byte) (*Session, []LaneID, error)
 	// UserSessions returns the user's live sessions through the per-user index (no scan), oldest
 	// first by Created.
 	UserSessions(ctx context.Context, userID string) ([]*Session, error)
 	// Seen records nonce seq of lane in the lane's replay window (see [ReplayWindow]): nil if
 	// seq is fresh, ErrReplay if it was seen or is older than the window. It is atomic per call
 	// (concurrent calls with one seq: exactly one nil). ErrNotFound/*GoneError if the lane is gone.
-	Seen(ctx context.Context, lane protocol.LaneID, seq uint64) error
+	Seen(ctx context.Context, lane LaneID, seq uint64) error
 
 	// PutTicket stores a join ticket of a session until expires. hash is a 32-byte hash of the
 	// ticket (the ticket itself never reaches a store). The store does not check the session:
@@ -104,7 +118,7 @@ type Session struct {
 
 // Lane is one worker's key under a session.
 type Lane struct {
-	ID        protocol.LaneID
+	ID        LaneID
 	SessionID []byte
 	Epoch     uint32
 	Key       []byte // sealed K(Epoch)

@@ -409,7 +409,7 @@ func beforeFloor(created int64, floor time.Time, skew time.Duration) bool {
 }
 
 // laneError answers a failed lane lookup.
-func (m *Manager) laneError(ctx context.Context, w http.ResponseWriter, err error, lane protocol.LaneID, client string) bool {
+func (m *Manager) laneError(ctx context.Context, w http.ResponseWriter, err error, lane LaneID, client string) bool {
 	switch {
 	case err == nil || errors.Is(err, ErrNotFound) && !isGone(err):
 		// Strict mode: a lane this server did not issue (or long gone) is refused and counted.
