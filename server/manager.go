@@ -30,6 +30,7 @@ type Manager struct {
 	rand       io.Reader
 	clientAddr func(*http.Request) string
 	authority  func(*http.Request) string // Config.Authority; nil: r.Host
+	misMounted sync.Once                  // the warning that Handler serves outside its prefix
 
 	prefix                                    string
 	idle, absolute, rotateEvery, grace, touch time.Duration
@@ -261,6 +262,11 @@ func (m *Manager) serveEndpoint(w http.ResponseWriter, r *http.Request) {
 	defer m.recoverTo(w, r)
 	name, ok := strings.CutPrefix(r.URL.Path, m.prefix)
 	if !ok {
+		// Mounted somewhere other than its prefix (or behind a StripPrefix): say so, once.
+		m.misMounted.Do(func() {
+			m.log.LogAttrs(r.Context(), slog.LevelWarn, "sessionvault: a request outside Config.Prefix reached Handler(); mount it at the prefix, as mux.Handle(prefix, m.Handler())",
+				slog.String("event", "mounted_elsewhere"), slog.String("prefix", m.prefix), slog.String("path", r.URL.Path))
+		})
 		m.refuse(w, reasonNotFound)
 		return
 	}

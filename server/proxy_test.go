@@ -116,3 +116,15 @@ func TestClaimsAreTheHandlersOwn(t *testing.T) {
 		t.Fatalf("claims seen %q, want user twice", seen)
 	}
 }
+
+// A Handler mounted away from its prefix answers 404 and says why in the log, once.
+func TestHandlerMountedElsewhereWarns(t *testing.T) {
+	e := newEnv(t)
+	e.mux.Handle("/auth/", e.mgr.Handler())
+	for range 2 {
+		wantRefused(t, e.serve(httptest.NewRequest("POST", "/auth/login", nil)), 404, "not_found")
+	}
+	if ev := e.logs.events("mounted_elsewhere"); len(ev) != 1 || ev[0]["prefix"] != "/sv/" {
+		t.Fatalf("warnings %v, want one naming the prefix", ev)
+	}
+}
