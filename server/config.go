@@ -45,7 +45,8 @@ type Config struct {
 	// (header Sv-Action: rotate). If zero, 10 minutes.
 	RotateEvery time.Duration
 	// RotateGrace is how long the previous epoch's key stays valid after a rotation, for requests
-	// in flight. A later use of it revokes the session (reuse_detected). If zero, 30 seconds.
+	// in flight. A later use of it revokes the session (reuse_detected). If zero, 30 seconds, or
+	// half of RotateEvery if that is shorter; it must be shorter than RotateEvery.
 	RotateGrace time.Duration
 
 	// MaxSessionsPerUser bounds a user's concurrent sessions; a login past the bound ends the

@@ -109,7 +109,10 @@ func New(cfg Config) (*Manager, error) {
 	setDefault(&m.idle, DefaultIdleTimeout)
 	setDefault(&m.absolute, DefaultAbsoluteTimeout)
 	setDefault(&m.rotateEvery, DefaultRotateEvery)
-	setDefault(&m.grace, DefaultRotateGrace)
+	if m.grace >= m.rotateEvery {
+		return nil, configError("RotateGrace must be shorter than RotateEvery: a lane keeps one previous key")
+	}
+	setDefault(&m.grace, min(DefaultRotateGrace, m.rotateEvery/2))
 	setDefault(&m.maxSessions, DefaultMaxSessionsPerUser)
 	setDefault(&m.maxLanes, DefaultMaxLanesPerSession)
 	setDefault(&m.maxBody, DefaultMaxBody)

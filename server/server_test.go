@@ -916,6 +916,7 @@ func TestNewConfig(t *testing.T) {
 		{Store: st, StoreKey: make([]byte, 16)},
 		{Store: st, Prefix: "sv"},
 		{Store: st, Prefix: "/sv"},
+		{Store: st, RotateEvery: time.Minute, RotateGrace: time.Minute},
 		{Store: st, Prefix: "//"},
 		{Store: st, Prefix: "/a?x/"},
 		{Store: st, Prefix: "/a/../"},
