@@ -6,7 +6,7 @@ import "github.com/sessionvault/sessionvault/internal/protocol"
 
 // FanoutReady reports whether m would serve signed requests: its store is not a Notifier, or
 // its subscription is up and resynced.
-func FanoutReady(m *Manager) bool { return !m.fan.on || m.fan.ready.Load() }
+func FanoutReady(m *Manager) bool { return m.Ready() == nil }
 
 // HasVerifier reports whether m caches verifiers of lane.
 func HasVerifier(m *Manager, lane protocol.LaneID) bool {

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,8 +48,8 @@ func TestFanoutSubscribeAtStart(t *testing.T) {
 	sn := &scriptedNotifier{Store: memstore.New()}
 	sn.down.Store(true)
 	e := newEnv(t, func(c *server.Config) { c.Store = sn })
-	if server.FanoutReady(e.mgr) {
-		t.Fatal("ready without a subscription")
+	if err := e.mgr.Ready(); !errors.Is(err, server.ErrNotReady) {
+		t.Fatalf("Ready() = %v without a subscription, want ErrNotReady", err)
 	}
 	c := e.newClient()
 	c.login("alice") // login needs no notices
