@@ -245,6 +245,7 @@ export class Vault extends EventTarget {
       if (req.body !== null) msg.body = await req.arrayBuffer();
       signal = req.signal;
     }
+    if (signal) msg.abortable = true;
     const r = await this.#call(msg, signal);
     return new Response(NULL_BODY.has(r.status) ? null : r.body, { status: r.status, statusText: r.statusText, headers: r.headers });
   }

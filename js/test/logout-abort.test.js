@@ -68,7 +68,7 @@ test("the rate limiter never refuses an abort: a busy page can still stop its re
   });
   await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
   await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
-  router.onMessage({ id: 3, op: "fetch", url: "/api/slow" });
+  router.onMessage({ id: 3, op: "fetch", url: "/api/slow", abortable: true });
   for (let i = 0; i < LIMITS.burst; i++) await router.onMessage({ id: 100 + i, op: "status" }); // a busy page
   await router.onMessage({ id: 4, op: "abort", target: 3 });
   const ab = posted.find((m) => m.id === 4);

@@ -419,7 +419,7 @@ test("the page aborts a signed fetch in flight: the worker's request is aborted,
     }
     return inner(url, init);
   };
-  const slow = router.onMessage({ id: 3, op: "fetch", url: "/api/slow" });
+  const slow = router.onMessage({ id: 3, op: "fetch", url: "/api/slow", abortable: true });
   const ab = await send({ id: 4, op: "abort", target: 3 });
   assert.deepEqual(ab.result, { aborted: true });
   await slow;
@@ -431,6 +431,13 @@ test("the page aborts a signed fetch in flight: the worker's request is aborted,
   for (const target of [undefined, -1, "3", 1.5]) assert.equal((await send({ id: 7, op: "abort", target })).error.code, "bad_input");
   assert.equal((await send({ id: 8, op: "status" })).result.state, "active");
   assert.equal((await send({ id: 9, op: "fetch", url: "/api/ok" })).result.status, 200);
+  // A fetch the page sent without a signal gets no AbortController (it costs time): nothing to abort.
+  seenSignal = "unset";
+  const plain = router.onMessage({ id: 10, op: "fetch", url: "/api/slow" });
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(seenSignal, null);
+  assert.deepEqual((await send({ id: 11, op: "abort", target: 10 })).result, { aborted: false });
+  void plain;
 });
 
 test("one login at a time, and none over an active session; the first login is unharmed", async () => {
