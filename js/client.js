@@ -67,7 +67,7 @@ export class Vault extends EventTarget {
 
   /**
    * Why create() did not join a live session it could have (a server refusal code such as
-   * "unavailable" or "session_gone"), or null: the page may retry rather than show a login form.
+   * "unavailable" or "bad_ticket"), or null: the page may retry rather than show a login form.
    */
   get joinError() {
     return this.#joinError;
@@ -227,7 +227,13 @@ export class Vault extends EventTarget {
     if (!(input instanceof Request) && (body === undefined || body === null || typeof body === "string" || body instanceof ArrayBuffer)) {
       // The common case, without building a Request.
       msg = { op: "fetch", url: this.#url(String(input)), method: (init.method || "GET").toUpperCase() };
-      if (init.headers) msg.headers = [...new Headers(init.headers)];
+      if (init.headers) {
+        try {
+          msg.headers = [...new Headers(init.headers)];
+        } catch (e) {
+          throw new VaultError("bad_input", String(e && e.message));
+        }
+      }
       if (typeof body === "string" && !(msg.headers || []).some(([k]) => k === "content-type")) {
         (msg.headers ||= []).push(["content-type", "text/plain;charset=UTF-8"]); // as fetch does
       }
@@ -245,7 +251,9 @@ export class Vault extends EventTarget {
       if (req.body !== null) msg.body = await req.arrayBuffer();
       signal = req.signal;
     }
-    if (signal) msg.abortable = true;
+    // Abortable (which costs the worker time) only when the page may abort: a signal of its own,
+    // or a Request's, which may carry one.
+    if (signal && (init.signal != null || input instanceof Request)) msg.abortable = true;
     const r = await this.#call(msg, signal);
     return new Response(NULL_BODY.has(r.status) ? null : r.body, { status: r.status, statusText: r.statusText, headers: r.headers });
   }

@@ -25,7 +25,8 @@ export interface CreateOptions {
   workerURL?: string | URL;
   /**
    * Prefix of the session endpoints. Default: the worker script's directory ("/sv/" for
-   * "/sv/worker.js"), which is where the Go handler serves it. Set it only when the boot script
+   * "/sv/worker.js"), which is where the Go handler serves it ("/sv/" if that directory is not a
+   * valid prefix, e.g. the root). Set it only when the boot script
    * is served as a plain file elsewhere. A worker that joins (its boot script came from the
    * Manager with a ticket) always uses its script's directory.
    */
@@ -33,7 +34,8 @@ export interface CreateOptions {
   /** Bound once, when the worker starts; it cannot be changed afterwards. */
   policy?: Policy;
   /**
-   * Follow logins in the origin's other tabs (default true): when another tab logs in and this
+   * Follow logins in the origin's other tabs (default true; tabs whose vaults use the same
+   * workerURL): when another tab logs in and this
    * vault holds no session and has no call in flight, a fresh worker joins the new session (as
    * a reload would) and replaces this one; "active" fires with joined: true. A login or logout
    * this page makes meanwhile wins: the joined worker is let go. false also stops this vault's
@@ -63,6 +65,7 @@ export interface VaultEventMap {
   /**
    * After a login. A join (reload, new tab) also emits it, with `joined: true`, but during
    * `Vault.create`, before a page can listen: after `create`, check `status()` instead.
+   * Following another tab's login (followLogins), it fires later, with `joined: true`.
    */
   active: CustomEvent<{ expires?: number; joined?: boolean }>;
   rotated: CustomEvent<{ epoch: number }>;
@@ -82,15 +85,20 @@ export interface VaultEventMap {
 
 export declare class Vault extends EventTarget {
   private constructor(worker: Worker, url?: string);
-  /** Starts the worker; rejects with a VaultError (code "fatal") if it or its module fails to load. */
+  /**
+   * Starts the worker. Rejects with a VaultError if it or its module fails to load ("fatal", with
+   * the reason) or init is refused ("bad_input": a malformed policy or prefix); the worker is
+   * terminated either way.
+   */
   static create(opts?: CreateOptions): Promise<Vault>;
   /** Whether the worker joined a live session: at create() (a reload, a new tab), or following another tab's login. */
   readonly joined: boolean;
-  /** Why create() could not join a live session ("unavailable", "session_gone", ...), or null. */
+  /** Why create() could not join a live session ("unavailable", "bad_ticket", ...), or null. */
   readonly joinError: string | null;
   /**
-   * Logs in with credentials for the server's Authenticator. Refused with "bad_state" while
-   * another login is in flight or a session is active (log out first, to switch users).
+   * Logs in with credentials for the server's Authenticator. Refused with "bad_state" while a
+   * login or join is in flight, a logout runs, or a session is active (log out first, to switch
+   * users).
    */
   login(credentials: unknown): Promise<Status>;
   logout(): Promise<Status>;
@@ -99,7 +107,7 @@ export declare class Vault extends EventTarget {
    * A signed fetch through the worker, with fetch's signature. Every body fetch takes is read in
    * the page and sent whole, with the Content-Type fetch would give it. init.signal (or the
    * Request's) aborts the request, in the worker too; the promise rejects with the signal's
-   * reason. credentials ("omit"), mode, cache, redirect ("error") and referrer are the worker's.
+   * reason. credentials ("omit"), mode, cache, redirect (not followed) and referrer are the worker's.
    * The Response has status, statusText, headers (protocol headers removed) and body; its url is
    * empty and redirected false, as for any constructed Response. A redirect is not followed:
    * the promise rejects with code "redirected". Like every method here, it is bound: passing

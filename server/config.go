@@ -30,8 +30,9 @@ type Config struct {
 	// node that only verifies requests needs none.
 	Authenticator Authenticator
 
-	// Prefix is the path under which [Manager.Handler] serves its endpoints; it must start and
-	// end with "/". If zero, "/sv/".
+	// Prefix is the path under which [Manager.Handler] serves its endpoints: one or more
+	// segments of letters, digits and ._~- between slashes, none . or .., at most 66 bytes (the
+	// form the worker accepts). If zero, "/sv/".
 	Prefix string
 
 	// IdleTimeout ends a session after this long without a verified request. If zero, 30
@@ -71,8 +72,8 @@ type Config struct {
 	// the session, since the key is then used outside its browser. If false (zero), no binding.
 	BindUserAgent bool
 
-	// Logger receives the audit events (see the package documentation). If nil, JSON lines to
-	// standard error: audit events are security records and are not dropped by default. Pass
+	// Logger receives the audit events (see the package documentation). If nil, slog.Default():
+	// audit events are security records and are not dropped by default. Pass
 	// slog.New(slog.DiscardHandler) to drop them.
 	Logger *slog.Logger
 
@@ -99,7 +100,7 @@ type Config struct {
 
 	// EventOrigin reports whether an event socket's upgrade request may come from its Origin
 	// (cross-site WebSocket hijacking); refused requests get 403. If nil, the Origin's host must
-	// equal the request's Host; requests without Origin (not from a browser) are admitted, since
+	// equal the request's Host (or Authority's answer, when set); requests without Origin (not from a browser) are admitted, since
 	// they must still answer the lane's challenge.
 	EventOrigin func(r *http.Request) bool
 	// MaxEventConns bounds this node's event connections, authenticated or not. If zero, 20,000.

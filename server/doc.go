@@ -36,7 +36,8 @@
 // session). @path and @query are taken from the request-target as
 // sent (r.RequestURI), so a router that rewrites r.URL.Path (http.StripPrefix) does not change
 // what is verified. @authority is r.Host (or Config.Authority's answer, behind a proxy that rewrites
-// Host), lowercased, without the default port of the connection (443 with TLS, 80 without);
+// Host), lowercased, without the default port of the connection (443 with TLS, 80 without; either,
+// for Config.Authority's answer);
 // behind a proxy, forward the original Host or set Config.Authority. Config.ClientAddr, with
 // [ForwardedFor], names clients behind proxies for the per-address throttle.
 //
@@ -57,7 +58,8 @@
 // bodies that are not application/json and requests with Sec-Fetch-Site: cross-site (login CSRF).
 //
 // Audit events are log/slog records with message "sessionvault" and the attribute event set to
-// created, rotated, rekeyed, revoked, expired, logout, reuse_detected, replay_refused,
+// created, rotated, rekeyed, rekey_refused (reason cookie_required or client_gone), revoked,
+// expired, logout, reuse_detected, replay_refused,
 // bad_signature, unknown_session, limit_evicted, brute_force_suspected, login_failed,
 // user_agent_mismatch, store_error, internal_error, and for reloads and new tabs ticket_issued,
 // ticket_refused (reason: see [Manager.TicketRefusals]), ticket_reuse, joined, join_refused and

@@ -64,8 +64,8 @@ type Manager struct {
 const maxThrottleEntries = 10_000
 
 // New checks cfg, fills in its defaults and returns a Manager. It fails (wrapping [ErrConfig])
-// when Store is nil, StoreKey is not 32 bytes, Prefix is not a "/.../" path or a duration is
-// negative. Expired sessions are swept (when the Store is a [Sweeper]) from request handling, at
+// when Store is nil, StoreKey is not 32 bytes, Prefix is not of the form Config.Prefix gives,
+// RotateGrace is not shorter than RotateEvery, or a duration is negative. Expired sessions are swept (when the Store is a [Sweeper]) from request handling, at
 // most once a minute, and [Manager.Close] waits for a running sweep. When the Store is a
 // [Notifier], New starts the goroutine of its subscription and waits (at most 5 s) for the first
 // attempt; Close stops it.
@@ -256,7 +256,7 @@ func (m *Manager) maybeSweep(now time.Time) {
 //	{prefix}vault.wasm, {prefix}client.js  GET: the wasm module and the page's module, when Config.Module is set
 //
 // Mount it on the prefix: mux.Handle("/sv/", m.Handler()). Other paths under the prefix answer
-// 404 not_found.
+// 404 not_found; mounted elsewhere, it answers 404 and logs mounted_elsewhere once.
 func (m *Manager) Handler() http.Handler {
 	return http.HandlerFunc(m.serveEndpoint)
 }

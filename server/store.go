@@ -103,9 +103,9 @@ type ReplayFloor interface {
 
 // Session is one login of one user.
 type Session struct {
-	// ID is the session's 32-byte random identifier. It is a secret of the server (and of the
-	// HttpOnly cookie in later protocol versions): never logged, never sent to the worker. Use
-	// protocol.SessionHandle(ID) to name a session in logs.
+	// ID is the session's 32-byte random identifier. It is a secret of the server (the join
+	// cookie carries it sealed): never logged, never sent to the worker. Logs and admin calls
+	// name a session by its handle ([Info.Handle], [SessionInfo]).
 	ID       []byte
 	UserID   string
 	Claims   map[string]string

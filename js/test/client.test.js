@@ -39,3 +39,14 @@ test("vault.fetch works detached, and a signal that is not an AbortSignal is ref
   await assert.rejects(v.fetch("/api/y", { signal: {} }), (e) => e.code === "bad_input");
   assert.equal(w.sent.length, n, "nothing posted");
 });
+
+test("an invalid header name is a VaultError, and a fetch without a signal is not abortable", async () => {
+  const w = new FakeWorker();
+  const v = new Vault(w);
+  await assert.rejects(v.fetch("/api/x", { headers: [["bad header", "x"]] }), (e) => e.code === "bad_input");
+  v.fetch("/api/y", { method: "POST", body: new URLSearchParams({ a: "1" }) }).catch(() => {});
+  v.fetch("/api/z", { signal: new AbortController().signal }).catch(() => {});
+  await new Promise((r) => setTimeout(r, 10));
+  const sent = Object.fromEntries(w.sent.map((m) => [m.url, m.abortable === true]));
+  assert.deepEqual(sent, { "/api/y": false, "/api/z": true });
+});
