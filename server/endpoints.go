@@ -87,6 +87,10 @@ func writeJSON(w http.ResponseWriter, v any) {
 	w.Write(append(b, '\n'))
 }
 
+// finishTimeout bounds the store work of a login or re-key that goes on after its client left
+// (its own context is cancelled then, and so are the deadlines of the handler's middleware).
+const finishTimeout = 10 * time.Second
+
 // login: POST {prefix}login {"pub", "credentials"}.
 func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -141,7 +145,8 @@ func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
 	}
 	// From here on the login completes even if the client leaves: a store call cut short half
 	// way would leave a session without its audit record or its limit enforced.
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
 	var ua []byte
 	if m.bindUA {
 		h := sha256.Sum256([]byte(r.UserAgent()))
@@ -463,7 +468,8 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 	}
 	// From here on the re-key completes even if the client leaves: cut short between making the
 	// new session and deleting the old, it would leave both (and a false store alarm).
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
 	claims, elevated := m.pending.get(old.ID, now)
 	if !elevated {
 		claims = old.Claims

@@ -178,13 +178,14 @@ func (m *Manager) fanoutReady(w http.ResponseWriter) bool {
 }
 
 // ErrNotReady is what [Manager.Ready] reports while this node cannot verify requests.
-var ErrNotReady = errors.New("server: not ready: the store's revocation subscription is down, so signed requests are answered 503")
+var ErrNotReady = errors.New("server: not ready: closed, or the store's revocation subscription is down (signed requests are answered 503)")
 
-// Ready reports whether this node verifies requests: nil, or [ErrNotReady] while its store's
-// revocation subscription ([Notifier], e.g. redisstore) is down, since it may have missed a
-// revocation and answers signed requests 503 meanwhile. For a load balancer's health check.
+// Ready reports whether this node verifies requests: nil, or [ErrNotReady] after [Manager.Close]
+// and while its store's revocation subscription ([Notifier], e.g. redisstore) is down, since it
+// may have missed a revocation and answers signed requests 503 meanwhile. For a load balancer's
+// health check.
 func (m *Manager) Ready() error {
-	if m.fan.on && !m.fan.ready.Load() {
+	if m.closed.Load() || m.fan.on && !m.fan.ready.Load() {
 		return ErrNotReady
 	}
 	return nil

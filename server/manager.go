@@ -172,6 +172,18 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
+// firstSegment is a path's first segment, at most 64 bytes: enough to see where a handler is
+// mounted, and no room for a token that a longer path might carry.
+func firstSegment(p string) string {
+	if i := strings.IndexByte(p[min(1, len(p)):], '/'); i >= 0 {
+		p = p[:i+2]
+	}
+	if len(p) > 64 {
+		p = p[:64]
+	}
+	return p
+}
+
 // validPrefix is the worker's rule for an endpoint prefix (js/router.js PREFIX): a worker that
 // starts from {prefix}worker.js uses its directory, and refuses any other form.
 func validPrefix(p string) bool {
@@ -268,7 +280,7 @@ func (m *Manager) serveEndpoint(w http.ResponseWriter, r *http.Request) {
 		// Mounted somewhere other than its prefix (or behind a StripPrefix): say so, once.
 		m.misMounted.Do(func() {
 			m.log.LogAttrs(r.Context(), slog.LevelWarn, "sessionvault: a request outside Config.Prefix reached Handler(); mount it at the prefix, as mux.Handle(prefix, m.Handler())",
-				slog.String("event", "mounted_elsewhere"), slog.String("prefix", m.prefix), slog.String("path", r.URL.Path))
+				slog.String("event", "mounted_elsewhere"), slog.String("prefix", m.prefix), slog.String("path", firstSegment(r.URL.Path)))
 		})
 		m.refuse(w, reasonNotFound)
 		return

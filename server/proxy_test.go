@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -30,6 +31,8 @@ func TestForwardedFor(t *testing.T) {
 		{"10.0.0.2:4000", []string{"1.2.3.4, garbage"}, "10.0.0.2"},   // garbled: the last hop we trust
 		{"10.0.0.2:4000", nil, "10.0.0.2"},
 		{"[::ffff:10.0.0.2]:4000", []string{"1.2.3.4"}, "1.2.3.4"},
+		{"[::ffff:10.0.0.2]:4000", nil, "10.0.0.2"},                                    // the same proxy, one bucket
+		{"10.0.0.2:4000", []string{"fe80::1%" + strings.Repeat("x", 100)}, "10.0.0.2"}, // a zone: garbled
 	}
 	for _, c := range cases {
 		r := httptest.NewRequest("GET", "/", nil)
@@ -122,9 +125,20 @@ func TestHandlerMountedElsewhereWarns(t *testing.T) {
 	e := newEnv(t)
 	e.mux.Handle("/auth/", e.mgr.Handler())
 	for range 2 {
-		wantRefused(t, e.serve(httptest.NewRequest("POST", "/auth/login", nil)), 404, "not_found")
+		wantRefused(t, e.serve(httptest.NewRequest("POST", "/auth/reset/SECRET-TOKEN-"+strings.Repeat("A", 500), nil)), 404, "not_found")
 	}
-	if ev := e.logs.events("mounted_elsewhere"); len(ev) != 1 || ev[0]["prefix"] != "/sv/" {
-		t.Fatalf("warnings %v, want one naming the prefix", ev)
+	if ev := e.logs.events("mounted_elsewhere"); len(ev) != 1 || ev[0]["prefix"] != "/sv/" || ev[0]["path"] != "/auth/" {
+		t.Fatalf("warnings %v, want one naming the prefix and the path's first segment only", ev)
+	}
+}
+
+func TestReadyAfterClose(t *testing.T) {
+	e := newEnv(t)
+	if err := e.mgr.Ready(); err != nil {
+		t.Fatalf("Ready() = %v on a live manager", err)
+	}
+	e.mgr.Close()
+	if err := e.mgr.Ready(); !errors.Is(err, server.ErrNotReady) {
+		t.Fatalf("Ready() = %v after Close, want ErrNotReady", err)
 	}
 }
