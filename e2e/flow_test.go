@@ -371,3 +371,28 @@ func TestDevserverCSPNoViolations(t *testing.T) {
 			Eval[bool](tb, `window.pwned === 1`), d.App.CSPReports(), len(tb.CSPViolations()))
 	}
 }
+
+// TestNarrowPolicyStillLogsOut: with the README's policy (prefixes /api/ only), the worker's
+// own logout (POST /sv/logout) is still signed and ends the session on the server. Before, the
+// module refused to sign it (outside the page's prefixes): the key was wiped in the tab while
+// the session lived on, and a reload joined it.
+func TestNarrowPolicyStillLogsOut(t *testing.T) {
+	d := newDemo(t, demo.Options{})
+	tb := newTab(t)
+	openVaultPage(tb, "?prefixes=/api/")
+	if st := loginAPI(tb, "alice"); st != "active" {
+		t.Fatal(st)
+	}
+	if r := vaultFetch(tb, "/api/profile", ""); !strings.HasPrefix(r, "200 ") {
+		t.Fatalf("GET /api/profile: %s", r)
+	}
+	if got := Eval[string](tb, `vault.logout().then((s) => s.state)`); got != "wiped" {
+		t.Fatalf("logout: %s", got)
+	}
+	if n := lanes(t, d, "alice"); n != 0 {
+		t.Fatalf("alice has %d lanes after logout, want 0", n)
+	}
+	if st := openVault(tb.Sibling()); st != "empty" {
+		t.Errorf("a new tab after logout: %s, want empty", st)
+	}
+}

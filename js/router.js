@@ -36,7 +36,10 @@ const FORBIDDEN = new Set([
   "x-http-method-override", "x-http-method", "x-method-override",
 ]);
 // Headers stripped from responses before the page sees them.
-const STRIP = new Set(["sv-action", "sv-error", "signature", "signature-input"]);
+const STRIP = new Set(["sv-action", "sv-error", "sv-rekey-grant", "signature", "signature-input"]);
+// A rekey grant: the claims of a re-key the application asked for, sealed by the server (opaque
+// here), sent back with the re-key so that any node can apply them (PROTOCOL.md 3.4).
+const GRANT = /^[A-Za-z0-9_-]{1,4096}$/;
 const END_REASONS = new Set(["revoked", "logout", "reuse_detected", "rekeyed", "limit_evicted", "lane_evicted", "unknown_session", "expired", "user_agent_mismatch"]);
 
 const b64url = {
@@ -134,6 +137,7 @@ export class Router {
     this.logoutWaitMs = o.logoutWaitMs ?? LIMITS.logoutWaitMs;
     this.loggingOut = 0; // logouts running
     this.rekeyRetryAt = 0; // after a failed re-key, hints are ignored until then
+    this.rekeyGrant = null; // the last rekey grant the server sent with a hint
   }
 
   /** Runs a login or join handshake, tracked for logout. */
@@ -282,11 +286,15 @@ export class Router {
       fail("bad_input", "prefix must look like /sv/");
     }
     const origins = strings(p.origins, "origins");
+    // The session endpoints (where this worker's own rotate, rekey and logout go) are signed
+    // whatever the page's prefixes and methods say; page requests for them are refused here.
+    const endpoints = [...new Set([prefix, this.reserved].filter((e) => e && PREFIX.test(e)))];
     this.vault.call(OP.policy, [
       [1, this.origin],
       ...(origins.length ? [[2, origins]] : []),
       ...(p.prefixes ? [[3, strings(p.prefixes, "prefixes")]] : []),
       ...(p.methods ? [[4, strings(p.methods, "methods")]] : []),
+      [5, endpoints],
     ]);
     const ticket = this.takeTicket();
     // Only after the module accepted the (first) policy. A worker with a ticket was served by the
@@ -414,6 +422,7 @@ export class Router {
     const r = this.vault.call(OP.finish, fields);
     this.gen++; // a new lane
     this.rekeyRetryAt = 0;
+    this.rekeyGrant = null; // bound to the session it came with
     return r;
   }
 
@@ -547,7 +556,11 @@ export class Router {
     }
     const action = res.headers.get("Sv-Action");
     if (action === "rotate") this.rotate().catch(() => {});
-    if (action === "rekey" && this.now() >= this.rekeyRetryAt) this.rekey().catch(() => {});
+    if (action === "rekey") {
+      const grant = res.headers.get("Sv-Rekey-Grant");
+      if (grant && GRANT.test(grant)) this.rekeyGrant = grant;
+      if (this.now() >= this.rekeyRetryAt) this.rekey().catch(() => {});
+    }
   }
 
   async toPage(res) {
@@ -603,7 +616,8 @@ export class Router {
           if (this.loggingOut) fail("bad_state", "logging out");
           const pub = this.vault.call(OP.begin, [[1, 3]]).get(1);
           const url = new URL(this.endpoint("rekey"));
-          const body = new TextEncoder().encode('{"pub":"' + b64url.encode(pub) + '"}');
+          const grant = this.rekeyGrant ? ',"grant":"' + this.rekeyGrant + '"' : "";
+          const body = new TextEncoder().encode('{"pub":"' + b64url.encode(pub) + '"' + grant + "}");
           const h = new Headers({ "Content-Type": "application/json" });
           const reply = await this.abortable(async (signal) => this.json(await this.send("POST", url, h, body, "same-origin", signal)));
           this.finish(reply);

@@ -47,6 +47,13 @@ type pubRequest struct {
 	Pub string `json:"pub"`
 }
 
+// rekeyRequest is the body of {prefix}rekey: the worker's public key and, if the hint carried
+// one, the rekey grant (rekey.go).
+type rekeyRequest struct {
+	Pub   string `json:"pub"`
+	Grant string `json:"grant,omitempty"`
+}
+
 var b64 = base64.RawURLEncoding
 
 func decodePub(s string) ([protocol.PublicKeySize]byte, bool) {
@@ -438,7 +445,12 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	now := m.now()
 	rec := m.recOf(st)
-	clientPub, ok := parsePub(st.body)
+	var req rekeyRequest
+	if json.Unmarshal(st.body, &req) != nil {
+		m.refuse(w, reasonBadRequest)
+		return
+	}
+	clientPub, ok := decodePub(req.Pub)
 	if !ok {
 		m.refuse(w, reasonBadRequest)
 		return
@@ -471,6 +483,13 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
 	claims, elevated := m.pending.get(old.ID, now)
+	badGrant := false
+	if !elevated && req.Grant != "" {
+		// RequireRekey ran on another node: its grant carries the claims. One that does not
+		// open (forged, expired, another session's) grants nothing: the re-key renews the ID.
+		claims, elevated = m.grants.open(old.ID, req.Grant, now)
+		badGrant = !elevated
+	}
 	if !elevated {
 		claims = old.Claims
 	}
@@ -509,6 +528,9 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 	rec.event, rec.reason = evRekeyed, "privilege change"
 	if !elevated {
 		rec.reason = "renewal"
+		if badGrant {
+			rec.reason = "renewal (the rekey grant did not open)"
+		}
 	}
 	rec.extra = []slog.Attr{slog.String("new_handle", protocol.SessionHandle(sess.ID)), slog.String("new_lane", lane.ID.String())}
 	m.audit(ctx, slog.LevelInfo, rec)

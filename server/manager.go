@@ -42,6 +42,7 @@ type Manager struct {
 	limiter                                   *throttle.Limiter
 	verifiers                                 verifierCache
 	pending                                   pendingRekeys
+	grants                                    *grantSealer // rekey grants (rekey.go)
 	sweepEvery                                time.Duration
 	lastSweep                                 atomic.Int64 // Unix ns of the last sweep start
 	sweepWG                                   sync.WaitGroup
@@ -151,6 +152,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	var err error
 	if m.seal, err = newSealer(key, m.rand); err != nil {
+		return nil, err
+	}
+	if m.grants, err = newGrantSealer(key, m.rand); err != nil {
 		return nil, err
 	}
 	if cfg.Module != nil {

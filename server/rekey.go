@@ -1,6 +1,12 @@
 package server
 
 import (
+	"crypto/cipher"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"sync"
@@ -24,9 +30,10 @@ import (
 // (a stolen key's holder, a client of its own) never does: to take privileges away, end the
 // session ([Manager.Revoke]) rather than re-key it.
 //
-// The pending claims live in this process's memory until the re-key or the session's idle
-// timeout: with a store shared by several nodes the worker's re-key must reach this node (a
-// re-key elsewhere renews the ID with the old claims).
+// The claims also travel with the hint, sealed under a key derived from Config.StoreKey and
+// bound to the session ID (header Sv-Rekey-Grant): the worker sends them back with its re-key,
+// so the re-key may reach any node that shares the StoreKey. This node also repeats the hint on
+// the session's later responses until the re-key or the session's idle timeout.
 func (m *Manager) RequireRekey(w http.ResponseWriter, r *http.Request, claims map[string]string) error {
 	st, ok := r.Context().Value(ctxKey{}).(*reqState)
 	if !ok {
@@ -36,9 +43,100 @@ func (m *Manager) RequireRekey(w http.ResponseWriter, r *http.Request, claims ma
 	if claims != nil {
 		c = maps.Clone(claims)
 	}
-	m.pending.set(st.sess.ID, c, m.now().Add(m.idle))
-	w.Header()["Sv-Action"] = []string{"rekey"}
+	until := m.now().Add(m.idle)
+	grant, err := m.grants.seal(st.sess.ID, c, until)
+	if err != nil {
+		// Without a grant the re-key must reach this node to take the claims; say so.
+		m.audit(r.Context(), slog.LevelWarn, auditRec{event: evInternal, handle: st.info.Handle, reason: "rekey grant", cause: err})
+	}
+	m.pending.set(st.sess.ID, c, until, grant)
+	m.rekeyHint(w, grant)
 	return nil
+}
+
+// rekeyHint asks the worker to re-key, with the sealed claims if there are any.
+func (m *Manager) rekeyHint(w http.ResponseWriter, grant string) {
+	h := w.Header()
+	h["Sv-Action"] = []string{"rekey"}
+	if grant != "" {
+		h["Sv-Rekey-Grant"] = []string{grant}
+	}
+}
+
+// A rekey grant (PROTOCOL.md 3.4) carries the claims of [Manager.RequireRekey] to whichever node
+// the worker's re-key reaches:
+//
+//	grant     = b64url(0x01 || nonce [12] || AES-256-GCM(grant key, nonce, until || claims, aad))
+//	until     = the grant's deadline, Unix seconds, 8 bytes big-endian
+//	claims    = the claims as a JSON object
+//	aad       = "sessionvault/v1 rekey-grant" || session ID
+//	grant key = HKDF-SHA256(StoreKey, salt = nil, info = "sessionvault/v1 rekey-grant", 32)
+//
+// Bound to the session ID, it is good for one re-key at most: the re-key ends that ID.
+const (
+	grantVersion  = 1
+	grantAAD      = "sessionvault/v1 rekey-grant"
+	grantKeyInfo  = "sessionvault/v1 rekey-grant"
+	grantNonceLen = 12
+	// grantMaxLen bounds what is decoded (the claims of a session are small).
+	grantMaxLen = 4096
+)
+
+type grantSealer struct {
+	aead cipher.AEAD
+	rand io.Reader
+}
+
+func newGrantSealer(storeKey []byte, rand io.Reader) (*grantSealer, error) {
+	aead, err := storeAEAD(storeKey, grantKeyInfo)
+	if err != nil {
+		return nil, err
+	}
+	return &grantSealer{aead: aead, rand: rand}, nil
+}
+
+func grantAD(sessionID []byte) []byte {
+	return append([]byte(grantAAD), sessionID...)
+}
+
+func (g *grantSealer) seal(sessionID []byte, claims map[string]string, until time.Time) (string, error) {
+	pt, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	pt = append(binary.BigEndian.AppendUint64(nil, uint64(until.Unix())), pt...)
+	out := make([]byte, 1+grantNonceLen, 1+grantNonceLen+len(pt)+g.aead.Overhead())
+	out[0] = grantVersion
+	if _, err := io.ReadFull(g.rand, out[1:]); err != nil {
+		return "", err
+	}
+	out = g.aead.Seal(out, out[1:1+grantNonceLen], pt, grantAD(sessionID))
+	if s := b64.EncodeToString(out); len(s) <= grantMaxLen {
+		return s, nil
+	}
+	return "", errGrantTooLarge
+}
+
+var errGrantTooLarge = errors.New("server: the claims are too large for a rekey grant")
+
+// open returns the claims of a grant for sessionID that is still good at now.
+func (g *grantSealer) open(sessionID []byte, grant string, now time.Time) (map[string]string, bool) {
+	if len(grant) > grantMaxLen {
+		return nil, false
+	}
+	raw, err := b64.Strict().DecodeString(grant)
+	if err != nil || len(raw) < 1+grantNonceLen+8+g.aead.Overhead() || raw[0] != grantVersion {
+		return nil, false
+	}
+	pt, err := g.aead.Open(nil, raw[1:1+grantNonceLen], raw[1+grantNonceLen:], grantAD(sessionID))
+	if err != nil || len(pt) < 8 || now.Unix() >= int64(binary.BigEndian.Uint64(pt)) {
+		return nil, false
+	}
+	var claims map[string]string
+	if json.Unmarshal(pt[8:], &claims) != nil {
+		return nil, false
+	}
+	return claims, true
 }
 
 // pendingRekeys holds the claims of re-keys asked for and not yet done, by session ID. Bounded;
@@ -53,11 +151,12 @@ type pendingRekeys struct {
 type pendingRekey struct {
 	claims map[string]string
 	until  time.Time
+	grant  string // the sealed claims sent with the hint ("" if sealing failed)
 }
 
 const maxPendingRekeys = 100_000
 
-func (p *pendingRekeys) set(id []byte, claims map[string]string, until time.Time) {
+func (p *pendingRekeys) set(id []byte, claims map[string]string, until time.Time, grant string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m == nil {
@@ -69,18 +168,19 @@ func (p *pendingRekeys) set(id []byte, claims map[string]string, until time.Time
 			break
 		}
 	}
-	p.m[string(id)] = pendingRekey{claims: claims, until: until}
+	p.m[string(id)] = pendingRekey{claims: claims, until: until, grant: grant}
 	p.n.Store(int64(len(p.m)))
 }
 
-func (p *pendingRekeys) has(id []byte) bool {
+// hint reports whether a re-key is pending for the session, and its grant.
+func (p *pendingRekeys) hint(id []byte) (grant string, ok bool) {
 	if p.n.Load() == 0 {
-		return false
+		return "", false
 	}
 	p.mu.Lock()
-	_, ok := p.m[string(id)]
+	e, ok := p.m[string(id)]
 	p.mu.Unlock()
-	return ok
+	return e.grant, ok
 }
 
 // get returns the pending claims of a session (false if none, or expired).

@@ -120,8 +120,8 @@ func (m *Manager) hints(w http.ResponseWriter, st *reqState) {
 		w.Header()["Sv-Action"] = []string{"rotate"}
 		return
 	}
-	if m.pending.has(st.sess.ID) {
-		w.Header()["Sv-Action"] = []string{"rekey"}
+	if grant, ok := m.pending.hint(st.sess.ID); ok {
+		m.rekeyHint(w, grant)
 	}
 }
 

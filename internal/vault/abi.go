@@ -7,7 +7,7 @@ import (
 // ABI operations (PROTOCOL.md section 7). The request's code byte is the op; the reply's is the
 // status (0 ok, otherwise [StatusOf] an error code, with the message in field 1).
 const (
-	OpPolicy       = 0x01 // 1 self, 2 origins (list), 3 prefixes (list), 4 methods (list) -> -
+	OpPolicy       = 0x01 // 1 self, 2 origins (list), 3 prefixes (list), 4 methods (list), 5 endpoints (list) -> -
 	OpBegin        = 0x02 // 1 kind (1 login, 2 join, 3 rekey) -> 1 public key
 	OpFinish       = 0x03 // 1 lane, 2 server public, 3 confirm, 4 server time ms, 5 expires ms, 6 ticket -> 1 state, 2 epoch
 	OpSign         = 0x04 // 1 method, 2 origin, 3 path, 4 query, 5 body (present iff the request has one) -> 1 signature-input, 2 signature, 3 content-digest
@@ -124,7 +124,7 @@ func (v *Vault) dispatch(m *protocol.Message) ([]byte, *Error) {
 	reply := func() []byte { return make([]byte, 2, 128) }
 	switch m.Code {
 	case OpPolicy:
-		if e := fields(m, bits(1, 2, 3, 4)); e != nil {
+		if e := fields(m, bits(1, 2, 3, 4, 5)); e != nil {
 			return nil, e
 		}
 		var p Policy
@@ -139,6 +139,9 @@ func (v *Vault) dispatch(m *protocol.Message) ([]byte, *Error) {
 			return nil, e
 		}
 		if p.Methods, e = list(m, 4); e != nil {
+			return nil, e
+		}
+		if p.Endpoints, e = list(m, 5); e != nil {
 			return nil, e
 		}
 		if err := v.BindPolicy(p); err != nil {

@@ -419,3 +419,40 @@ func TestCleanPathSegments(t *testing.T) {
 		t.Fatalf("inputs too one-sided: %v", seen)
 	}
 }
+
+// The session endpoints: the worker's own POSTs to them on its origin are signed whatever the
+// page's prefixes and methods say (a page policy of /api/ and GET must not stop rotation or
+// logout), and nothing else is.
+func TestPolicyEndpoints(t *testing.T) {
+	for _, bad := range [][]string{{"/"}, {"/sv"}, {"sv/"}, {"/a/../"}, {"/sv/", strings.Repeat("/x", 200) + "/"}} {
+		v := New(newRand(1), (&clock{t0}).now)
+		wantCode(t, v.BindPolicy(Policy{Self: appOrigin, Endpoints: bad}), CodeBadInput)
+	}
+	h := &harness{t: t, local: &clock{t0}, remote: &clock{t0}}
+	h.v = New(newRand(1), h.local.now)
+	h.srv = newFakeServer(t, h.remote, 2)
+	code, _ := call(t, h.v, msg(OpPolicy, sfield(1, appOrigin), lfield(3, "/api/"), lfield(4, "GET"), lfield(5, "/sv/", "/auth/v1/")))
+	if code != "" {
+		t.Fatalf("OpPolicy with endpoints: %s", code)
+	}
+	h.login()
+	for _, r := range []SignRequest{
+		{Method: "POST", Origin: appOrigin, Path: "/sv/rotate"},
+		{Method: "POST", Origin: appOrigin, Path: "/auth/v1/logout"},
+		{Method: "GET", Origin: appOrigin, Path: "/api/me"},
+	} {
+		if _, err := h.v.Sign(r); err != nil {
+			t.Errorf("%s %s: %v", r.Method, r.Path, err)
+		}
+	}
+	for _, r := range []SignRequest{
+		{Method: "GET", Origin: appOrigin, Path: "/sv/rotate"},             // not POST
+		{Method: "POST", Origin: appOrigin, Path: "/api/me"},               // the page's methods hold
+		{Method: "POST", Origin: "https://evil.example", Path: "/sv/rotate"}, // not Self
+		{Method: "POST", Origin: appOrigin, Path: "/sv/../admin/x"},        // not clean
+		{Method: "POST", Origin: appOrigin, Path: "/svx/rotate"},
+	} {
+		_, err := h.v.Sign(r)
+		wantCode(t, err, CodePolicyDenied)
+	}
+}

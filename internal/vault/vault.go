@@ -68,6 +68,10 @@ type Policy struct {
 	Prefixes []string
 	// Methods it signs for. If empty, GET, HEAD, POST, PUT, PATCH, DELETE.
 	Methods []string
+	// Endpoints are the path prefixes of the session endpoints ("/sv/"), whose POST requests on
+	// Self the worker itself makes (rotate, rekey, logout): signed whatever Prefixes and Methods
+	// say. The worker never signs a page request for them.
+	Endpoints []string
 }
 
 // Limits of a policy.
@@ -126,7 +130,7 @@ func (v *Vault) BindPolicy(p Policy) error {
 	if !validOrigin(p.Self) {
 		return errf(CodeBadInput, "policy: self must be an origin like https://host[:port]")
 	}
-	if len(p.Origins) > maxPolicyItems || len(p.Prefixes) > maxPolicyItems || len(p.Methods) > maxPolicyItems {
+	if len(p.Origins) > maxPolicyItems || len(p.Prefixes) > maxPolicyItems || len(p.Methods) > maxPolicyItems || len(p.Endpoints) > maxPolicyItems {
 		return errf(CodeTooLarge, "policy: too many entries")
 	}
 	for _, o := range p.Origins {
@@ -144,7 +148,12 @@ func (v *Vault) BindPolicy(p Policy) error {
 			return errf(CodeBadInput, "policy: methods must be upper-case tokens")
 		}
 	}
-	c := Policy{Self: p.Self, Origins: clone(p.Origins), Prefixes: clone(p.Prefixes), Methods: clone(p.Methods)}
+	for _, pre := range p.Endpoints {
+		if len(pre) > maxPolicyItem || !cleanPath(pre) || !strings.HasSuffix(pre, "/") || pre == "/" {
+			return errf(CodeBadInput, "policy: endpoints must be clean absolute paths ending in / (not /)")
+		}
+	}
+	c := Policy{Self: p.Self, Origins: clone(p.Origins), Prefixes: clone(p.Prefixes), Methods: clone(p.Methods), Endpoints: clone(p.Endpoints)}
 	if len(c.Origins) == 0 {
 		c.Origins = []string{c.Self}
 	}
@@ -235,6 +244,13 @@ func cleanPath(p string) bool {
 
 func (v *Vault) allowed(method, origin, path string) error {
 	p := v.policy
+	if method == "POST" && origin == p.Self && cleanPath(path) {
+		for _, pre := range p.Endpoints {
+			if strings.HasPrefix(path, pre) {
+				return nil // the worker's own session endpoints
+			}
+		}
+	}
 	ok := false
 	for _, o := range p.Origins {
 		if o == origin {

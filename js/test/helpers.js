@@ -117,12 +117,12 @@ const jsonReply = (status, obj, headers = {}) => new Response(obj === null ? nul
  * A fake session server for race tests: login, rotate, re-key (chained, PROTOCOL.md 3.4) and
  * logout, per-endpoint processing gates (gates[name]: a promise), reply delivery delays
  * (delay[name]: ms), the requests sent (sent: {name, at}), a hint for the next plain answer
- * (action), and the cookie jar as the browser sees it (cookie: the session ID of the last
+ * (action, with grant as its Sv-Rekey-Grant; the grants re-keys sent are in rekeyGrants), and the cookie jar as the browser sees it (cookie: the session ID of the last
  * Set-Cookie, applied when the reply is delivered; every logout answer clears it, as the Go
  * server's same-origin logout does). sessions: id -> {id, lane, key, epoch, live, gone}.
  */
 export function fakeSessionServer() {
-  const srv = { sessions: new Map(), byLane: new Map(), cookie: null, action: null, gates: {}, delay: {}, sent: [], t0: Date.now() };
+  const srv = { sessions: new Map(), byLane: new Map(), cookie: null, action: null, grant: null, rekeyGrants: [], gates: {}, delay: {}, sent: [], t0: Date.now() };
   const deliver = async (name, res, cookie) => {
     if (srv.delay[name]) await sleep(srv.delay[name]);
     if (cookie !== undefined) srv.cookie = cookie;
@@ -155,7 +155,9 @@ export function fakeSessionServer() {
       return deliver(name, jsonReply(200, { pub: b64url(r.pub), epoch: sess.epoch, confirm: b64url(r.confirm) }));
     }
     if (name === "rekey") {
-      const C = Buffer.from(JSON.parse(body.toString()).pub, "base64url");
+      const req = JSON.parse(body.toString());
+      srv.rekeyGrants.push(req.grant ?? null);
+      const C = Buffer.from(req.pub, "base64url");
       const { lane, pub, key, confirm: conf } = serverRekey(sess.key, C);
       const id = crypto.randomUUID();
       const n = { id, lane, key, epoch: 0, live: true };
@@ -163,7 +165,7 @@ export function fakeSessionServer() {
       sess.live = false; sess.gone = "rekeyed";
       return deliver(name, jsonReply(200, { lane: b64url(lane), pub: b64url(pub), confirm: b64url(conf), epoch: 0, serverTime: Date.now(), expires: Date.now() + 3600e3 }), id);
     }
-    const extra = srv.action ? { "Sv-Action": srv.action } : {};
+    const extra = srv.action ? { "Sv-Action": srv.action, ...(srv.grant ? { "Sv-Rekey-Grant": srv.grant } : {}) } : {};
     return deliver(name, jsonReply(200, {}, extra));
   };
   return srv;

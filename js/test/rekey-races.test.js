@@ -74,3 +74,28 @@ test("a response of the replaced lane does not start a second re-key", async () 
   await new Promise((r) => setTimeout(r, 30));
   assert.equal(rekeys, 1);
 });
+
+test("the rekey grant that came with the hint goes back with the re-key, never to the page", async () => {
+  const srv = fakeSessionServer();
+  const posted = [];
+  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/" });
+  await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  srv.action = "rekey";
+  srv.grant = "c2VhbGVk-Z3JhbnQ_";
+  await router.onMessage({ id: 3, op: "fetch", url: "/api/elevate", method: "POST" });
+  const reply = posted.find((m) => m.id === 3);
+  assert.ok(reply.ok);
+  assert.ok(!reply.result.headers.some(([k]) => k.startsWith("sv-")), "no Sv-* header reaches the page: " + JSON.stringify(reply.result.headers));
+  srv.action = null;
+  while (router.rekeying) await router.rekeying.catch(() => {});
+  assert.deepEqual(srv.rekeyGrants, ["c2VhbGVk-Z3JhbnQ_"]);
+  assert.equal(router.rekeyGrant, null, "the grant is dropped with the session it was for");
+  // A malformed grant is not kept (nor sent).
+  srv.action = "rekey";
+  srv.grant = 'x","role":"admin';
+  await router.onMessage({ id: 4, op: "fetch", url: "/api/again" });
+  srv.action = null;
+  while (router.rekeying) await router.rekeying.catch(() => {});
+  assert.deepEqual(srv.rekeyGrants, ["c2VhbGVk-Z3JhbnQ_", null]);
+});

@@ -499,3 +499,15 @@ test("a redirect is not followed and is told apart from a network failure", asyn
   assert.equal(redirect, "manual");
   assert.equal((await send({ id: 4, op: "status" })).result.state, "active");
 });
+
+test("a page policy of /api/ and GET (the README's) does not stop the worker's own rotate and logout", async () => {
+  const { srv, send, router } = await setup();
+  assert.ok((await send({ id: 1, op: "init", policy: { prefixes: ["/api/"], methods: ["GET"] } })).ok);
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  await router.rotate();
+  assert.equal((await send({ id: 3, op: "status" })).result.epoch, 1, "rotated");
+  assert.equal((await send({ id: 4, op: "fetch", url: "/api/x", method: "POST", body: "{}" })).error.code, "policy_denied", "the page's methods hold");
+  assert.equal((await send({ id: 5, op: "fetch", url: "/sv/rotate", method: "POST", body: "{}" })).error.code, "policy_denied");
+  assert.equal((await send({ id: 6, op: "logout" })).result.state, "wiped");
+  assert.deepEqual(srv.seen.map((s) => s.path + " " + s.ok), ["/sv/rotate true", "/sv/logout true"], "both reached the server, signed");
+});
