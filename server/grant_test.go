@@ -70,7 +70,9 @@ func TestRekeyGrantRefusals(t *testing.T) {
 	}
 	_, otherGrant := elevated() // another session's
 	cases := map[string]func(string) string{
-		"tampered":        func(g string) string { return g[:len(g)-2] + map[bool]string{true: "AA", false: "BB"}[!strings.HasSuffix(g, "AA")] },
+		"tampered": func(g string) string {
+			return g[:len(g)-2] + map[bool]string{true: "AA", false: "BB"}[!strings.HasSuffix(g, "AA")]
+		},
 		"another session": func(string) string { return otherGrant },
 		"garbage":         func(string) string { return "!!" },
 	}

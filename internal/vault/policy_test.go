@@ -446,10 +446,10 @@ func TestPolicyEndpoints(t *testing.T) {
 		}
 	}
 	for _, r := range []SignRequest{
-		{Method: "GET", Origin: appOrigin, Path: "/sv/rotate"},             // not POST
-		{Method: "POST", Origin: appOrigin, Path: "/api/me"},               // the page's methods hold
+		{Method: "GET", Origin: appOrigin, Path: "/sv/rotate"},               // not POST
+		{Method: "POST", Origin: appOrigin, Path: "/api/me"},                 // the page's methods hold
 		{Method: "POST", Origin: "https://evil.example", Path: "/sv/rotate"}, // not Self
-		{Method: "POST", Origin: appOrigin, Path: "/sv/../admin/x"},        // not clean
+		{Method: "POST", Origin: appOrigin, Path: "/sv/../admin/x"},          // not clean
 		{Method: "POST", Origin: appOrigin, Path: "/svx/rotate"},
 	} {
 		_, err := h.v.Sign(r)
