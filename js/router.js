@@ -97,6 +97,7 @@ export class Router {
    * @param {typeof WebSocket | null} [o.WebSocket]  the event channel's socket; null disables it
    * @param {string} [o.joinURL]  where a join ticket goes: {prefix}join beside the boot script
    * @param {() => string} [o.takeTicket]  hands over the boot script's join ticket, once ("" if none)
+   * @param {() => boolean} [o.hasTicket]  whether takeTicket has one to hand over
    * @param {string} [o.reserved]  the boot script's directory: the vault's own endpoints, which the
    *   page may not have the worker fetch (besides the prefix that init binds)
    */
@@ -118,6 +119,7 @@ export class Router {
     this.wipedFor = null;
     this.joinURL = o.joinURL || null;
     this.takeTicket = o.takeTicket || (() => "");
+    this.hasTicket = o.hasTicket || (() => false);
     this.reserved = o.reserved && o.reserved !== "/" ? o.reserved : null;
     // Counts the lanes this worker has held (login, join, re-key): a refusal of a request signed
     // under an earlier one says nothing about the current one.
@@ -286,9 +288,14 @@ export class Router {
       fail("bad_input", "prefix must look like /sv/");
     }
     const origins = strings(p.origins, "origins");
+    // A worker with a ticket was served by the Manager at {prefix}worker.js: its directory is
+    // the prefix, whatever the page says, so that a worker page script starts and joins still
+    // rotates and hears its events at the real endpoints.
+    const bound = this.hasTicket() && this.reserved ? this.reserved : prefix;
     // The session endpoints (where this worker's own rotate, rekey and logout go) are signed
-    // whatever the page's prefixes and methods say; page requests for them are refused here.
-    const endpoints = [...new Set([prefix, this.reserved].filter((e) => e && PREFIX.test(e)))];
+    // whatever the page's prefixes and methods say; page requests for them are refused
+    // (refuseOwnEndpoint: the same two prefixes, bound and reserved).
+    const endpoints = [...new Set([bound, this.reserved].filter((e) => e && PREFIX.test(e)))];
     this.vault.call(OP.policy, [
       [1, this.origin],
       ...(origins.length ? [[2, origins]] : []),
@@ -296,11 +303,8 @@ export class Router {
       ...(p.methods ? [[4, strings(p.methods, "methods")]] : []),
       [5, endpoints],
     ]);
-    const ticket = this.takeTicket();
-    // Only after the module accepted the (first) policy. A worker with a ticket was served by the
-    // Manager at {prefix}worker.js: its directory is the prefix, whatever the page says, so that a
-    // worker page script starts and joins still rotates and hears its events at the real endpoints.
-    this.prefix = ticket && this.reserved ? this.reserved : prefix;
+    const ticket = this.takeTicket(); // only after the module accepted the (first) policy
+    this.prefix = bound;
     const out = { bound: true };
     if (ticket) {
       // A reload or a new tab of a live session: join it. Any failure leaves the worker empty

@@ -46,6 +46,7 @@ const ready = (async () => {
     origin: self.location.origin,
     joinURL,
     reserved: scriptDir(),
+    hasTicket: () => ticket !== "",
     takeTicket: () => {
       const t = ticket;
       ticket = "";

@@ -482,13 +482,19 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 	// new session and deleting the old, it would leave both (and a false store alarm).
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
-	claims, elevated := m.pending.get(old.ID, now)
+	claims, at, elevated := m.pending.get(old.ID, now)
 	badGrant := false
-	if !elevated && req.Grant != "" {
-		// RequireRekey ran on another node: its grant carries the claims. One that does not
-		// open (forged, expired, another session's) grants nothing: the re-key renews the ID.
-		claims, elevated = m.grants.open(old.ID, req.Grant, now)
-		badGrant = !elevated
+	if req.Grant != "" {
+		// RequireRekey ran here or on another node: the grant carries its claims, and of two
+		// decisions (this node's and the grant's) the later one wins. One that does not open
+		// (forged, expired, another session's) grants nothing.
+		gclaims, gat, ok := m.grants.open(old.ID, req.Grant, now)
+		switch {
+		case ok && (!elevated || gat.After(at)):
+			claims, elevated = gclaims, true
+		case !ok && !elevated:
+			badGrant = true
+		}
 	}
 	if !elevated {
 		claims = old.Claims

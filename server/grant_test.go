@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -98,5 +99,29 @@ func TestRekeyGrantRefusals(t *testing.T) {
 	}
 	if n := strings.Count(b.logs.String(), "the rekey grant did not open"); n != 4 {
 		t.Errorf("%d audit records of refused grants, want 4", n)
+	}
+}
+
+// Two decisions for one session on two nodes (admin on A, then org y on B): the re-key carries
+// B's grant and lands on A, which holds its own older decision. The later one wins.
+func TestRekeyGrantLaterDecisionWins(t *testing.T) {
+	a, b, _ := twoNodes(t)
+	b.mux.Handle("/api/switch-org", b.mgr.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := b.mgr.RequireRekey(w, r, map[string]string{"role": "user", "org": "y"}); err != nil {
+			t.Error(err)
+		}
+	})))
+	c := a.newClient()
+	c.login("alice")
+	wantOK(t, c.do(c.sign("POST", "/api/elevate", []byte("{}"))))
+	a.clock.Add(time.Second)
+	c.do = b.serve
+	w := c.do(c.sign("POST", "/api/switch-org", []byte("{}")))
+	wantOK(t, w)
+	c.do = a.serve
+	wantOK(t, c.rekeyWithGrant(w.Header().Get("Sv-Rekey-Grant")))
+	wantOK(t, c.get("/api/me"))
+	if got := a.lastInfo().Claims; got["org"] != "y" || got["role"] != "user" {
+		t.Errorf("claims %v, want B's later decision", got)
 	}
 }

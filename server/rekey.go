@@ -43,13 +43,14 @@ func (m *Manager) RequireRekey(w http.ResponseWriter, r *http.Request, claims ma
 	if claims != nil {
 		c = maps.Clone(claims)
 	}
-	until := m.now().Add(m.idle)
-	grant, err := m.grants.seal(st.sess.ID, c, until)
+	now := m.now()
+	until := now.Add(m.idle)
+	grant, err := m.grants.seal(st.sess.ID, c, now, until)
 	if err != nil {
 		// Without a grant the re-key must reach this node to take the claims; say so.
 		m.audit(r.Context(), slog.LevelWarn, auditRec{event: evInternal, handle: st.info.Handle, reason: "rekey grant", cause: err})
 	}
-	m.pending.set(st.sess.ID, c, until, grant)
+	m.pending.set(st.sess.ID, c, now, until, grant)
 	m.rekeyHint(w, grant)
 	return nil
 }
@@ -66,8 +67,10 @@ func (m *Manager) rekeyHint(w http.ResponseWriter, grant string) {
 // A rekey grant (PROTOCOL.md 3.4) carries the claims of [Manager.RequireRekey] to whichever node
 // the worker's re-key reaches:
 //
-//	grant     = b64url(0x01 || nonce [12] || AES-256-GCM(grant key, nonce, until || claims, aad))
+//	grant     = b64url(0x01 || nonce [12] || AES-256-GCM(grant key, nonce, until || at || claims, aad))
 //	until     = the grant's deadline, Unix seconds, 8 bytes big-endian
+//	at        = when RequireRekey ran, Unix nanoseconds, 8 bytes big-endian: of two decisions for
+//	            one session (made on two nodes), the later one wins
 //	claims    = the claims as a JSON object
 //	aad       = "sessionvault/v1 rekey-grant" || session ID
 //	grant key = HKDF-SHA256(StoreKey, salt = nil, info = "sessionvault/v1 rekey-grant", 32)
@@ -99,12 +102,14 @@ func grantAD(sessionID []byte) []byte {
 	return append([]byte(grantAAD), sessionID...)
 }
 
-func (g *grantSealer) seal(sessionID []byte, claims map[string]string, until time.Time) (string, error) {
+func (g *grantSealer) seal(sessionID []byte, claims map[string]string, at, until time.Time) (string, error) {
 	pt, err := json.Marshal(claims)
 	if err != nil {
 		return "", err
 	}
-	pt = append(binary.BigEndian.AppendUint64(nil, uint64(until.Unix())), pt...)
+	head := binary.BigEndian.AppendUint64(nil, uint64(until.Unix()))
+	head = binary.BigEndian.AppendUint64(head, uint64(at.UnixNano()))
+	pt = append(head, pt...)
 	out := make([]byte, 1+grantNonceLen, 1+grantNonceLen+len(pt)+g.aead.Overhead())
 	out[0] = grantVersion
 	if _, err := io.ReadFull(g.rand, out[1:]); err != nil {
@@ -119,24 +124,25 @@ func (g *grantSealer) seal(sessionID []byte, claims map[string]string, until tim
 
 var errGrantTooLarge = errors.New("server: the claims are too large for a rekey grant")
 
-// open returns the claims of a grant for sessionID that is still good at now.
-func (g *grantSealer) open(sessionID []byte, grant string, now time.Time) (map[string]string, bool) {
+// open returns the claims of a grant for sessionID that is still good at now, and when
+// RequireRekey made it.
+func (g *grantSealer) open(sessionID []byte, grant string, now time.Time) (map[string]string, time.Time, bool) {
 	if len(grant) > grantMaxLen {
-		return nil, false
+		return nil, time.Time{}, false
 	}
 	raw, err := b64.Strict().DecodeString(grant)
-	if err != nil || len(raw) < 1+grantNonceLen+8+g.aead.Overhead() || raw[0] != grantVersion {
-		return nil, false
+	if err != nil || len(raw) < 1+grantNonceLen+16+g.aead.Overhead() || raw[0] != grantVersion {
+		return nil, time.Time{}, false
 	}
 	pt, err := g.aead.Open(nil, raw[1:1+grantNonceLen], raw[1+grantNonceLen:], grantAD(sessionID))
-	if err != nil || len(pt) < 8 || now.Unix() >= int64(binary.BigEndian.Uint64(pt)) {
-		return nil, false
+	if err != nil || len(pt) < 16 || now.Unix() >= int64(binary.BigEndian.Uint64(pt)) {
+		return nil, time.Time{}, false
 	}
 	var claims map[string]string
-	if json.Unmarshal(pt[8:], &claims) != nil {
-		return nil, false
+	if json.Unmarshal(pt[16:], &claims) != nil {
+		return nil, time.Time{}, false
 	}
-	return claims, true
+	return claims, time.Unix(0, int64(binary.BigEndian.Uint64(pt[8:]))), true
 }
 
 // pendingRekeys holds the claims of re-keys asked for and not yet done, by session ID. Bounded;
@@ -150,13 +156,14 @@ type pendingRekeys struct {
 
 type pendingRekey struct {
 	claims map[string]string
+	at     time.Time // when RequireRekey ran
 	until  time.Time
 	grant  string // the sealed claims sent with the hint ("" if sealing failed)
 }
 
 const maxPendingRekeys = 100_000
 
-func (p *pendingRekeys) set(id []byte, claims map[string]string, until time.Time, grant string) {
+func (p *pendingRekeys) set(id []byte, claims map[string]string, at, until time.Time, grant string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m == nil {
@@ -168,7 +175,7 @@ func (p *pendingRekeys) set(id []byte, claims map[string]string, until time.Time
 			break
 		}
 	}
-	p.m[string(id)] = pendingRekey{claims: claims, until: until, grant: grant}
+	p.m[string(id)] = pendingRekey{claims: claims, at: at, until: until, grant: grant}
 	p.n.Store(int64(len(p.m)))
 }
 
@@ -183,10 +190,11 @@ func (p *pendingRekeys) hint(id []byte) (grant string, ok bool) {
 	return e.grant, ok
 }
 
-// get returns the pending claims of a session (false if none, or expired).
-func (p *pendingRekeys) get(id []byte, now time.Time) (map[string]string, bool) {
+// get returns the pending claims of a session and when they were asked for (false if none, or
+// expired).
+func (p *pendingRekeys) get(id []byte, now time.Time) (map[string]string, time.Time, bool) {
 	if p.n.Load() == 0 {
-		return nil, false
+		return nil, time.Time{}, false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -194,9 +202,9 @@ func (p *pendingRekeys) get(id []byte, now time.Time) (map[string]string, bool) 
 	if ok && !now.Before(e.until) {
 		delete(p.m, string(id))
 		p.n.Store(int64(len(p.m)))
-		return nil, false
+		return nil, time.Time{}, false
 	}
-	return e.claims, ok
+	return e.claims, e.at, ok
 }
 
 func (p *pendingRekeys) drop(id []byte) {

@@ -61,6 +61,7 @@ async function setup(srv, ticket) {
     origin: ORIGIN,
     WebSocket: null,
     joinURL: JOIN_URL,
+    hasTicket: () => t !== "",
     takeTicket: () => {
       const x = t;
       t = "";

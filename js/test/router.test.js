@@ -314,7 +314,7 @@ test("a worker that joins uses its script's directory as the endpoint prefix, wh
   let ticket = "A".repeat(43);
   const router = new Router({
     instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: () => {}, origin: ORIGIN, WebSocket: null,
-    reserved: "/sv/", joinURL: ORIGIN + "/sv/join", takeTicket: () => { const t = ticket; ticket = ""; return t; },
+    reserved: "/sv/", joinURL: ORIGIN + "/sv/join", hasTicket: () => ticket !== "", takeTicket: () => { const t = ticket; ticket = ""; return t; },
   });
   await router.onMessage({ id: 1, op: "init", prefix: "/x/" });
   assert.equal(router.prefix, "/sv/", "a joining worker's endpoints are where its script came from");
@@ -510,4 +510,20 @@ test("a page policy of /api/ and GET (the README's) does not stop the worker's o
   assert.equal((await send({ id: 5, op: "fetch", url: "/sv/rotate", method: "POST", body: "{}" })).error.code, "policy_denied");
   assert.equal((await send({ id: 6, op: "logout" })).result.state, "wiped");
   assert.deepEqual(srv.seen.map((s) => s.path + " " + s.ok), ["/sv/rotate true", "/sv/logout true"], "both reached the server, signed");
+});
+
+test("a joining worker's endpoints are its script's directory only: the page's prefix gains nothing", async () => {
+  const srv = fakeServer();
+  let ticket = "A".repeat(43);
+  const posted = [];
+  const router = new Router({
+    instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null,
+    reserved: "/sv/", joinURL: ORIGIN + "/sv/join", hasTicket: () => ticket !== "", takeTicket: () => { const t = ticket; ticket = ""; return t; },
+  });
+  // The join fails against this fake server (no join endpoint): the worker ends empty, policy bound.
+  await router.onMessage({ id: 1, op: "init", prefix: "/api/", policy: { prefixes: ["/api/"], methods: ["GET"] } });
+  assert.equal(router.prefix, "/sv/");
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  await router.onMessage({ id: 3, op: "fetch", url: "/api/transfer", method: "POST", body: "{}" });
+  assert.equal(posted.find((m) => m.id === 3).error.code, "policy_denied", "a POST the page's methods refuse stays refused");
 });
