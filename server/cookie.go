@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/cipher"
 	"errors"
 	"io"
 	"net/http"
@@ -33,17 +32,11 @@ const (
 
 var errCookie = errors.New("server: join cookie does not open")
 
-type cookieSealer struct {
-	aead cipher.AEAD
-	rand io.Reader
-}
+type cookieSealer struct{ sealBox }
 
 func newCookieSealer(storeKey []byte, rand io.Reader) (*cookieSealer, error) {
-	aead, err := storeAEAD(storeKey, cookieKeyInfo)
-	if err != nil {
-		return nil, err
-	}
-	return &cookieSealer{aead: aead, rand: rand}, nil
+	b, err := newSealBox(storeKey, cookieKeyInfo, rand)
+	return &cookieSealer{b}, err
 }
 
 // seal returns the cookie value naming sessionID.

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/cipher"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -85,17 +84,11 @@ const (
 	grantMaxLen = 4096
 )
 
-type grantSealer struct {
-	aead cipher.AEAD
-	rand io.Reader
-}
+type grantSealer struct{ sealBox }
 
 func newGrantSealer(storeKey []byte, rand io.Reader) (*grantSealer, error) {
-	aead, err := storeAEAD(storeKey, grantKeyInfo)
-	if err != nil {
-		return nil, err
-	}
-	return &grantSealer{aead: aead, rand: rand}, nil
+	b, err := newSealBox(storeKey, grantKeyInfo, rand)
+	return &grantSealer{b}, err
 }
 
 func grantAD(sessionID []byte) []byte {

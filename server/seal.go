@@ -30,32 +30,32 @@ const (
 
 var errUnseal = errors.New("server: sealed key does not open (wrong StoreKey, or moved to another lane or epoch)")
 
-type sealer struct {
+type sealer struct{ sealBox }
+
+func newSealer(storeKey []byte, rand io.Reader) (*sealer, error) {
+	b, err := newSealBox(storeKey, sealKeyInfo, rand)
+	return &sealer{b}, err
+}
+
+// sealBox is AES-256-GCM under HKDF-SHA256(storeKey, info), and where its nonces come from: one
+// independent key per use of the StoreKey (lane keys at rest, join cookies, rekey grants).
+type sealBox struct {
 	aead cipher.AEAD // safe for concurrent use
 	rand io.Reader
 }
 
-func newSealer(storeKey []byte, rand io.Reader) (*sealer, error) {
-	aead, err := storeAEAD(storeKey, sealKeyInfo)
-	if err != nil {
-		return nil, err
-	}
-	return &sealer{aead: aead, rand: rand}, nil
-}
-
-// storeAEAD is AES-256-GCM under HKDF-SHA256(storeKey, info): one independent key per use of
-// the StoreKey (lane keys at rest, join cookies).
-func storeAEAD(storeKey []byte, info string) (cipher.AEAD, error) {
+func newSealBox(storeKey []byte, info string, rand io.Reader) (sealBox, error) {
 	k, err := hkdf.Key(sha256.New, storeKey, nil, info, 32)
 	if err != nil {
-		return nil, err
+		return sealBox{}, err
 	}
 	defer clear(k)
 	block, err := aes.NewCipher(k)
 	if err != nil {
-		return nil, err
+		return sealBox{}, err
 	}
-	return cipher.NewGCM(block)
+	aead, err := cipher.NewGCM(block)
+	return sealBox{aead: aead, rand: rand}, err
 }
 
 func sealAAD(lane LaneID, epoch uint32) [len(sealLabel) + protocol.LaneIDSize + 4]byte {
