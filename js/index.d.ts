@@ -14,7 +14,11 @@ export interface Policy {
    * server's Config.APIOrigins, or the worker's CSP stops the request.
    */
   origins?: string[];
-  /** Path prefixes it signs for ("/api/"). Default: every path. */
+  /**
+   * Path prefixes it signs for page requests ("/api/"). Default: every path. The session
+   * endpoints ("/sv/") need not be listed: the worker's own requests there are always signed, and
+   * page requests there always refused.
+   */
   prefixes?: string[];
   /** Methods it signs for. Default: GET, HEAD, POST, PUT, PATCH, DELETE. */
   methods?: string[];
