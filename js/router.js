@@ -28,12 +28,15 @@ const ABORT_SETTLE_MS = 1000;
 const PREFIX = /^(?=.{1,66}$)(?!.*\/\.{1,2}\/)\/([A-Za-z0-9._~-]+\/)+$/;
 
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
-// Headers the page may not set: ours, ones that would change who is speaking, and the method
-// overrides that frameworks honour, which would turn a signed GET into an unsigned DELETE past the
-// policy's methods (the signature covers @method, not these).
+// Headers the page may not set: ours, ones that would change who is speaking, and the method,
+// path and host overrides that frameworks and gateways honour, which would turn a signed GET of
+// an allowed path into a DELETE of another one past the policy (the signature covers @method,
+// @path and @authority, not these).
 const FORBIDDEN = new Set([
-  "signature", "signature-input", "content-digest", "cookie", "sv-action", "sv-error",
-  "x-http-method-override", "x-http-method", "x-method-override",
+  "signature", "signature-input", "content-digest", "cookie", "sv-action", "sv-error", "sv-rekey-grant",
+  "x-http-method-override", "x-http-method", "x-method-override", "x-original-method", "x-forwarded-method",
+  "x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-prefix", "x-forwarded-path",
+  "x-forwarded-host", "x-forwarded-proto", "x-forwarded-scheme", "forwarded",
 ]);
 // Headers stripped from responses before the page sees them.
 const STRIP = new Set(["sv-action", "sv-error", "sv-rekey-grant", "signature", "signature-input"]);
@@ -475,6 +478,8 @@ export class Router {
     // Abortable only when the page asked (its fetch has a signal): wiring a signal into fetch
     // costs about 0.05 ms of a request.
     if (msg.abortable !== true) return this.toPage(await this.send(method, url, headers, body));
+    // One fetch per id in flight: a second would make the first one unabortable.
+    if (this.fetching.has(msg.id)) fail("bad_message", "message id is in use");
     const c = new AbortController();
     this.fetching.set(msg.id, c);
     try {
@@ -709,8 +714,10 @@ export class Router {
       let res = null;
       if (st.state === "active" || st.state === "rotating") {
         res = await this.send("POST", new URL(this.endpoint("logout")), new Headers(), new Uint8Array(0), "same-origin");
-      } else if (aborted) {
-        // No key to sign with: an unsigned logout, refused, but its answer drops the cookie.
+      } else if (this.prefix !== null) {
+        // No key to sign with (a login aborted above, a lane evicted or wiped, a tab that never
+        // logged in): an unsigned logout, refused, whose answer still drops this browser's join
+        // cookie, so that a reload does not join a session the user logged out of here.
         res = await this.net(this.endpoint("logout"), { method: "POST", credentials: "same-origin", redirect: "error", cache: "no-store", referrerPolicy: "no-referrer" });
       }
       // Read the (small) answer to its end: an unread body holds the connection until GC.

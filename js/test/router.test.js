@@ -171,6 +171,10 @@ test("hostile page messages are refused with typed errors and change nothing", a
     [{ id: 9, op: "fetch", url: "/api/x", headers: [["X-HTTP-Method-Override", "DELETE"]] }, "bad_input"],
     [{ id: 9, op: "fetch", url: "/api/x", headers: [["x-http-method", "DELETE"]] }, "bad_input"],
     [{ id: 9, op: "fetch", url: "/api/x", headers: [["X-Method-Override", "PUT"]] }, "bad_input"],
+    [{ id: 9, op: "fetch", url: "/api/x", headers: [["X-Original-URL", "/admin/delete"]] }, "bad_input"],
+    [{ id: 9, op: "fetch", url: "/api/x", headers: [["x-rewrite-url", "/admin/delete"]] }, "bad_input"],
+    [{ id: 9, op: "fetch", url: "/api/x", headers: [["X-Forwarded-Host", "evil.example"]] }, "bad_input"],
+    [{ id: 9, op: "fetch", url: "/api/x", headers: [["Forwarded", "host=evil.example"]] }, "bad_input"],
     [{ id: 9, op: "fetch", url: "/api/x", headers: { a: "b" } }, "bad_input"],
     [{ id: 9, op: "fetch", url: "/api/x", method: "POST", body: { a: 1 } }, "bad_input"],
     [{ id: 9, op: "fetch", url: "/api/x", method: "POST", body: new ArrayBuffer(LIMITS.maxBody + 1) }, "too_large"],
@@ -526,4 +530,32 @@ test("a joining worker's endpoints are its script's directory only: the page's p
   await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
   await router.onMessage({ id: 3, op: "fetch", url: "/api/transfer", method: "POST", body: "{}" });
   assert.equal(posted.find((m) => m.id === 3).error.code, "policy_denied", "a POST the page's methods refuse stays refused");
+});
+
+test("an abortable fetch with an id already in flight is refused, and the first stays abortable", async () => {
+  const { srv, send, router, posted } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  const inner = srv.fetch;
+  srv.fetch = (url, init) => (new URL(url).pathname === "/api/slow" ? hangUntilAborted(init) : inner(url, init));
+  const first = router.onMessage({ id: 7, op: "fetch", url: "/api/slow", abortable: true });
+  assert.equal((await send({ id: 7, op: "fetch", url: "/api/slow", abortable: true })).error.code, "bad_message");
+  assert.deepEqual((await send({ id: 8, op: "abort", target: 7 })).result, { aborted: true });
+  await first;
+  assert.equal(posted.find((m) => m.id === 7 && !m.ok && m.error.code === "aborted")?.error.code, "aborted");
+});
+
+test("logout from a wiped lane still sends a logout, unsigned, for its answer to drop the cookie", async () => {
+  const { srv, send, router } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  router.endLane("lane_evicted");
+  const sent = [];
+  const inner = srv.fetch;
+  srv.fetch = (url, init) => {
+    sent.push([new URL(url).pathname, init.credentials, new Headers(init.headers).has("signature")]);
+    return new URL(url).pathname === "/sv/logout" ? Promise.resolve(new Response('{"error":"missing_signature"}', { status: 401 })) : inner(url, init);
+  };
+  assert.equal((await send({ id: 3, op: "logout" })).result.state, "wiped");
+  assert.deepEqual(sent, [["/sv/logout", "same-origin", false]]);
 });
