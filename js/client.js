@@ -93,11 +93,20 @@ export class Vault extends EventTarget {
       };
     }
     let r;
+    let timer;
+    const ms = opts.timeoutMs ?? 30_000;
     try {
-      r = await v.#call(Vault.#initMessage(opts));
+      const started = v.#call(Vault.#initMessage(opts));
+      // A module fetch that never answers would leave create() pending forever.
+      const timeout = new Promise((_, reject) => {
+        if (ms > 0) timer = setTimeout(() => reject(new VaultError("fatal", "the vault did not start within " + ms + " ms")), ms);
+      });
+      r = await Promise.race([started, timeout]);
     } catch (e) {
       v.terminate(); // the page has no handle on a vault that failed: nothing may outlive it
       throw e;
+    } finally {
+      clearTimeout(timer);
     }
     v.#joined = r.joined === true;
     v.#joinError = typeof r.joinError === "string" ? r.joinError : null;

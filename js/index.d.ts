@@ -46,6 +46,12 @@ export interface CreateOptions {
    * logins from notifying other tabs.
    */
   followLogins?: boolean;
+  /**
+   * How long create() waits for the worker to load its module and answer (and join, on a
+   * reload) before it rejects with code "fatal" and terminates the worker. Default 30000; 0 waits
+   * for ever.
+   */
+  timeoutMs?: number;
 }
 
 export interface Status {

@@ -148,3 +148,12 @@ test("vault.fetch(url, null) behaves like fetch(url)", async () => {
   await tick(5);
   assert.equal(w.sent.at(-1)?.url, "/api/x");
 });
+
+test("create() gives up after timeoutMs and terminates its worker", async () => {
+  reset();
+  FakeWorker.handler = (w, m) => (m.op === "init" ? "hold" : undefined); // a module that never loads
+  const t0 = Date.now();
+  await assert.rejects(Vault.create({ workerURL: "/sv/worker.js", timeoutMs: 50 }), (e) => e.code === "fatal" && /50 ms/.test(e.message));
+  assert.ok(Date.now() - t0 < 1000);
+  assert.equal(workers[0].terminated, true);
+});
