@@ -330,9 +330,15 @@ func (a *app) adminRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.mgr.Revoke(r.Context(), in.User, in.Handle); err != nil {
+		// Not found is the admin's mistake (or a session that just ended); anything else is the
+		// store's, and says so rather than pretending the session is gone.
+		status, code := http.StatusNotFound, "not_found"
+		if !errors.Is(err, server.ErrNotFound) {
+			status, code = http.StatusServiceUnavailable, "store_unavailable"
+		}
 		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		w.Write([]byte(`{"error":"not_found"}`))
+		w.WriteHeader(status)
+		w.Write([]byte(`{"error":"` + code + `"}`))
 		return
 	}
 	writeJSON(w, map[string]any{"ok": true})
