@@ -351,9 +351,10 @@ func TestBadRequests(t *testing.T) {
 			return r
 		}},
 		{"rate limited", 429, "rate_limited", []envOpt{func(c *server.Config) { c.ThrottleThreshold = 1 }}, func(e *env, c *client) *http.Request {
-			r := get(c)
 			e.serve(edit(get(c), "Signature", func(string) string { return "sv=:" + base64.StdEncoding.EncodeToString(make([]byte, 32)) + ":" }))
-			return r
+			// Throttled: a request for a lane this node does not cache (here, none) is refused
+			// before any store read. (A cached lane's valid request passes: TestThrottledAddressKeepsCachedLanes.)
+			return c.newRequest("GET", "/api/x", nil)
 		}},
 		{"user agent changed", 401, "user_agent_mismatch", []envOpt{func(c *server.Config) { c.BindUserAgent = true }}, func(e *env, c *client) *http.Request {
 			r := get(c)

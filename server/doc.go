@@ -54,7 +54,8 @@
 // Refused requests from one client address (malformed or bad signatures, unknown sessions,
 // replays, failed logins) are counted in a bounded table; past Config.ThrottleThreshold within
 // Config.ThrottleWindow every request from that address is answered 429 for the rest of the
-// window, and brute_force_suspected is logged once. IPv6 addresses count per /64. Login refuses
+// window (except signed requests for lanes this node has verified lately, so that users sharing
+// the address keep working), and brute_force_suspected is logged once. IPv6 addresses count per /64. Login refuses
 // bodies that are not application/json and requests with Sec-Fetch-Site: cross-site (login CSRF).
 //
 // Audit events are log/slog records with message "sessionvault" and the attribute event set to

@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/gorilla/websocket"
+	"github.com/sessionvault/sessionvault/internal/protocol"
 	"github.com/sessionvault/sessionvault/server"
 )
 
@@ -141,4 +144,30 @@ func TestReadyAfterClose(t *testing.T) {
 	if err := e.mgr.Ready(); !errors.Is(err, server.ErrNotReady) {
 		t.Fatalf("Ready() = %v after Close, want ErrNotReady", err)
 	}
+}
+
+// Users who share an address with whoever caused its refusals (a NAT, a proxy without
+// ClientAddr) keep working on lanes this node has verified; new logins and unknown lanes from the
+// address are refused 429 before any store read.
+func TestThrottledAddressKeepsCachedLanes(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.ThrottleThreshold = 3 })
+	neighbour := e.newClient()
+	neighbour.login("alice")
+	wantOK(t, neighbour.get("/api/x")) // verified once: its lane's verifiers are cached
+	attacker := e.newClient()          // same address (newClient's default)
+	for range 3 {
+		pub, _ := e.newVault().Begin(protocol.HandshakeLogin)
+		wantRefused(t, attacker.loginRaw(pub, "mallory", "guess"), 401, "bad_credentials")
+	}
+	pub, _ := e.newVault().Begin(protocol.HandshakeLogin)
+	wantRefused(t, attacker.loginRaw(pub, "mallory", testPassword), 429, "rate_limited")
+	forged := &rawLane{seq: 1}
+	rand.Read(forged.lane[:])
+	wantRefused(t, attacker.do(attacker.signRaw(forged, "GET", "/api/x", nil)), 429, "rate_limited")
+	wantRefused(t, attacker.do(attacker.newRequest("GET", "/api/x", nil)), 429, "rate_limited")
+	// The neighbour's valid requests pass; a forged one on its lane is refused as such.
+	wantOK(t, neighbour.get("/api/y"))
+	wantRefused(t, e.serve(edit(neighbour.sign("GET", "/api/z", nil), "Signature", func(string) string {
+		return "sv=:" + base64.StdEncoding.EncodeToString(make([]byte, 32)) + ":"
+	})), 401, "bad_signature")
 }

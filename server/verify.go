@@ -141,9 +141,15 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 	ctx := r.Context()
 	now := m.now()
 	client := m.clientAddr(r)
-	if !m.admit(w, client, now) {
+	// A throttled address still gets through for a lane this node has verified lately (its
+	// verifiers are cached: no store read), so that users who share an address with whoever
+	// caused the refusals (a NAT, a proxy without ClientAddr) keep working; anything else from it
+	// is answered 429 before any store read.
+	if m.limiter.Blocked(client, now) && !m.cachedLane(r) {
+		m.refuse(w, reasonRateLimited)
 		return nil, false
 	}
+	m.maybeSweep(now)
 
 	// 1. Exactly one line of each field, bounded.
 	sigIn, n1 := r.Header["Signature-Input"]
@@ -530,6 +536,17 @@ func target(r *http.Request) (path, query string) {
 var errBodyTooLarge = errors.New("server: body too large")
 
 // readBody reads the whole body, at most max bytes.
+// cachedLane reports whether r carries one well-formed signature (the worker's exact form) for
+// a lane whose verifiers this node caches.
+func (m *Manager) cachedLane(r *http.Request) bool {
+	sigIn, sig := r.Header["Signature-Input"], r.Header["Signature"]
+	if len(sigIn) != 1 || len(sig) != 1 || len(sigIn[0]) > maxSigInputLen || len(sig[0]) > maxSigLen {
+		return false
+	}
+	var fs fastsig.Signed
+	return fastsig.Parse(sigIn[0], sig[0], &fs) && m.verifiers.lookup(fs.Params.KeyID.Lane) != nil
+}
+
 // admit answers a throttled client 429 and reports false; otherwise it runs a sweep that is due.
 // Every endpoint that may touch the store starts with it.
 func (m *Manager) admit(w http.ResponseWriter, client string, now time.Time) bool {
