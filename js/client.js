@@ -223,8 +223,8 @@ export class Vault extends EventTarget {
    * a RequestInit. Bodies of every kind fetch takes (string, Blob, BufferSource, FormData,
    * URLSearchParams, ReadableStream) are read here and sent whole, with the Content-Type fetch
    * would give them; init.signal aborts the request, in the worker too. Signed API calls go
-   * without cookies (credentials: "omit"); credentials, mode, cache, redirect ("error") and
-   * referrer are the worker's, whatever init says.
+   * without cookies (credentials: "omit"); credentials, mode, cache, redirect (not followed:
+   * code "redirected") and referrer are the worker's, whatever init says.
    * @param {RequestInfo|URL} input
    * @param {RequestInit} [init]
    * @returns {Promise<Response>}

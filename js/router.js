@@ -169,6 +169,27 @@ export class Router {
     }
   }
 
+  /**
+   * Posts a login or join (unsigned JSON, with the join cookie: its reply sets or uses it) and
+   * returns the reply's JSON; a logout may abort it.
+   */
+  handshakePost(url, body, extra = {}) {
+    return this.abortable(async (signal) =>
+      this.json(
+        await this.net(url, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body,
+          credentials: "same-origin",
+          redirect: "error",
+          cache: "no-store",
+          ...extra,
+          signal,
+        }),
+      ),
+    );
+  }
+
   /** Runs run(signal) for a login, join or re-key request, which a logout may abort. */
   async abortable(run) {
     const c = new AbortController();
@@ -332,20 +353,8 @@ export class Router {
     const t = b64url.decode(ticket, 32);
     try {
       const pub = this.vault.call(OP.begin, [[1, 2]]).get(1);
-      const reply = await this.abortable(async (signal) =>
-        this.json(
-          await this.net(this.joinURL, {
-            method: "POST",
-            headers: { "Content-Type": "application/json" },
-            body: '{"pub":"' + b64url.encode(pub) + '","ticket":"' + ticket + '"}',
-            credentials: "same-origin", // the cookie names the session the ticket is bound to
-            redirect: "error",
-            cache: "no-store",
-            referrerPolicy: "no-referrer",
-            signal,
-          }),
-        ),
-      );
+      // The cookie (credentials: "same-origin") names the session the ticket is bound to.
+      const reply = await this.handshakePost(this.joinURL, '{"pub":"' + b64url.encode(pub) + '","ticket":"' + ticket + '"}', { referrerPolicy: "no-referrer" });
       this.finish(reply, t);
     } finally {
       t.fill(0);
@@ -379,19 +388,7 @@ export class Router {
     const url = this.endpoint("login");
     const pub = this.vault.call(OP.begin, [[1, 1]]).get(1);
     const reply = await this.handshake(async () => {
-      const reply = await this.abortable(async (signal) =>
-        this.json(
-          await this.net(url, {
-            method: "POST",
-            headers: { "Content-Type": "application/json" },
-            body: '{"pub":"' + b64url.encode(pub) + '","credentials":' + creds + "}",
-            credentials: "same-origin",
-            redirect: "error",
-            cache: "no-store",
-            signal,
-          }),
-        ),
-      );
+      const reply = await this.handshakePost(url, '{"pub":"' + b64url.encode(pub) + '","credentials":' + creds + "}");
       this.finish(reply);
       return reply;
     });

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,14 +121,7 @@ func (m *Manager) eventOrigin(check func(*http.Request) bool) func(*http.Request
 			return true // not a browser: it must still answer the lane's challenge
 		}
 		u, err := url.Parse(o[0])
-		if err != nil || u.Host == "" {
-			return false
-		}
-		host := strings.ToLower(u.Host)
-		if u.Port() == map[string]string{"https": "443", "http": "80"}[u.Scheme] {
-			host = strings.ToLower(u.Hostname())
-		}
-		return host == m.authorityOf(r)
+		return err == nil && u.Host != "" && proxiedAuthority(u.Host) == m.authorityOf(r)
 	}
 }
 

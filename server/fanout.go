@@ -170,7 +170,7 @@ func (m *Manager) notice(n Notice) {
 // not, it answers 503 store_unavailable and reports false. A Manager whose store is not a
 // [Notifier] is always ready.
 func (m *Manager) fanoutReady(w http.ResponseWriter) bool {
-	if !m.fan.on || m.fan.ready.Load() {
+	if m.fanoutUp() {
 		return true
 	}
 	m.refuse(w, reasonStoreDown)
@@ -185,11 +185,14 @@ var ErrNotReady = errors.New("server: not ready: closed, or the store's revocati
 // may have missed a revocation and answers signed requests 503 meanwhile. For a load balancer's
 // health check.
 func (m *Manager) Ready() error {
-	if m.closed.Load() || m.fan.on && !m.fan.ready.Load() {
+	if m.closed.Load() || !m.fanoutUp() {
 		return ErrNotReady
 	}
 	return nil
 }
+
+// fanoutUp reports whether the store is not a [Notifier], or its subscription is up and resynced.
+func (m *Manager) fanoutUp() bool { return !m.fan.on || m.fan.ready.Load() }
 
 // stopFanout ends the subscription and waits for its goroutine.
 func (m *Manager) stopFanout() {

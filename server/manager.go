@@ -66,8 +66,8 @@ const maxThrottleEntries = 10_000
 
 // New checks cfg, fills in its defaults and returns a Manager. It fails (wrapping [ErrConfig])
 // when Store is nil, StoreKey is not 32 bytes, Prefix is not of the form Config.Prefix gives,
-// RotateGrace is not shorter than RotateEvery, or a duration is negative. Expired sessions are swept (when the Store is a [Sweeper]) from request handling, at
-// most once a minute, and [Manager.Close] waits for a running sweep. When the Store is a
+// RotateGrace is not shorter than RotateEvery, or a duration is negative. Expired sessions are
+// swept (when the Store is a [Sweeper]) from request handling, at most once a minute, and [Manager.Close] waits for a running sweep. When the Store is a
 // [Notifier], New starts the goroutine of its subscription and waits (at most 5 s) for the first
 // attempt; Close stops it.
 func New(cfg Config) (*Manager, error) {

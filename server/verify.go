@@ -508,12 +508,23 @@ func (m *Manager) authorityOf(r *http.Request) string {
 	var h string
 	switch {
 	case m.authority != nil:
-		h = strings.TrimSuffix(strings.TrimSuffix(m.authority(r), ":443"), ":80")
+		return proxiedAuthority(m.authority(r))
 	case r.TLS != nil:
 		h = strings.TrimSuffix(r.Host, ":443")
 	default:
 		h = strings.TrimSuffix(r.Host, ":80")
 	}
+	return lower(h)
+}
+
+// proxiedAuthority normalizes a host[:port] whose scheme is not known here (Config.Authority's
+// answer, an Origin's host): lowercased, either default port removed.
+func proxiedAuthority(h string) string {
+	return lower(strings.TrimSuffix(strings.TrimSuffix(h, ":443"), ":80"))
+}
+
+// lower is strings.ToLower without an allocation for the usual, already lower-case host.
+func lower(h string) string {
 	for i := 0; i < len(h); i++ {
 		if c := h[i]; c >= 'A' && c <= 'Z' {
 			return strings.ToLower(h)

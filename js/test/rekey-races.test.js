@@ -8,10 +8,16 @@ import { fakeSessionServer, newInstance, signKey, verifyProfile } from "./helper
 
 const ORIGIN = "https://app.example";
 
-test("a late refusal of the wiped lane does not wipe the next login's handshake", async () => {
+/** A router over a fake session server, nothing sent yet. */
+async function loggedOut() {
   const srv = fakeSessionServer();
   const posted = [];
   const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/" });
+  return { srv, posted, router };
+}
+
+test("a late refusal of the wiped lane does not wipe the next login's handshake", async () => {
+  const { srv, posted, router } = await loggedOut();
   await router.onMessage({ id: 1, op: "init" });
   await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
   for (const s of srv.sessions.values()) { s.live = false; s.gone = "revoked"; } // admin revoke
@@ -30,9 +36,7 @@ test("a late refusal of the wiped lane does not wipe the next login's handshake"
 });
 
 test("logout while a re-key hint arrives: no live session keeps its cookie", async () => {
-  const srv = fakeSessionServer();
-  const posted = [];
-  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/" });
+  const { srv, posted, router } = await loggedOut();
   await router.onMessage({ id: 1, op: "init" });
   await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
   // The logout request is slow; meanwhile a response carries Sv-Action: rekey.
@@ -50,9 +54,7 @@ test("logout while a re-key hint arrives: no live session keeps its cookie", asy
 });
 
 test("a response of the replaced lane does not start a second re-key", async () => {
-  const srv = fakeSessionServer();
-  const posted = [];
-  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/" });
+  const { srv, posted, router } = await loggedOut();
   await router.onMessage({ id: 1, op: "init" });
   await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
   srv.action = "rekey"; // RequireRekey pending on the session
@@ -76,9 +78,7 @@ test("a response of the replaced lane does not start a second re-key", async () 
 });
 
 test("the rekey grant that came with the hint goes back with the re-key, never to the page", async () => {
-  const srv = fakeSessionServer();
-  const posted = [];
-  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/" });
+  const { srv, posted, router } = await loggedOut();
   await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
   await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
   srv.action = "rekey";
