@@ -38,7 +38,7 @@ test-go: $(WASM)
 	SV_WASM=$(CURDIR)/$(WASM) $(GO) test -count=1 -timeout 20m ./...
 
 test-js: $(WASM)
-	@if [ -d js/test ]; then cd js && SV_WASM=$(CURDIR)/$(WASM) node --test test/; fi
+	cd js && SV_WASM=$(CURDIR)/$(WASM) node --test test/*.test.js
 
 size: $(WASM)
 	@raw=$$(stat -c %s $(WASM)); br=$$(brotli -c -q 11 $(WASM) | wc -c); \

@@ -9,15 +9,18 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v node >/dev/null || { echo "deps: node (>= 20) is missing; install Node.js" >&2; exit 1; }
 
-# The independent RFC 9421 implementation used by internal/protocol's interop test (test-only).
-interop=internal/protocol/testdata/interop
-if [ ! -d "$interop/node_modules/http-message-signatures" ]; then
+# Test-only npm packages, pinned by their package-lock.json: the independent RFC 9421
+# implementation of internal/protocol's interop test, and TypeScript for js/test/types.test.js.
+npmci() { # dir, a file it installs, what needs it
+	[ -e "$1/node_modules/$2" ] && return 0
 	if command -v npm >/dev/null; then
-		npm ci --prefix "$interop" --no-audit --no-fund --loglevel=error >/dev/null || echo "deps: npm ci in $interop failed; the interop test will say so" >&2
+		npm ci --prefix "$1" --no-audit --no-fund --loglevel=error >/dev/null || echo "deps: npm ci in $1 failed; $3 will say so" >&2
 	else
-		echo "deps: npm is missing; internal/protocol's interop test cannot run" >&2
+		echo "deps: npm is missing; $3 cannot run" >&2
 	fi
-fi
+}
+npmci internal/protocol/testdata/interop http-message-signatures "internal/protocol's interop test"
+npmci js/test/types typescript/bin/tsc "js/test/types.test.js"
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0
