@@ -205,6 +205,101 @@ func TestWorkerReconnectsAfterServerRestart(t *testing.T) {
 	}
 }
 
+// TestSignedFetchAcrossACrash: the node dies without a clean shutdown (its bolt file as the
+// process left it, without the replay windows a clean Close saves) and a new process opens the
+// file. For a few seconds it cannot tell a replay of an old signature from a first use, and
+// refuses requests of sessions from before it with 503 restarted and Retry-After; the worker
+// signs the page's request again after that wait and resends it, so the page's call succeeds,
+// late, and its session is untouched. (Before, every call failed 401 expired_signature for about
+// 6 s, which applications take for "logged out".)
+func TestSignedFetchAcrossACrash(t *testing.T) {
+	requireWasm(t)
+	dir1 := t.TempDir()
+	open := func(dir string) *Demo {
+		app, err := demo.New(demo.Options{Data: dir, Store: "bolt", WasmPath: wasmPath, Quiet: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := os.ReadFile(filepath.Join(dir, "store.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Demo{App: app, StoreKey: key, dir: dir}
+	}
+	install := func(d *Demo) {
+		apps.mu.Lock()
+		apps.cur = d
+		apps.mu.Unlock()
+	}
+	d1 := open(dir1)
+	install(d1)
+	t.Cleanup(func() { install(nil) })
+	t.Cleanup(func() { d1.App.Close() })
+
+	tb := newTab(t)
+	openVaultPage(tb, "")
+	if st := loginAPI(tb, "alice"); st != "active" {
+		t.Fatalf("login: %s", st)
+	}
+	if got := vaultFetch(tb, "/api/profile", ""); !strings.HasPrefix(got, "200 ") {
+		t.Fatalf("fetch before the crash: %s", got)
+	}
+
+	// The crash: the files as they are now (no write is in flight between requests), opened by
+	// a new process; the old one never gets to save its windows there.
+	dir2 := t.TempDir()
+	for _, name := range dirNames(t, dir1) {
+		b, err := os.ReadFile(filepath.Join(dir1, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir2, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d2 := open(dir2)
+	t.Cleanup(func() { d2.App.Close() })
+	install(d2)
+
+	start := time.Now()
+	got := vaultFetch(tb, "/api/profile", `{method: "GET"}`)
+	took := time.Since(start)
+	if !strings.HasPrefix(got, "200 ") {
+		t.Fatalf("fetch right after the crash: %s, want 200 (signed again after Retry-After)", got)
+	}
+	t.Logf("the first call after the crash took %v (the replay floor's wait)", took.Round(time.Millisecond))
+	if took < 500*time.Millisecond {
+		t.Errorf("the first call after the crash took %v: it did not meet the replay floor (the test restarted nothing?)", took)
+	}
+	if got := vaultFetch(tb, "/api/profile", ""); !strings.HasPrefix(got, "200 ") {
+		t.Errorf("the next call: %s", got)
+	}
+	if got := Eval[string](tb, `vault.status().then((s) => s.state)`); got != "active" {
+		t.Errorf("state after the crash: %s", got)
+	}
+	if n := d2.CountEvents("bad_signature") + d2.CountEvents("replay_refused") + d2.CountEvents("revoked"); n > 0 {
+		t.Errorf("the new node refused or ended something: %v", d2.AuditEvents())
+	}
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		if e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	if len(names) < 2 {
+		t.Fatalf("data directory %s has %v, want the bolt file and the store key", dir, names)
+	}
+	return names
+}
+
 // eventProxy sits between the worker and the real event endpoint, passes every frame both ways
 // and lets the test inject frames into the socket, as an attacker on the path (or a bug in the
 // server) could.

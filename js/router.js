@@ -22,6 +22,12 @@ export const LIMITS = Object.freeze({
 const REKEY_RETRY_MS = 30_000;
 // How long a logout gives the requests it aborted to settle.
 const ABORT_SETTLE_MS = 1000;
+// A node that restarted without a clean shutdown refuses signatures that could predate it, for a
+// few seconds, with 503 restarted and Retry-After: the worker signs the request again and resends
+// it (it never reached the application) after that wait, twice at most, and only for waits this
+// short; otherwise the page gets the 503.
+const RESTART_RETRIES = 2;
+const RESTART_MAX_WAIT_S = 10;
 
 // A session endpoint prefix: one or more non-empty segments, none "." or "..": "/../" would leave
 // the prefix and "//host/" would send login (credentials included) to another origin.
@@ -74,6 +80,32 @@ export function simpleURL(s, origin) {
   const pathname = q < 0 ? s : s.slice(0, q);
   if (DOT_SEGMENT.test(pathname)) return null;
   return { origin, pathname, search: q < 0 ? "" : s.slice(q), href: origin + s, username: "", password: "" };
+}
+
+// The wait (whole seconds) of a 503 restarted refusal, if short enough to wait; else 0.
+function restartWait(res) {
+  if (res.status !== 503 || res.headers.get("Sv-Error") !== "restarted") return 0;
+  const v = res.headers.get("Retry-After");
+  const n = v && /^[0-9]{1,2}$/.test(v) ? Number(v) : 0;
+  return n >= 1 && n <= RESTART_MAX_WAIT_S ? n : 0;
+}
+
+// Resolves after ms, or rejects "aborted" when signal aborts first.
+function delay(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const aborted = () => reject(new VaultError("aborted", "the page aborted the request"));
+    if (signal && signal.aborted) return aborted();
+    const done = () => {
+      if (signal) signal.removeEventListener("abort", stop);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    const stop = () => {
+      clearTimeout(t);
+      aborted();
+    };
+    if (signal) signal.addEventListener("abort", stop, { once: true });
+  });
 }
 
 const isPlain = (o) => o !== null && typeof o === "object" && Object.getPrototypeOf(o) === Object.prototype;
@@ -524,26 +556,35 @@ export class Router {
     ];
     if (url.search.length > 1) fields.push([4, url.search.slice(1)]);
     if (body !== null) fields.push([5, body]);
-    const gen = this.gen;
-    const sig = this.vault.call(OP.sign, fields);
-    headers.set("Signature-Input", str(sig.get(1)));
-    headers.set("Signature", str(sig.get(2)));
-    if (sig.has(3)) headers.set("Content-Digest", str(sig.get(3)));
-    const res = await this.net(url.href, {
-      method,
-      headers,
-      body,
-      credentials,
-      // Not followed (a signature is for one URL), and told apart from a network failure.
-      redirect: "manual",
-      cache: "no-store",
-      mode: url.origin === this.origin ? "same-origin" : "cors",
-      referrerPolicy: "no-referrer",
-      signal,
-    });
-    if (res.type === "opaqueredirect") fail("redirected", "the server answered with a redirect, which signed requests do not follow");
-    this.react(res, gen);
-    return res;
+    for (let attempt = 0; ; attempt++) {
+      const gen = this.gen;
+      const sig = this.vault.call(OP.sign, fields);
+      headers.set("Signature-Input", str(sig.get(1)));
+      headers.set("Signature", str(sig.get(2)));
+      if (sig.has(3)) headers.set("Content-Digest", str(sig.get(3)));
+      const res = await this.net(url.href, {
+        method,
+        headers,
+        body,
+        credentials,
+        // Not followed (a signature is for one URL), and told apart from a network failure.
+        redirect: "manual",
+        cache: "no-store",
+        mode: url.origin === this.origin ? "same-origin" : "cors",
+        referrerPolicy: "no-referrer",
+        signal,
+      });
+      if (res.type === "opaqueredirect") fail("redirected", "the server answered with a redirect, which signed requests do not follow");
+      const wait = attempt < RESTART_RETRIES && gen === this.gen ? restartWait(res) : 0;
+      if (!wait) {
+        this.react(res, gen);
+        return res;
+      }
+      // Signed again below with a new nonce and time; a lane wiped meanwhile refuses to sign
+      // (no_session), a page abort ends the wait.
+      await res.arrayBuffer().catch(() => {});
+      await delay(wait * 1000, signal);
+    }
   }
 
   /** Acts on the server's verdict on a request signed under lane generation gen. */

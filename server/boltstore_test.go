@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -94,4 +95,54 @@ func TestFreshStoreAcceptsNewSessionsAtOnce(t *testing.T) {
 	c := e.newClient()
 	c.login("alice")
 	wantOK(t, c.get("/api/me"))
+}
+
+// TestUncleanRestartAsksToSignAgain: after a start without a clean Close (a crash, kill -9,
+// log.Fatal), the store has no replay windows and a floor: a session from before it is refused
+// while its signatures could be ones the previous process saw. The refusal is 503 restarted with
+// Retry-After (the worker signs the request again after it; a 401 would read as "logged out" to
+// the application), the session goes on, and a request signed Retry-After seconds later, by the
+// signer's own clock, is accepted: one second earlier it is not.
+func TestUncleanRestartAsksToSignAgain(t *testing.T) {
+	st := openBolt(t, filepath.Join(t.TempDir(), "sv.db")) // never closed before: a floor applies
+	defer st.Close()
+	floor := st.ReplayFloor()
+	if floor.IsZero() {
+		t.Fatal("positive control: a store opened without a clean Close has no replay floor")
+	}
+	e := newEnv(t, func(c *server.Config) { c.Store = st })
+	e.clock.t = floor.Add(-time.Second) // a session from before the floor
+	c := e.newClient()
+	c.login("alice")
+	e.clock.t = floor.Add(2 * time.Second)
+	w := c.get("/api/me")
+	wantRefused(t, w, 503, "restarted")
+	wait, err := strconv.Atoi(w.Header().Get("Retry-After"))
+	if err != nil || wait < 1 || wait > 7 {
+		t.Fatalf("Retry-After %q, want 1..7 seconds", w.Header().Get("Retry-After"))
+	}
+	if got := w.Header().Get("Www-Authenticate"); got != "" {
+		t.Errorf("a 503 restarted carries WWW-Authenticate %q", got)
+	}
+	e.clock.Add(time.Duration(wait-1) * time.Second)
+	wantRefused(t, c.get("/api/me"), 503, "restarted")
+	e.clock.Add(time.Second)
+	wantOK(t, c.get("/api/me"))
+	wantOK(t, c.rotate())
+	if n := len(e.logs.events("revoked")) + len(e.logs.events("expired")); n != 0 {
+		t.Errorf("the refusals ended the session: %s", e.logs)
+	}
+
+	// A signer whose clock runs 3 s behind the server's waits by its own clock.
+	e.clock.t = floor.Add(-time.Second)
+	raw := e.newClient().rawLogin("bob")
+	raw.offset = -3 * time.Second
+	e.clock.t = floor.Add(4 * time.Second)
+	w = e.serve(c.signRaw(raw, "GET", "/api/me", nil))
+	wantRefused(t, w, 503, "restarted")
+	wait, _ = strconv.Atoi(w.Header().Get("Retry-After"))
+	e.clock.Add(time.Duration(wait-1) * time.Second)
+	wantRefused(t, e.serve(c.signRaw(raw, "GET", "/api/me", nil)), 503, "restarted")
+	e.clock.Add(time.Second)
+	wantOK(t, e.serve(c.signRaw(raw, "GET", "/api/me", nil)))
 }

@@ -109,6 +109,8 @@
 //	415 unsupported_media   429 rate_limited
 //	503 store_unavailable (the store failed: fail closed), unavailable (the Authenticator or the
 //	    server failed; a panic in this package or the Authenticator is recovered and logged)
+//	503 restarted, with Retry-After (a store opened without a clean Close cannot tell, for a
+//	    few seconds, a replay from a first use; the worker signs the request again and resends)
 //
 // The reason sent is separate from the cause, which goes to the audit log. [New] returns errors
 // wrapping [ErrConfig]; [Manager.RequireRekey] returns [ErrNoSession] outside a verified request;

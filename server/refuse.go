@@ -43,6 +43,10 @@ const (
 	reasonRateLimited = "rate_limited"       // 429
 	reasonStoreDown   = "store_unavailable"  // 503: the store failed; fail closed
 	reasonUnavailable = "unavailable"        // 503: the authenticator or the server failed
+	// 503 with Retry-After: signed before the store's replay floor (the node restarted without
+	// a clean Close, so it cannot tell a replay from a first use); the same request signed again
+	// after Retry-After seconds is accepted. The worker does that itself.
+	reasonRestarted = "restarted"
 )
 
 // Deletion reasons recorded in the store (GoneError.Reason) and in audit events.
@@ -69,6 +73,7 @@ var reasonStatus = map[string]int{
 	reasonReuse: 401, reasonExpired: 401,
 	reasonCrossSite: 403, reasonNeedCookie: 403, reasonNotFound: 404, reasonMethod: 405, reasonTooLarge: 413,
 	reasonUnsupported: 415, reasonRateLimited: 429, reasonStoreDown: 503, reasonUnavailable: 503,
+	reasonRestarted: 503,
 }
 
 // goneReason maps a store deletion reason to the refusal the worker gets.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -305,9 +306,14 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 	}
 	// A session that began after the floor has no request from before it, so only older
 	// sessions pay the few seconds of refusals after a restart.
-	if m.floor != nil && !sess.Created.After(m.floor.ReplayFloor()) && beforeFloor(p.Created, m.floor.ReplayFloor(), m.window.Skew) {
-		m.refuse(w, reasonExpiredSignature)
-		return nil, false
+	// Not the request's fault, and over in seconds: 503 restarted with the wait after which the
+	// worker signs it again (not 401, which applications take for "logged out").
+	if m.floor != nil && !sess.Created.After(m.floor.ReplayFloor()) {
+		if wait := floorWait(p.Created, m.floor.ReplayFloor(), m.window.Skew); wait > 0 {
+			w.Header()["Retry-After"] = []string{strconv.FormatInt(wait, 10)}
+			m.refuse(w, reasonRestarted)
+			return nil, false
+		}
 	}
 
 	// 6. The body, read in full and checked against the signed digest before anyone sees it.
@@ -397,13 +403,17 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 	return st, true
 }
 
-// beforeFloor reports whether created (whole seconds) may be before floor: a signature made in
-// the second the store started, before it started, could have been seen by the previous process.
+// floorWait reports whether created (whole seconds) may be before floor, and if so how many
+// seconds the signer's clock must move on for its next signature to be safely after it (at least
+// 1; counted from created, so a client clock that runs behind or ahead of ours still lands after
+// it): a signature made in the second the store started, or before, could have been seen by the
+// previous process.
 //
 // A request accepted just before the store's memory began may carry a created time up to the
-// accepted future skew after it, so the floor is moved up by the skew: a restart costs a few
-// seconds of refused (and retried) requests, never an accepted replay.
-func beforeFloor(created int64, floor time.Time, skew time.Duration) bool {
+// accepted future skew after it, so the floor is moved up by the skew: a restart without a clean
+// Close costs a few seconds of refused requests (which the worker signs again and resends), never
+// an accepted replay.
+func floorWait(created int64, floor time.Time, skew time.Duration) int64 {
 	if skew == 0 {
 		skew = protocol.DefaultSkew
 	}
@@ -411,7 +421,10 @@ func beforeFloor(created int64, floor time.Time, skew time.Duration) bool {
 	if floor.Add(skew).Nanosecond() != 0 {
 		f++
 	}
-	return created <= f
+	if created > f {
+		return 0
+	}
+	return max(f+1-created, 1)
 }
 
 // laneError answers a failed lane lookup.

@@ -559,3 +559,70 @@ test("logout from a wiped lane still sends a logout, unsigned, for its answer to
   assert.equal((await send({ id: 3, op: "logout" })).result.state, "wiped");
   assert.deepEqual(sent, [["/sv/logout", "same-origin", false]]);
 });
+
+test("503 restarted (a node back from a crash): the worker signs the request again after Retry-After and resends it, within bounds", async () => {
+  const { srv, send, router, posted } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  const inner = srv.fetch;
+  let refuse = 0;
+  let retryAfter = "1";
+  const tries = [];
+  srv.fetch = async (url, init) => {
+    if (!new URL(url).pathname.startsWith("/api/")) return inner(url, init);
+    const h = new Headers(init.headers);
+    tries.push({ at: Date.now(), input: h.get("signature-input"), body: init.body ? Buffer.from(init.body).toString() : null });
+    if (refuse > 0) {
+      refuse--;
+      return new Response('{"error":"restarted"}', { status: 503, headers: { "Sv-Error": "restarted", "Retry-After": retryAfter, "Content-Type": "application/json" } });
+    }
+    return inner(url, init);
+  };
+
+  // Refused once: answered 200 after a second, signed anew (another nonce), the same body.
+  refuse = 1;
+  const r = await send({ id: 3, op: "fetch", url: "/api/notes", method: "POST", body: '{"n":1}', headers: [["Content-Type", "application/json"]] });
+  assert.equal(r.result.status, 200);
+  assert.equal(tries.length, 2);
+  assert.notEqual(tries[0].input, tries[1].input, "the resent request carries a new signature");
+  assert.deepEqual([tries[0].body, tries[1].body], ['{"n":1}', '{"n":1}']);
+  assert.ok(tries[1].at - tries[0].at >= 950, "waited Retry-After");
+  assert.ok(srv.seen.slice(-1)[0].ok, "the server verified the resent signature");
+
+  // Refused every time: two resends, then the page gets the 503 (and the key stays).
+  tries.length = 0;
+  refuse = 99;
+  const r2 = await send({ id: 4, op: "fetch", url: "/api/x" });
+  assert.equal(r2.result.status, 503);
+  assert.equal(tries.length, 3);
+  assert.ok(!r2.result.headers.some(([k]) => k === "sv-error"), "Sv-Error stripped");
+
+  // A wait longer than 10 s is not waited for.
+  tries.length = 0;
+  refuse = 1;
+  retryAfter = "60";
+  assert.equal((await send({ id: 5, op: "fetch", url: "/api/x" })).result.status, 503);
+  assert.equal(tries.length, 1);
+
+  // The page aborts during the wait: aborted, nothing resent.
+  tries.length = 0;
+  refuse = 1;
+  retryAfter = "5";
+  const slow = router.onMessage({ id: 6, op: "fetch", url: "/api/x", abortable: true });
+  await new Promise((res) => setTimeout(res, 50));
+  await send({ id: 7, op: "abort", target: 6 });
+  await slow;
+  assert.equal(posted.find((m) => m.id === 6).error.code, "aborted");
+  assert.equal(tries.length, 1);
+
+  // A logout during the wait: the request is not resent under a key that is gone.
+  tries.length = 0;
+  refuse = 1;
+  retryAfter = "1";
+  const pending = router.onMessage({ id: 8, op: "fetch", url: "/api/x" });
+  await new Promise((res) => setTimeout(res, 50));
+  assert.equal((await send({ id: 9, op: "logout" })).result.state, "wiped");
+  await pending;
+  assert.equal(posted.find((m) => m.id === 8).error.code, "no_session");
+  assert.equal(tries.length, 1);
+});
