@@ -16,6 +16,22 @@ export const OP = Object.freeze({
   abortRekey: 0x0b,
 });
 
+// The module's ABI version export (internal/vault.ABIExport; a Go test in js/ checks they agree).
+// A module without it was built from another version of sessionvault and is refused before use.
+export const ABI_EXPORT = "sessionvault_abi_2";
+const ABI_PREFIX = "sessionvault_abi_";
+
+/** Throws if module is not of this host's ABI version, saying which it is and what to do. */
+export function checkABI(module) {
+  const names = WebAssembly.Module.exports(module).map((e) => e.name);
+  if (names.includes(ABI_EXPORT)) return;
+  const other = names.find((n) => n.startsWith(ABI_PREFIX));
+  throw new Error(
+    "vault.wasm is from " + (other ? "another version of sessionvault (" + other + ")" : "a version of sessionvault before ABI versions") +
+      "; this worker needs " + ABI_EXPORT + ": rebuild vault.wasm at the version of the Go module that serves this worker",
+  );
+}
+
 export const STATES = Object.freeze(["empty", "pending", "active", "rotating", "wiped"]);
 
 export const CODES = Object.freeze([
@@ -208,6 +224,7 @@ export class Instance {
    * @param {{log?: (msg: string) => void}} [opts]
    */
   static async create(module, opts = {}) {
+    checkABI(module);
     let inst;
     const shim = wasiImports(() => inst.exports.memory, opts);
     inst = await WebAssembly.instantiate(module, importObject(module, shim));

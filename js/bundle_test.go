@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/sessionvault/sessionvault/internal/vault"
 )
 
 func TestWorkerBundle(t *testing.T) {
@@ -163,5 +165,18 @@ func TestBundleKeepsEntryNamesPrivate(t *testing.T) {
 	out, err := exec.Command(node, f).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "undefined secret" {
 		t.Fatalf("node: %v, output %q (want \"undefined secret\")", err, out)
+	}
+}
+
+// TestABIExportAgrees: the worker checks modules for the ABI version export that the module
+// exports (internal/vault.ABIExport, checked against the built module in wasm/worker).
+func TestABIExportAgrees(t *testing.T) {
+	b, err := Files.ReadFile("abi.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^export const ABI_EXPORT = "([a-z0-9_]+)";$`).FindSubmatch(b)
+	if m == nil || string(m[1]) != vault.ABIExport {
+		t.Fatalf("abi.js ABI_EXPORT = %q, want %q", m, vault.ABIExport)
 	}
 }

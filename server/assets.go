@@ -5,11 +5,13 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/sessionvault/sessionvault/internal/vault"
 	"github.com/sessionvault/sessionvault/js"
 )
 
@@ -27,9 +29,21 @@ type assets struct {
 // wasmMagic starts every wasm module (the magic number and version 1).
 var wasmMagic = []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
 
+// buildHint says how to build the module that matches this library.
+const buildHint = "build it at the version of github.com/sessionvault/sessionvault that go.mod names: " +
+	"GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -ldflags=\"-s -w\" -o vault.wasm github.com/sessionvault/sessionvault/wasm/worker"
+
 func newAssets(module []byte) (*assets, error) {
 	if !bytes.HasPrefix(module, wasmMagic) {
-		return nil, configError("Module is not a wasm module (build it with make wasm)")
+		return nil, configError("Module is not a wasm module; " + buildHint)
+	}
+	switch abi, err := moduleABI(module); {
+	case err != nil:
+		return nil, configError("Module is not a valid wasm module (" + err.Error() + "); " + buildHint)
+	case abi == "":
+		return nil, configError("Module is a vault.wasm from a version of sessionvault before ABI versions (this library needs " + vault.ABIExport + "); " + buildHint)
+	case abi != vault.ABIExport:
+		return nil, configError("Module is a vault.wasm from another version of sessionvault (" + abi + "; this library needs " + vault.ABIExport + "); " + buildHint)
 	}
 	sum := sha256.Sum256(module)
 	if a, ok := assetCache.Load(sum); ok {
@@ -160,4 +174,83 @@ func acceptsGzip(header string) bool {
 		return true
 	}
 	return false
+}
+
+// moduleABI returns the name of module's ABI version export (one starting with
+// vault.ABIExportPrefix), or "" if it has none. It reads the section headers and the export
+// section only, and fails on a module whose sections do not parse (a truncated file).
+func moduleABI(module []byte) (string, error) {
+	r := wasmReader{b: module, i: len(wasmMagic)}
+	found := ""
+	for r.i < len(r.b) {
+		id := r.byte()
+		size := r.uleb()
+		if r.err != nil || size > uint64(len(r.b)-r.i) {
+			return "", errBadWasm
+		}
+		end := r.i + int(size)
+		if id != 7 { // not the export section
+			r.i = end
+			continue
+		}
+		sec := wasmReader{b: r.b[:end], i: r.i}
+		for n := sec.uleb(); n > 0 && sec.err == nil; n-- {
+			name := sec.name()
+			sec.byte() // kind
+			sec.uleb() // index
+			if sec.err == nil && strings.HasPrefix(name, vault.ABIExportPrefix) {
+				found = name
+			}
+		}
+		if sec.err != nil || sec.i != end {
+			return "", errBadWasm
+		}
+		r.i = end
+	}
+	return found, nil
+}
+
+var errBadWasm = errors.New("its sections do not parse")
+
+// wasmReader reads a wasm binary; the first read past the end sets err and every later read
+// returns zero.
+type wasmReader struct {
+	b   []byte
+	i   int
+	err error
+}
+
+func (r *wasmReader) byte() byte {
+	if r.err != nil || r.i >= len(r.b) {
+		r.err = errBadWasm
+		return 0
+	}
+	c := r.b[r.i]
+	r.i++
+	return c
+}
+
+// uleb reads an unsigned LEB128 of at most 32 bits (every count and size in a wasm binary).
+func (r *wasmReader) uleb() uint64 {
+	var v uint64
+	for shift := 0; shift < 35; shift += 7 {
+		c := r.byte()
+		v |= uint64(c&0x7f) << shift
+		if c&0x80 == 0 {
+			return v
+		}
+	}
+	r.err = errBadWasm
+	return 0
+}
+
+func (r *wasmReader) name() string {
+	n := r.uleb()
+	if r.err != nil || n > uint64(len(r.b)-r.i) {
+		r.err = errBadWasm
+		return ""
+	}
+	s := string(r.b[r.i : r.i+int(n)])
+	r.i += int(n)
+	return s
 }

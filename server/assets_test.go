@@ -12,14 +12,38 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sessionvault/sessionvault/internal/vault"
 	"github.com/sessionvault/sessionvault/js"
 	"github.com/sessionvault/sessionvault/server"
 	"github.com/sessionvault/sessionvault/server/memstore"
 )
 
-// testModule stands in for vault.wasm: the wasm header and enough compressible bytes that gzip
-// is worth it.
-var testModule = append([]byte{0, 'a', 's', 'm', 1, 0, 0, 0}, bytes.Repeat([]byte("sessionvault "), 4000)...)
+// testModule stands in for vault.wasm: a valid module with the ABI version export, and enough
+// compressible bytes (a custom section) that gzip is worth it.
+var testModule = wasmModule(vault.ABIExport, bytes.Repeat([]byte("sessionvault "), 4000))
+
+// wasmModule is a valid wasm module with one empty function exported as export (none if ""),
+// and pad in a custom section. wasm/worker's tests check the real module's export.
+func wasmModule(export string, pad []byte) []byte {
+	uleb := func(b []byte, n int) []byte {
+		for n >= 0x80 {
+			b = append(b, byte(n)|0x80)
+			n >>= 7
+		}
+		return append(b, byte(n))
+	}
+	section := func(b []byte, id byte, body []byte) []byte {
+		return append(uleb(append(b, id), len(body)), body...)
+	}
+	m := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	m = section(m, 1, []byte{1, 0x60, 0, 0}) // one type: () -> ()
+	m = section(m, 3, []byte{1, 0})          // one function of it
+	if export != "" {
+		m = section(m, 7, append(append(uleb([]byte{1}, len(export)), export...), 0, 0))
+	}
+	m = section(m, 10, []byte{1, 2, 0, 0x0b}) // its body: no locals, end
+	return section(m, 0, append([]byte{3, 'p', 'a', 'd'}, pad...))
+}
 
 var moduleURL = regexp.MustCompile(`const wasmURL = new URL\("(vault\.wasm(?:\?v=[A-Za-z0-9_-]+)?)", import\.meta\.url\);`)
 
@@ -161,4 +185,46 @@ func TestModuleMustBeWasm(t *testing.T) {
 			t.Errorf("Module %q: err %v, want a ConfigError naming Module", mod, err)
 		}
 	}
+}
+
+// TestModuleOfAnotherVersion: a vault.wasm built from another version of the repository (a
+// module committed for go:embed, then go get -u without a rebuild) is refused at New with a
+// message that says so and how to build the right one, instead of every page failing later with
+// "unexpected field". Modules whose sections do not parse are refused too, never a panic.
+func TestModuleOfAnotherVersion(t *testing.T) {
+	good := wasmModule(vault.ABIExport, nil)
+	if _, err := server.New(server.Config{Store: memstore.New(), StoreKey: testStoreKey, Module: good}); err != nil {
+		t.Fatalf("positive control: %v", err)
+	}
+	for _, c := range []struct {
+		name string
+		mod  []byte
+		want string
+	}{
+		{"unversioned", wasmModule("", nil), "before ABI versions"},
+		{"other export only", wasmModule("exec", nil), "before ABI versions"},
+		{"older", wasmModule(vault.ABIExportPrefix+"1", nil), "another version of sessionvault (" + vault.ABIExportPrefix + "1;"},
+		{"newer", wasmModule(vault.ABIExportPrefix+"99", nil), "another version"},
+		{"truncated", good[:len(good)-3], "do not parse"},
+		{"section past the end", append(bytes.Clone(good[:8]), 7, 0xff, 0x01, 1), "do not parse"},
+		{"overlong leb", append(bytes.Clone(good[:8]), 7, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01), "do not parse"},
+		{"export name past its section", append(bytes.Clone(good[:8]), 7, 3, 1, 0x7f, 'x'), "do not parse"},
+	} {
+		_, err := server.New(server.Config{Store: memstore.New(), StoreKey: testStoreKey, Module: c.mod})
+		if !errors.Is(err, server.ErrConfig) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "go build -buildmode=c-shared") {
+			t.Errorf("%s: err %v, want a ConfigError with %q and how to build the module", c.name, err, c.want)
+		}
+	}
+}
+
+// FuzzModuleABI: no input makes New panic or accept a module without the export.
+func FuzzModuleABI(f *testing.F) {
+	f.Add(wasmModule(vault.ABIExport, nil))
+	f.Add(wasmModule("", []byte("x")))
+	f.Fuzz(func(t *testing.T, mod []byte) {
+		_, err := server.New(server.Config{Store: memstore.New(), StoreKey: testStoreKey, Module: mod})
+		if err == nil && !bytes.Contains(mod, []byte(vault.ABIExport)) {
+			t.Fatalf("accepted a module without %s", vault.ABIExport)
+		}
+	})
 }

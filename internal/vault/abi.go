@@ -4,6 +4,20 @@ import (
 	"github.com/sessionvault/sessionvault/internal/protocol"
 )
 
+// ABIVersion names the ABI below (its ops, fields and meanings). The module exports a function
+// named ABIExport, which the server (Config.Module) and the worker's host check before using
+// a module, so that a vault.wasm built from another version of this repository is refused with
+// a message saying so, not with "unexpected field" at the first call. Any change to an op's
+// fields or meaning, or to the exports, takes a new version: change it here, in the
+// //go:wasmexport directive of wasm/worker (its tests check the module), and in js/abi.js (a
+// test in js checks they agree).
+const (
+	ABIVersion = 2
+	ABIExport  = "sessionvault_abi_2"
+	// ABIExportPrefix starts the version export of every versioned module.
+	ABIExportPrefix = "sessionvault_abi_"
+)
+
 // ABI operations (PROTOCOL.md section 7). The request's code byte is the op; the reply's is the
 // status (0 ok, otherwise [StatusOf] an error code, with the message in field 1).
 const (

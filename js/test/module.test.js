@@ -3,7 +3,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { OP, VaultError, encode, encodeInto, num, str } from "../abi.js";
+import { OP, VaultError, encode, encodeInto, num, str, Instance, ABI_EXPORT } from "../abi.js";
 import { newInstance, serverLogin, serverRotate, sealEvent, signKey, eventKey, verifyProfile } from "./helpers.js";
 
 const ORIGIN = "https://app.example";
@@ -235,4 +235,22 @@ test("a field the encoder refuses is the caller's error: nothing stays in the ex
   assert.ok(scratch.every((b) => b === 0), "the fields written before the bad one are zeroed");
   assert.equal(inst.dead, false);
   sign(inst, [[1, "GET"], [2, ORIGIN], [3, "/after"]]);
+});
+
+// A minimal module with one empty function exported under each of names.
+function moduleExporting(...names) {
+  const te = new TextEncoder();
+  const section = (id, body) => [id, body.length, ...body]; // bodies here are under 128 bytes
+  const exports = [names.length];
+  for (const n of names) exports.push(n.length, ...te.encode(n), 0, 0);
+  const bytes = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, ...section(1, [1, 0x60, 0, 0]), ...section(3, [1, 0]), ...section(7, exports), ...section(10, [1, 2, 0, 0x0b])];
+  return new WebAssembly.Module(new Uint8Array(bytes));
+}
+
+test("a module of another ABI version is refused before use, saying so", async () => {
+  await assert.rejects(Instance.create(moduleExporting("exec", "reply")), /from a version of sessionvault before ABI versions; this worker needs sessionvault_abi_\d+: rebuild/);
+  await assert.rejects(Instance.create(moduleExporting("sessionvault_abi_1")), /from another version of sessionvault \(sessionvault_abi_1\)/);
+  // The real module carries the version this host needs (positive control).
+  const real = await newInstance();
+  assert.equal(typeof real.exports[ABI_EXPORT], "function");
 });

@@ -7,7 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/sessionvault/sessionvault/internal/vault"
 )
 
 // TestWasmFresh fails when the module under test is not what the sources build today: it runs
@@ -37,5 +41,23 @@ func TestWasmFresh(t *testing.T) {
 	}
 	if !bytes.Equal(fresh, h.bytes) {
 		t.Fatalf("%s is stale (%d bytes; the sources build %d bytes): run make wasm", h.path, len(h.bytes), len(fresh))
+	}
+}
+
+// TestABIVersionExport: the module exports vault.ABIExport, and no other version export, which
+// is what the server (Config.Module) and the worker's host check before they use it.
+func TestABIVersionExport(t *testing.T) {
+	h := getHost(t)
+	var versions []string
+	for name := range h.compiled.ExportedFunctions() {
+		if strings.HasPrefix(name, vault.ABIExportPrefix) {
+			versions = append(versions, name)
+		}
+	}
+	if len(versions) != 1 || versions[0] != vault.ABIExport {
+		t.Fatalf("version exports %v, want [%s] (the //go:wasmexport directive and vault.ABIExport disagree)", versions, vault.ABIExport)
+	}
+	if want := vault.ABIExportPrefix + strconv.Itoa(vault.ABIVersion); vault.ABIExport != want {
+		t.Fatalf("vault.ABIExport %q, want %q", vault.ABIExport, want)
 	}
 }

@@ -114,6 +114,12 @@ var (
 //go:wasmexport reply
 func replyAddr() uint32 { return ptr(replyBuf[:]) }
 
+// abiVersion is the module's ABI version export (vault.ABIExport): hosts check its name before
+// they use the module; it does nothing.
+//
+//go:wasmexport sessionvault_abi_2
+func abiVersion() {}
+
 //go:wasmexport exec
 func execute(p, n uint32) (length uint32) {
 	defer func() {
