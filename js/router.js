@@ -748,6 +748,9 @@ export class Router {
       clearTimeout(timer);
     }
     let st = this.status();
+    // The server pushes the session's end to every lane, this one included: if that event wipes
+    // the lane (and tells the page) before the logout's answer arrives, the page is not told twice.
+    const gen = this.gen;
     try {
       let res = null;
       if (st.state === "active" || st.state === "rotating") {
@@ -764,9 +767,10 @@ export class Router {
       // The key is wiped below whatever the network says; the server's idle timeout ends a
       // session whose logout did not arrive.
     }
+    const told = this.gen !== gen && this.wipedFor === "logout";
     this.wipeLane("logout");
     st = this.status();
-    this.emit("revoked", { reason: "logout" });
+    if (!told) this.emit("revoked", { reason: "logout" });
     return st;
   }
 

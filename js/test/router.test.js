@@ -4,7 +4,8 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import { Router, LIMITS, simpleURL } from "../router.js";
-import { newInstance, serverLogin, serverRotate, signKey, verifyProfile, b64url } from "./helpers.js";
+import crypto from "node:crypto";
+import { newInstance, serverLogin, serverRotate, signKey, eventKey, sealEvent, verifyProfile, b64url } from "./helpers.js";
 
 const ORIGIN = "https://app.example";
 
@@ -625,4 +626,49 @@ test("503 restarted (a node back from a crash): the worker signs the request aga
   await pending;
   assert.equal(posted.find((m) => m.id === 8).error.code, "no_session");
   assert.equal(tries.length, 1);
+});
+
+test("logout while the server's logout event arrives on the socket first: one revoked event, not two", async () => {
+  class Socket {
+    static last = null;
+    constructor() {
+      this.sent = [];
+      Socket.last = this;
+    }
+    send(m) {
+      this.sent.push(m);
+    }
+    close() {}
+  }
+  const srv = fakeServer();
+  const posted = [];
+  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, now: () => 0, WebSocket: Socket, reserved: "/sv/" });
+  let id = 0;
+  const send = async (msg) => {
+    await router.onMessage({ id: ++id, ...msg });
+    return posted.filter((m) => m.id === id)[0];
+  };
+  await send({ op: "init", policy: { prefixes: ["/api/"] } });
+  await send({ op: "login", credentials: { password: "pw" } });
+  // The socket authenticates; the server then pushes the session's end to every lane, this one
+  // included, before its answer to the logout reaches the worker.
+  const ws = Socket.last;
+  assert.ok(ws, "the event channel opened");
+  const challenge = crypto.randomBytes(32);
+  ws.onmessage({ data: JSON.stringify({ type: "challenge", challenge: challenge.toString("base64url") }) });
+  ws.onmessage({ data: JSON.stringify({ type: "ready" }) });
+  const inner = srv.fetch;
+  srv.fetch = async (url, init) => {
+    if (new URL(url).pathname === "/sv/logout") {
+      const res = await inner(url, init);
+      ws.onmessage({ data: sealEvent(eventKey(srv.key), { type: 1, lane: srv.lane, epoch: srv.epoch, seq: 1, reason: "logout" }) });
+      return res;
+    }
+    return inner(url, init);
+  };
+  const r = await send({ op: "logout" });
+  assert.equal(r.result.state, "wiped");
+  assert.equal(r.result.reason, "logout");
+  const revoked = posted.filter((m) => m.event === "revoked");
+  assert.deepEqual(revoked, [{ event: "revoked", detail: { reason: "logout" } }], "the page hears of the logout once");
 });
