@@ -104,6 +104,7 @@ func (m *Manager) newHub(cfg *Config) {
 		Resync:       m.socketResync,
 		Ended:        m.socketEnded,
 		CheckOrigin:  m.eventOrigin(cfg.EventOrigin),
+		ClientAddr:   m.clientAddr,
 		MaxConns:     cfg.MaxEventConns,
 		Logger:       m.log,
 	})

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -61,6 +62,23 @@ func TestAuthorityBehindAProxy(t *testing.T) {
 	c := plain.newClient()
 	c.login("alice")
 	wantRefused(t, plain.serve(viaProxy(c.sign("GET", "/api/x", nil), testHost)), 401, "bad_signature")
+	// The audit record says what the proxy did (not every bad signature gets a hint).
+	recs := plain.logs.events("bad_signature")
+	if len(recs) != 1 || !strings.Contains(fmt.Sprint(recs[0]["cause"]), `verified for host "backend.internal:8080" but X-Forwarded-Host is "`+testHost+`": a proxy rewrote Host`) {
+		t.Errorf("bad_signature records %v, want one whose cause names the rewritten Host", recs)
+	}
+	r := c.sign("GET", "/api/x", nil)
+	sig := []byte(r.Header.Get("Signature"))
+	i := len(sig) - 5 // a base64 character of the MAC
+	sig[i] ^= 'A' ^ 'B'
+	if sig[i] != 'A' && sig[i] != 'B' {
+		sig[i] = 'A'
+	}
+	r.Header.Set("Signature", string(sig))
+	wantRefused(t, plain.serve(r), 401, "bad_signature")
+	if recs = plain.logs.events("bad_signature"); len(recs) != 2 || recs[1]["cause"] != nil {
+		t.Errorf("a forged signature without a proxy got a hint: %v", recs)
+	}
 
 	e := newEnv(t, func(cfg *server.Config) {
 		cfg.Authority = func(r *http.Request) string { return r.Header.Get("X-Forwarded-Host") }

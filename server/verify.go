@@ -283,7 +283,7 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 			m.audit(ctx, slog.LevelError, rec)
 			m.refuse(w, reasonUnknownSession)
 		case errors.Is(err, protocol.ErrBadSignature):
-			rec.event, rec.reason = evBadSignature, reasonBadSignature
+			rec.event, rec.reason, rec.cause = evBadSignature, reasonBadSignature, proxyHint(r, req.Authority)
 			m.refusedAs(ctx, w, rec, reasonBadSignature)
 		case errors.Is(err, protocol.ErrDigest):
 			rec.event, rec.reason = evBadSignature, reasonDigestMismatch
@@ -644,6 +644,27 @@ func sealedKey(lane *Lane, epoch uint32) []byte {
 		return lane.Key
 	case lane.Epoch > 0 && epoch == lane.Epoch-1 && lane.PrevKey != nil:
 		return lane.PrevKey
+	}
+	return nil
+}
+
+// proxyHint explains a bad signature that a proxy probably caused, for the audit log: the request
+// names another original host than the one it was verified for (Host rewritten, Config.Authority
+// unset), or a stripped path prefix. nil otherwise. The values are the client's text: bounded and
+// quoted.
+func proxyHint(r *http.Request, authority string) error {
+	q := func(s string) string {
+		if len(s) > 100 {
+			s = s[:100] + "..."
+		}
+		return strconv.Quote(s)
+	}
+	if fh := r.Header.Get("X-Forwarded-Host"); fh != "" && proxiedAuthority(fh) != authority {
+		return errors.New("verified for host " + q(authority) + " but X-Forwarded-Host is " + q(fh) +
+			": a proxy rewrote Host; forward the original Host or set Config.Authority")
+	}
+	if p := r.Header.Get("X-Forwarded-Prefix"); p != "" {
+		return errors.New("X-Forwarded-Prefix is " + q(p) + ": a proxy stripped a path prefix, which the signature covers")
 	}
 	return nil
 }

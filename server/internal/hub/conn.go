@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -59,7 +60,7 @@ var closeFrame = []byte{}
 // messages.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.checkOrigin(r) {
-		h.record(r.Context(), slog.LevelWarn, "socket_refused", clientAddr(r), nil, "cross_site", nil)
+		h.record(r.Context(), slog.LevelWarn, "socket_refused", h.clientAddr(r), nil, "cross_site", originMismatch(r))
 		httpRefuse(w, http.StatusForbidden)
 		return
 	}
@@ -68,7 +69,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !h.admit() {
-		h.record(r.Context(), slog.LevelWarn, "socket_refused", clientAddr(r), nil, reasonUnavail, nil)
+		h.record(r.Context(), slog.LevelWarn, "socket_refused", h.clientAddr(r), nil, reasonUnavail, nil)
 		httpRefuse(w, http.StatusServiceUnavailable)
 		return
 	}
@@ -77,7 +78,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.unreserve()
 		return
 	}
-	c := &conn{h: h, ws: ws, addr: clientAddr(r), done: make(chan struct{})}
+	c := &conn{h: h, ws: ws, addr: h.clientAddr(r), done: make(chan struct{})}
 	if !h.track(c) {
 		c.closeNow(websocket.CloseGoingAway, reasonShutdown)
 		ws.Close()
@@ -385,4 +386,17 @@ func (h *Hub) record(ctx context.Context, level slog.Level, event, client string
 		attrs = append(attrs, slog.String("cause", cause.Error()))
 	}
 	h.log.LogAttrs(ctx, level, "sessionvault", attrs...)
+}
+
+// originMismatch says what a cross_site refusal compared, for the log: a proxy that rewrites
+// Host is the usual cause. Both values are bounded and quoted (the Origin is the client's text).
+func originMismatch(r *http.Request) error {
+	q := func(s string) string {
+		if len(s) > 100 {
+			s = s[:100] + "..."
+		}
+		return strconv.Quote(s)
+	}
+	return errors.New("Origin " + q(r.Header.Get("Origin")) + " is not of the request's host " + q(r.Host) +
+		" (behind a proxy that rewrites Host, forward the original Host or set Config.Authority)")
 }

@@ -73,6 +73,10 @@ type Config struct {
 	// an Origin header is allowed, because every browser sends one.
 	CheckOrigin func(r *http.Request) bool
 
+	// ClientAddr names the client of an upgrade request in log records (behind a proxy, the
+	// address the proxy forwarded). If nil, the host part of r.RemoteAddr.
+	ClientAddr func(r *http.Request) string
+
 	// ReadLimit is the largest message accepted from a client, in bytes; a larger one closes the
 	// connection with status 1009. If zero, 4 KiB.
 	ReadLimit int64
@@ -130,6 +134,7 @@ type Hub struct {
 	resync       func(ctx context.Context, lane protocol.LaneID, since uint64) [][]byte
 	ended        func(lane protocol.LaneID)
 	checkOrigin  func(r *http.Request) bool
+	clientAddr   func(r *http.Request) string
 	readLimit    int64
 	pingInterval time.Duration
 	pongWait     time.Duration
@@ -181,6 +186,7 @@ func New(cfg Config) *Hub {
 		resync:       cfg.Resync,
 		ended:        cfg.Ended,
 		checkOrigin:  cfg.CheckOrigin,
+		clientAddr:   cfg.ClientAddr,
 		readLimit:    orDefault(cfg.ReadLimit, DefaultReadLimit),
 		pingInterval: orDefault(cfg.PingInterval, DefaultPingInterval),
 		writeWait:    orDefault(cfg.WriteWait, DefaultWriteWait),
@@ -200,6 +206,9 @@ func New(cfg Config) *Hub {
 	}
 	if h.checkOrigin == nil {
 		h.checkOrigin = sameOrigin
+	}
+	if h.clientAddr == nil {
+		h.clientAddr = remoteHost
 	}
 	for i := range h.shards {
 		h.shards[i].lanes = make(map[protocol.LaneID][]*conn)
@@ -499,8 +508,8 @@ func (h *Hub) unregister(c *conn) {
 	s.mu.Unlock()
 }
 
-// clientAddr is the connection's peer address without the port, for logs.
-func clientAddr(r *http.Request) string {
+// remoteHost is the connection's peer address without the port, for logs.
+func remoteHost(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr

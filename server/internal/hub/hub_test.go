@@ -406,6 +406,8 @@ func TestUpgradeRefusals(t *testing.T) {
 		}
 	}
 	f.log.waitLog(t, "socket_refused", "reason=cross_site")
+	// The record says what was compared (the usual cause is a proxy that rewrites Host).
+	f.log.waitLog(t, "socket_refused", `Origin "http://evil.example" is not of the request's host "`+host+`"`)
 	// Same origin (any case) is allowed; MaxConns is 1, so a second connection gets 503.
 	f.dial(t, http.Header{"Origin": {"HTTP://" + strings.ToUpper(host)}})
 	d := websocket.Dialer{Subprotocols: []string{Subprotocol}}
@@ -840,4 +842,15 @@ func TestConnsPerLaneBounded(t *testing.T) {
 		t.Fatalf("other lane: Send = %d", n)
 	}
 	readEvent(t, other)
+}
+
+// TestClientAddrNamesTheClient: records name the client by Config.ClientAddr (behind a proxy,
+// the forwarded address), not the proxy's RemoteAddr.
+func TestClientAddrNamesTheClient(t *testing.T) {
+	f := newFixture(t, Config{ClientAddr: func(r *http.Request) string { return "203.0.113.9" }})
+	d := websocket.Dialer{Subprotocols: []string{Subprotocol}}
+	if _, _, err := d.Dial(f.url, http.Header{"Origin": {"http://evil.example"}}); err == nil {
+		t.Fatal("a cross-site upgrade was accepted")
+	}
+	f.log.waitLog(t, "socket_refused", "client=203.0.113.9")
 }
