@@ -108,6 +108,15 @@ function delay(ms, signal) {
   });
 }
 
+// What a login or join refusal means, for the page's VaultError message.
+const REFUSALS = {
+  bad_credentials: "the server refused the credentials",
+  rate_limited: "too many attempts from this address; wait a minute",
+  cross_site: "refused: the request came from another site",
+  unavailable: "the server could not check the credentials now; try again",
+  store_unavailable: "the server's session store is unavailable; try again",
+};
+
 const isPlain = (o) => o !== null && typeof o === "object" && Object.getPrototypeOf(o) === Object.prototype;
 const fail = (code, message) => {
   throw new VaultError(code, message);
@@ -439,8 +448,15 @@ export class Router {
       if (e && e.name === "AbortError") fail("aborted", "the request was aborted");
     }
     if (!res.ok) {
-      const reason = (body && typeof body.error === "string" && body.error.slice(0, 64)) || "http_" + res.status;
-      fail(reason, "server refused the request (" + res.status + ")");
+      const reason = (body && typeof body.error === "string" && /^[a-z_]{1,64}$/.test(body.error) && body.error) || "http_" + res.status;
+      const path = (() => {
+        try {
+          return new URL(res.url).pathname.slice(0, 100);
+        } catch {
+          return "the session endpoint";
+        }
+      })();
+      fail(reason, REFUSALS[reason] || path + " answered " + res.status + (reason.startsWith("http_") ? " without a sessionvault reason (is mgr.Handler() mounted there?)" : ""));
     }
     if (!isPlain(body)) fail("bad_reply", "server reply is malformed");
     return body;
@@ -469,6 +485,8 @@ export class Router {
 
   /** Resolves and checks a page request, signs it and sends it. */
   async signedFetch(msg) {
+    // Once the page has asked to log out, nothing more goes out under the key it is ending.
+    if (this.loggingOut) fail("no_session", "logging out");
     if (typeof msg.url !== "string" || msg.url.length > LIMITS.maxURL) fail("bad_input", "url must be a string of at most 8 KB");
     let url = simpleURL(msg.url, this.origin);
     try {

@@ -3,7 +3,10 @@ package server
 import (
 	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -86,9 +89,16 @@ func (m *Manager) cookieSession(r *http.Request) (id []byte, present bool, err e
 // setCookie gives the browser the join cookie of sess (at login and re-key). It is a session
 // cookie unless JoinConfig.CookieLifetime asks for a lifetime, which never outlasts the session.
 // A sealing failure (the random source) leaves the login standing without join.
-func (m *Manager) setCookie(w http.ResponseWriter, sess *Session) {
+func (m *Manager) setCookie(w http.ResponseWriter, r *http.Request, sess *Session) {
 	if m.join.disabled {
 		return
+	}
+	if r.TLS == nil && !strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") && !loopbackHost(m.authorityOf(r)) {
+		m.plainHTTP.Do(func() {
+			m.log.LogAttrs(r.Context(), slog.LevelWarn, "sessionvault", slog.String("event", "insecure_transport"),
+				slog.String("host", m.authorityOf(r)),
+				slog.String("cause", "a login over plain HTTP to a host other than localhost: browsers drop the Secure join cookie, so reloads and new tabs will not keep sessions; serve the site over HTTPS (logged once)"))
+		})
 	}
 	v, err := m.join.cookies.seal(sess.ID)
 	if err != nil {
@@ -127,4 +137,19 @@ func (m *Manager) clearSiteData(w http.ResponseWriter) {
 	if !m.join.disabled && m.join.clearSiteData {
 		w.Header().Set("Clear-Site-Data", `"cookies"`)
 	}
+}
+
+// loopbackHost reports whether host[:port] is localhost (or a name under it) or a loopback
+// address: the hosts where browsers keep Secure cookies over plain HTTP.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

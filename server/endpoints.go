@@ -168,7 +168,7 @@ func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
 	rec := auditRec{event: evCreated, handle: protocol.SessionHandle(sess.ID), user: userID, lane: lane.ID.String(), client: client}
 	m.audit(ctx, slog.LevelInfo, rec)
 	m.enforceLimit(ctx, userID, sess.ID, client)
-	m.setCookie(w, sess)
+	m.setCookie(w, r, sess)
 	writeJSON(w, reply)
 }
 
@@ -540,6 +540,6 @@ func (m *Manager) rekey(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.extra = []slog.Attr{slog.String("new_handle", protocol.SessionHandle(sess.ID)), slog.String("new_lane", lane.ID.String())}
 	m.audit(ctx, slog.LevelInfo, rec)
-	m.setCookie(w, sess)
+	m.setCookie(w, r, sess)
 	writeJSON(w, reply)
 }

@@ -31,6 +31,7 @@ type Manager struct {
 	clientAddr func(*http.Request) string
 	authority  func(*http.Request) string // Config.Authority; nil: r.Host
 	misMounted sync.Once                  // the warning that Handler serves outside its prefix
+	plainHTTP  sync.Once                  // the warning that the join cookie will not be kept (cookie.go)
 
 	prefix                                    string
 	idle, absolute, rotateEvery, grace, touch time.Duration

@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -188,4 +190,46 @@ func TestThrottledAddressKeepsCachedLanes(t *testing.T) {
 	wantRefused(t, e.serve(edit(neighbour.sign("GET", "/api/z", nil), "Signature", func(string) string {
 		return "sv=:" + base64.StdEncoding.EncodeToString(make([]byte, 32)) + ":"
 	})), 401, "bad_signature")
+}
+
+// TestPlainHTTPLoginWarnsOnce: a login over plain HTTP to a host browsers do not treat as
+// secure gets a cookie they drop (Secure, __Host-), so reloads would silently lose sessions:
+// the server says so once per process. Over TLS, behind a TLS proxy (X-Forwarded-Proto), or
+// on localhost and loopback addresses, it says nothing.
+func TestPlainHTTPLoginWarnsOnce(t *testing.T) {
+	login := func(e *env, edit func(*http.Request)) {
+		t.Helper()
+		c := e.newClient()
+		pub, err := c.v.Begin(protocol.HandshakeLogin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := json.Marshal(map[string]any{"pub": b64u(pub[:]), "credentials": map[string]string{"user": "alice", "password": testPassword}})
+		r := c.newRequest("POST", "/sv/login", body)
+		r.Header.Set("Content-Type", "application/json")
+		edit(r)
+		wantOK(t, e.serve(r))
+	}
+	for _, c := range []struct {
+		name  string
+		edit  func(*http.Request)
+		warns int
+	}{
+		{"plain HTTP", func(r *http.Request) {}, 1},
+		{"TLS", func(r *http.Request) { r.TLS = &tls.ConnectionState{} }, 0},
+		{"TLS proxy", func(r *http.Request) { r.Header.Set("X-Forwarded-Proto", "https") }, 0},
+		{"localhost", func(r *http.Request) { r.Host = "localhost:8080" }, 0},
+		{"under localhost", func(r *http.Request) { r.Host = "app.localhost" }, 0},
+		{"127.0.0.1", func(r *http.Request) { r.Host = "127.0.0.1:8080" }, 0},
+		{"[::1]", func(r *http.Request) { r.Host = "[::1]:8080" }, 0},
+		{"LAN address", func(r *http.Request) { r.Host = "192.0.2.2:8101" }, 1},
+	} {
+		e := newEnv(t)
+		login(e, c.edit)
+		login(e, c.edit)
+		recs := e.logs.events("insecure_transport")
+		if len(recs) != c.warns {
+			t.Errorf("%s: %d insecure_transport records, want %d: %s", c.name, len(recs), c.warns, e.logs)
+		}
+	}
 }

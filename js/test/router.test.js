@@ -75,7 +75,13 @@ test("login, signed fetch, rotation on a hint, logout", async () => {
   const { srv, send, posted } = await setup();
   assert.ok((await send({ id: 1, op: "init", policy: { prefixes: ["/api/", "/sv/"] } })).ok);
   const bad = await send({ id: 2, op: "login", credentials: { user: "a", password: "nope" } });
-  assert.deepEqual(bad.error.code, "bad_credentials");
+  assert.deepEqual(bad.error, { code: "bad_credentials", message: "the server refused the credentials" });
+  // A prefix where nothing of ours is mounted: the code says the status, the message the path.
+  const inner = srv.fetch;
+  srv.fetch = async (url, init) => (new URL(url).pathname === "/sv/login" ? Object.defineProperty(new Response("404 page not found", { status: 404 }), "url", { value: url }) : inner(url, init));
+  const notMounted = await send({ id: 20, op: "login", credentials: { password: "pw" } });
+  assert.deepEqual(notMounted.error, { code: "http_404", message: "/sv/login answered 404 without a sessionvault reason (is mgr.Handler() mounted there?)" });
+  srv.fetch = inner;
   const li = await send({ id: 3, op: "login", credentials: { user: "a", password: "pw" } });
   assert.ok(li.ok, JSON.stringify(li));
   assert.equal(li.result.state, "active");
@@ -671,4 +677,26 @@ test("logout while the server's logout event arrives on the socket first: one re
   assert.equal(r.result.reason, "logout");
   const revoked = posted.filter((m) => m.event === "revoked");
   assert.deepEqual(revoked, [{ event: "revoked", detail: { reason: "logout" } }], "the page hears of the logout once");
+});
+
+test("a fetch the page sends after logout(), while the logout is in flight, is not sent", async () => {
+  const { srv, send, router, posted } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  const inner = srv.fetch;
+  let release;
+  const held = new Promise((r) => (release = r));
+  srv.fetch = async (url, init) => {
+    if (new URL(url).pathname === "/sv/logout") await held;
+    return inner(url, init);
+  };
+  const out = router.onMessage({ id: 3, op: "logout" });
+  await new Promise((r) => setTimeout(r, 10));
+  const before = srv.seen.length;
+  const r = await send({ id: 4, op: "fetch", url: "/api/after-logout" });
+  assert.equal(r.error.code, "no_session");
+  release();
+  await out;
+  assert.equal(posted.find((m) => m.id === 3).result.state, "wiped");
+  assert.ok(!srv.seen.slice(before).some((s) => s.path === "/api/after-logout"), "the fetch never reached the server");
 });

@@ -81,8 +81,11 @@ func Open(path string, opts *Options) (*Store, error) {
 		timeout = opts.LockTimeout
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("boltstore: open %s: %w: another process has it open (a second server, or one still shutting down); one process at a time may use a bolt file, several nodes need redisstore", path, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("boltstore: open: %w", err)
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
 	s := &Store{db: db, floor: floor, live: make(map[protocol.LaneID]*server.ReplayWindow)}
 	if err := s.init(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,6 +235,8 @@ func TestOpenRefuses(t *testing.T) {
 	if st2, err := Open(path, &Options{LockTimeout: 50 * time.Millisecond}); err == nil {
 		st2.Close()
 		t.Error("second Open of a locked file succeeded")
+	} else if !strings.Contains(err.Error(), "another process has it open") || !strings.Contains(err.Error(), path) {
+		t.Errorf("second Open: %v, want an error naming the file and saying another process has it", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("second Open took %v", d)
