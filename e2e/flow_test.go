@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -395,5 +396,45 @@ func TestNarrowPolicyStillLogsOut(t *testing.T) {
 	}
 	if st := openVault(tb.Sibling()); st != "empty" {
 		t.Errorf("a new tab after logout: %s, want empty", st)
+	}
+}
+
+// TestPageNeedsNoWasmEval: the page itself compiles no wasm (the worker does, under the CSP
+// its boot script is sent with), so a page may drop 'wasm-unsafe-eval' and connect-src
+// entirely. Under that page CSP the whole flow works and nothing is reported.
+func TestPageNeedsNoWasmEval(t *testing.T) {
+	newDemo(t, demo.Options{})
+	const pageCSP = "default-src 'none'; script-src 'self'; worker-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+	srv.Handle(t, "/t/vault-min-csp.html", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", pageCSP+"; report-uri "+cspReportPath)
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		http.ServeFile(w, r, filepath.Join("testdata", "pages", "vault.html"))
+	}))
+	tb := newTab(t)
+	tb.Open("/t/vault-min-csp.html", `document.body.dataset.state !== "loading"`)
+	if got := Eval[string](tb, `document.body.dataset.state`); got != "empty" {
+		t.Fatalf("vault page under %q: state %q (%s)", pageCSP, got, Eval[string](tb, `document.body.dataset.error || ""`))
+	}
+	// Positive control: the page's CSP is the minimal one, and it does stop wasm in the page.
+	if got := Eval[string](tb, `WebAssembly.compile(new Uint8Array([0,97,115,109,1,0,0,0])).then(() => "compiled", (e) => e.name)`); got != "CompileError" {
+		t.Fatalf("compiling wasm in the page: %s, want CompileError (the page's CSP forbids it)", got)
+	}
+	if st := loginAPI(tb, "alice"); st != "active" {
+		t.Fatalf("login: %s", st)
+	}
+	if got := vaultFetch(tb, "/api/profile", ""); !strings.HasPrefix(got, "200 ") {
+		t.Fatalf("signed fetch: %s", got)
+	}
+	if st := Eval[string](tb, `vault.logout().then((s) => s.state)`); st != "wiped" {
+		t.Fatalf("logout: %s", st)
+	}
+	// The positive control above is a violation by design (reported three ways: an audits issue,
+	// the page's event, the report-uri POST): only it may be reported.
+	Eval[bool](tb, `true`)
+	for _, v := range tb.CSPViolations() {
+		if !strings.Contains(v, "wasm-eval") && !strings.Contains(v, "kWasmEvalViolation") {
+			t.Errorf("CSP violation: %s", v)
+		}
 	}
 }
