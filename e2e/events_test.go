@@ -186,6 +186,8 @@ func TestWorkerReconnectsAfterServerRestart(t *testing.T) {
 	if got := Eval[string](tb, `vault.status().then((s) => s.state)`); got != "active" {
 		t.Fatalf("state after the restart: %s", got)
 	}
+	// The page saw the socket go down with the first node and come back with the second.
+	tb.WaitFor(`window.vaultChannel.join() === "true,false,true"`)
 
 	// Revoked while the worker is disconnected: stop the node, revoke from a node the worker is
 	// not connected to, then serve that node.

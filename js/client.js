@@ -16,7 +16,7 @@ export class VaultError extends Error {
   }
 }
 
-const EVENTS = new Set(["ready", "active", "rotated", "rekeyed", "rekey_failed", "expiring", "expired", "revoked", "fatal"]);
+const EVENTS = new Set(["ready", "active", "rotated", "rekeyed", "rekey_failed", "expiring", "expired", "revoked", "fatal", "channel"]);
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
 export class Vault extends EventTarget {

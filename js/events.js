@@ -50,6 +50,7 @@ export class EventChannel {
     this.stopped = true;
     this.since = 0; // last event sequence number accepted (public)
     this.ready = false;
+    this.connected = null; // what the page was last told (tell)
     this.stats = { connects: 0, refusedEvents: 0 };
   }
 
@@ -79,6 +80,7 @@ export class EventChannel {
     try {
       ws = new this.WS(this.url, SUBPROTOCOL);
     } catch {
+      this.tell(false);
       this.retry();
       return;
     }
@@ -98,9 +100,17 @@ export class EventChannel {
       if (this.ws !== ws) return;
       this.ws = null;
       this.ready = false;
+      this.tell(false);
       this.retry();
     };
     ws.onerror = () => {};
+  }
+
+  /** Tells the page when the socket comes up or goes down (changes only; not at stop()). */
+  tell(connected) {
+    if (this.connected === connected) return;
+    this.connected = connected;
+    this.emit("channel", { connected });
   }
 
   retry() {
@@ -128,7 +138,7 @@ export class EventChannel {
         this.ready = true;
         this.attempt = 0;
         this.stats.connects++;
-        this.emit("channel", { connected: true });
+        this.tell(true);
         return;
       case "refused": {
         const reason = typeof m.reason === "string" ? m.reason.slice(0, 64) : "refused";

@@ -89,6 +89,14 @@ export interface VaultEventMap {
   expiring: CustomEvent<{ deadline: number }>;
   expired: CustomEvent<{ reason: string }>;
   revoked: CustomEvent<{ reason: string }>;
+  /**
+   * The worker's event socket, which pushes revocation, rotation and expiry, came up
+   * (connected: true) or went down (false: it reconnects with backoff; meanwhile the worker
+   * learns of a revocation at its next request). Fires on changes only, while a session is
+   * active; a socket that never comes up (a proxy that does not pass WebSocket upgrades) gives
+   * one connected: false.
+   */
+  channel: CustomEvent<{ connected: boolean }>;
   /** The worker cannot go on (reason "load_failed" with a message, or "trap"); create() rejects with it. */
   fatal: CustomEvent<{ reason?: string; message?: string }>;
 }

@@ -182,6 +182,7 @@ export class Router {
     this.fetching = new Map();
     this.logoutWaitMs = o.logoutWaitMs ?? LIMITS.logoutWaitMs;
     this.loggingOut = 0; // logouts running
+    this.channelUp = null; // what the page was last told of the event socket (channel events)
     this.rekeyRetryAt = 0; // after a failed re-key, hints are ignored until then
     this.rekeyGrant = null; // the last rekey grant the server sent with a hint
   }
@@ -265,7 +266,12 @@ export class Router {
           this.channel = null;
           this.wipeLane(detail && typeof detail.reason === "string" ? detail.reason : name);
         }
-        if (name !== "channel") this.emit(name, detail);
+        if (name === "channel") {
+          // One lane's channels (a re-key starts a new one) tell the page of changes only.
+          if (this.channelUp === detail.connected) return;
+          this.channelUp = detail.connected;
+        }
+        this.emit(name, detail);
       },
       rotate: () => this.rotate().catch(() => {}),
       gone: (reason) => {
@@ -728,6 +734,7 @@ export class Router {
    */
   wipeLane(reason) {
     this.stopChannel();
+    this.channelUp = null;
     this.vault.call(OP.wipe);
     this.gen++;
     this.wipedFor = reason;

@@ -118,3 +118,36 @@ test("a lane evicted while away (refused lane_evicted on reconnect) wipes and te
   assert.deepEqual(events.at(-1), ["revoked", { reason: "lane_evicted" }]);
   assert.equal(num(inst.call(OP.status).get(1)), 4, "wiped");
 });
+
+test("the page is told when the socket goes down and comes back, on changes only", async () => {
+  const { srv, ch, events, timers } = await setup();
+  FakeSocket.all = [];
+  const channel = () => events.filter(([n]) => n === "channel").map(([, d]) => d.connected);
+  ch.start();
+  authenticate(srv);
+  assert.deepEqual(channel(), [true]);
+  FakeSocket.last.drop();
+  assert.deepEqual(channel(), [true, false]);
+  // Reconnects that fail say nothing more.
+  timers.at(-1).fn();
+  FakeSocket.last.drop();
+  timers.at(-1).fn();
+  FakeSocket.last.drop();
+  assert.deepEqual(channel(), [true, false]);
+  timers.at(-1).fn();
+  authenticate(srv);
+  assert.deepEqual(channel(), [true, false, true]);
+  // Stopping (the lane is over) is not "down": the revoked or expired event says it.
+  ch.stop();
+  assert.deepEqual(channel(), [true, false, true]);
+});
+
+test("a socket that never comes up (no WebSocket through the proxy) is reported down once", async () => {
+  const { ch, events, timers } = await setup();
+  ch.start();
+  for (let i = 0; i < 4; i++) {
+    FakeSocket.last.drop();
+    timers.at(-1).fn();
+  }
+  assert.deepEqual(events.filter(([n]) => n === "channel"), [["channel", { connected: false }]]);
+});

@@ -17,6 +17,9 @@ try {
       data.lastEvent = name;
     });
   }
+  // The event socket's ups and downs, apart (they are not session events).
+  window.vaultChannel = [];
+  vault.addEventListener("channel", (e) => window.vaultChannel.push(e.detail.connected));
   window.vault = vault;
   window.VaultError = VaultError;
   data.state = (await vault.status()).state;
