@@ -17,6 +17,7 @@ export async function main(signal: AbortSignal): Promise<string> {
   vault.addEventListener("active", (e) => console.log(e.detail.joined === true, e.detail.expires ?? 0));
   vault.addEventListener("expiring", (e) => console.log(new Date(e.detail.deadline)));
   vault.addEventListener("rekey_failed", (e) => console.log(e.detail.code));
+  vault.addEventListener("channel", (e) => { const up: boolean = e.detail.connected; console.log(up); });
   vault.addEventListener("fatal", (e) => console.log(e.detail.reason, e.detail.message));
   const onExpired = (e: VaultEventMap["expired"]) => console.log(e.detail.reason);
   vault.addEventListener("expired", onExpired);
