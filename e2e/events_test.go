@@ -143,22 +143,8 @@ func TestRevokeUserReachesEveryTab(t *testing.T) {
 func TestWorkerReconnectsAfterServerRestart(t *testing.T) {
 	requireWasm(t)
 	dir := t.TempDir()
-	open := func() *Demo {
-		app, err := demo.New(demo.Options{Data: dir, Store: "bolt", WasmPath: wasmPath, Quiet: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, err := os.ReadFile(filepath.Join(dir, "store.key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &Demo{App: app, StoreKey: key, dir: dir}
-	}
-	install := func(d *Demo) {
-		apps.mu.Lock()
-		apps.cur = d
-		apps.mu.Unlock()
-	}
+	open := func() *Demo { return openBoltDemo(t, dir) }
+	install := installApp
 	d1 := open()
 	install(d1)
 	var cur *Demo = d1
@@ -217,22 +203,8 @@ func TestWorkerReconnectsAfterServerRestart(t *testing.T) {
 func TestSignedFetchAcrossACrash(t *testing.T) {
 	requireWasm(t)
 	dir1 := t.TempDir()
-	open := func(dir string) *Demo {
-		app, err := demo.New(demo.Options{Data: dir, Store: "bolt", WasmPath: wasmPath, Quiet: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, err := os.ReadFile(filepath.Join(dir, "store.key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &Demo{App: app, StoreKey: key, dir: dir}
-	}
-	install := func(d *Demo) {
-		apps.mu.Lock()
-		apps.cur = d
-		apps.mu.Unlock()
-	}
+	open := func(dir string) *Demo { return openBoltDemo(t, dir) }
+	install := installApp
 	d1 := open(dir1)
 	install(d1)
 	t.Cleanup(func() { install(nil) })
@@ -282,6 +254,27 @@ func TestSignedFetchAcrossACrash(t *testing.T) {
 	if n := d2.CountEvents("bad_signature") + d2.CountEvents("replay_refused") + d2.CountEvents("revoked"); n > 0 {
 		t.Errorf("the new node refused or ended something: %v", d2.AuditEvents())
 	}
+}
+
+// openBoltDemo opens the demo app on the bolt store in dir (not installed; see installApp).
+func openBoltDemo(t *testing.T, dir string) *Demo {
+	t.Helper()
+	app, err := demo.New(demo.Options{Data: dir, Store: "bolt", WasmPath: wasmPath, Quiet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(filepath.Join(dir, "store.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Demo{App: app, StoreKey: key, dir: dir}
+}
+
+// installApp makes d the application the test server serves (nil: none).
+func installApp(d *Demo) {
+	apps.mu.Lock()
+	apps.cur = d
+	apps.mu.Unlock()
 }
 
 func dirNames(t *testing.T, dir string) []string {
