@@ -25,7 +25,8 @@ const ABORT_SETTLE_MS = 1000;
 // A node that restarted without a clean shutdown refuses signatures that could predate it, for a
 // few seconds, with 503 restarted and Retry-After: the worker signs the request again and resends
 // it (it never reached the application) after that wait, twice at most, and only for waits this
-// short; otherwise the page gets the 503.
+// short; otherwise the page gets the 503. (A GET or HEAD refused replay is resent once, at once:
+// resendAfter.)
 const RESTART_RETRIES = 2;
 const RESTART_MAX_WAIT_S = 10;
 
@@ -82,12 +83,20 @@ export function simpleURL(s, origin) {
   return { origin, pathname, search: q < 0 ? "" : s.slice(q), href: origin + s, username: "", password: "" };
 }
 
-// The wait (whole seconds) of a 503 restarted refusal, if short enough to wait; else 0.
-function restartWait(res) {
-  if (res.status !== 503 || res.headers.get("Sv-Error") !== "restarted") return 0;
-  const v = res.headers.get("Retry-After");
-  const n = v && /^[0-9]{1,2}$/.test(v) ? Number(v) : 0;
-  return n >= 1 && n <= RESTART_MAX_WAIT_S ? n : 0;
+// Whether to sign a refused request again and resend it, and after how many seconds (-1: no).
+// 503 restarted: after its Retry-After, if short enough. 401 replay of a GET or HEAD, at once
+// and once: our nonces are never reused, so a replay refusal means a copy of this very request
+// got there first (a proxy that retried it on another node when the first died mid-request),
+// whose answer is lost; a GET or HEAD may run again.
+function resendAfter(res, method, attempt) {
+  const reason = res.headers.get("Sv-Error");
+  if (res.status === 503 && reason === "restarted") {
+    const v = res.headers.get("Retry-After");
+    const n = v && /^[0-9]{1,2}$/.test(v) ? Number(v) : 0;
+    return n >= 1 && n <= RESTART_MAX_WAIT_S ? n : -1;
+  }
+  if (res.status === 401 && reason === "replay" && attempt === 0 && (method === "GET" || method === "HEAD")) return 0;
+  return -1;
 }
 
 // Resolves after ms, or rejects "aborted" when signal aborts first.
@@ -599,15 +608,15 @@ export class Router {
         signal,
       });
       if (res.type === "opaqueredirect") fail("redirected", "the server answered with a redirect, which signed requests do not follow");
-      const wait = attempt < RESTART_RETRIES && gen === this.gen ? restartWait(res) : 0;
-      if (!wait) {
+      const wait = attempt < RESTART_RETRIES && gen === this.gen ? resendAfter(res, method, attempt) : -1;
+      if (wait < 0) {
         this.react(res, gen);
         return res;
       }
       // Signed again below with a new nonce and time; a lane wiped meanwhile refuses to sign
       // (no_session), a page abort ends the wait.
       await res.arrayBuffer().catch(() => {});
-      await delay(wait * 1000, signal);
+      if (wait > 0) await delay(wait * 1000, signal);
     }
   }
 

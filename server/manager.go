@@ -109,6 +109,10 @@ func New(cfg Config) (*Manager, error) {
 		return nil, configError("Prefix must be one or more path segments of letters, digits and ._~- between slashes, none . or .., at most 66 bytes (like /sv/ or /auth/v1/): the worker accepts no other")
 	}
 	setDefault(&m.idle, DefaultIdleTimeout)
+	if b, ok := cfg.Store.(IdleBound); ok && b.IdleTimeout() > 0 && b.IdleTimeout() < m.idle {
+		return nil, configError("the Store drops sessions after " + b.IdleTimeout().String() + " unused, before IdleTimeout " + m.idle.String() +
+			": give the store the same idle timeout as Config.IdleTimeout (redisstore.Options.IdleTimeout)")
+	}
 	setDefault(&m.absolute, DefaultAbsoluteTimeout)
 	setDefault(&m.rotateEvery, DefaultRotateEvery)
 	if m.grace >= m.rotateEvery {

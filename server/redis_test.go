@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -405,4 +406,23 @@ func TestRedisTwoNodesJoin(t *testing.T) {
 	if err != nil || len(infos) != 1 || infos[0].Lanes != 2 {
 		t.Fatalf("sessions after the join: %+v %v, want one session with 2 lanes", infos, err)
 	}
+}
+
+// TestRedisIdleTimeoutMustCoverTheManagers: redisstore reports its Options.IdleTimeout, and New
+// refuses a Manager whose idle timeout is longer (its sessions would vanish from Redis first).
+func TestRedisIdleTimeoutMustCoverTheManagers(t *testing.T) {
+	srv := redistest.Own(t, false)
+	st, err := redisstore.Open(srv.URL(), &redisstore.Options{Prefix: "idle:", IdleTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := server.New(server.Config{Store: st, IdleTimeout: 10 * time.Minute}); !errors.Is(err, server.ErrConfig) {
+		t.Fatalf("a 10 min idle timeout over a redisstore that drops sessions after 10 s: %v, want ErrConfig", err)
+	}
+	m, err := server.New(server.Config{Store: st, IdleTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
 }

@@ -1120,3 +1120,38 @@ func TestRotateHintBeforeRekey(t *testing.T) {
 		t.Fatalf("hint %q after the rotation, want rekey", got)
 	}
 }
+
+type idleStore struct {
+	server.Store
+	idle time.Duration
+}
+
+func (s idleStore) IdleTimeout() time.Duration { return s.idle }
+
+// TestStoreIdleTimeoutMustCoverTheManagers: a store that drops unused sessions on its own before
+// the Manager's idle timeout would end them early, as unknown_session, with no expiring or
+// expired event (an operator's review: Config.IdleTimeout 10m over a redisstore left at 10s
+// logged users out after 70 s). New refuses it and says what to set.
+func TestStoreIdleTimeoutMustCoverTheManagers(t *testing.T) {
+	for _, c := range []struct {
+		store, cfg time.Duration
+		ok         bool
+	}{
+		{10 * time.Second, 10 * time.Minute, false},
+		{time.Minute, 0, false}, // the default 30 min
+		{10 * time.Minute, 10 * time.Minute, true},
+		{time.Hour, 0, true},
+		{0, 0, true}, // the store keeps sessions until their Expires
+	} {
+		m, err := server.New(server.Config{Store: idleStore{memstore.New(), c.store}, IdleTimeout: c.cfg})
+		if c.ok {
+			if err != nil {
+				t.Errorf("store %v, config %v: %v", c.store, c.cfg, err)
+				continue
+			}
+			m.Close()
+		} else if !errors.Is(err, server.ErrConfig) || !strings.Contains(err.Error(), "redisstore.Options.IdleTimeout") {
+			t.Errorf("store %v, config %v: err %v, want a ConfigError saying what to set", c.store, c.cfg, err)
+		}
+	}
+}

@@ -101,6 +101,14 @@ type ReplayFloor interface {
 	ReplayFloor() time.Time
 }
 
+// IdleBound is an optional Store ability of stores that drop sessions left unused on their own
+// (redisstore with Options.IdleTimeout): after how long. [New] refuses a Config.IdleTimeout
+// longer than it, since the store would end sessions before the Manager's idle timeout, as
+// unknown_session, without the expiring and expired events.
+type IdleBound interface {
+	IdleTimeout() time.Duration
+}
+
 // Session is one login of one user.
 type Session struct {
 	// ID is the session's 32-byte random identifier. It is a secret of the server (the join

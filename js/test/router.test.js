@@ -700,3 +700,36 @@ test("a fetch the page sends after logout(), while the logout is in flight, is n
   assert.equal(posted.find((m) => m.id === 3).result.state, "wiped");
   assert.ok(!srv.seen.slice(before).some((s) => s.path === "/api/after-logout"), "the fetch never reached the server");
 });
+
+test("a GET refused replay (a proxy's retry of it got there first) is signed again and resent once; a POST is not", async () => {
+  const { srv, send } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  const inner = srv.fetch;
+  let replays = 0;
+  const tries = [];
+  srv.fetch = async (url, init) => {
+    if (!new URL(url).pathname.startsWith("/api/")) return inner(url, init);
+    tries.push({ method: init.method, input: new Headers(init.headers).get("signature-input") });
+    if (replays > 0) {
+      replays--;
+      return new Response('{"error":"replay"}', { status: 401, headers: { "Sv-Error": "replay", "Content-Type": "application/json" } });
+    }
+    return inner(url, init);
+  };
+  replays = 1;
+  assert.equal((await send({ id: 3, op: "fetch", url: "/api/x" })).result.status, 200);
+  assert.equal(tries.length, 2);
+  assert.notEqual(tries[0].input, tries[1].input, "signed anew");
+  // Refused twice: resent once only, and the page gets the 401.
+  tries.length = 0;
+  replays = 2;
+  assert.equal((await send({ id: 4, op: "fetch", url: "/api/x", method: "HEAD" })).result.status, 401);
+  assert.equal(tries.length, 2);
+  // A POST may have run: never resent.
+  tries.length = 0;
+  replays = 1;
+  assert.equal((await send({ id: 5, op: "fetch", url: "/api/x", method: "POST", body: "{}" })).result.status, 401);
+  assert.equal(tries.length, 1);
+  assert.equal((await send({ id: 6, op: "status" })).result.state, "active", "a replay refusal leaves the session alone");
+});

@@ -47,6 +47,10 @@ type Store struct {
 	lanes   laneCache
 }
 
+// IdleTimeout is Options.IdleTimeout (zero: none); server.New refuses a longer
+// Config.IdleTimeout (server.IdleBound).
+func (st *Store) IdleTimeout() time.Duration { return st.idle }
+
 // linger is how long a session's records outlive its Expires (or, for a session created already
 // past it, its creation), so that the Manager can tell an expired session ("expired") from an
 // unknown one.

@@ -65,6 +65,14 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !websocket.IsWebSocketUpgrade(r) || !slices.Contains(websocket.Subprotocols(r), Subprotocol) {
+		// Usually a proxy that does not pass the upgrade: every worker behind it retries with
+		// backoff, so say it once at Warn and then at Debug.
+		level := slog.LevelDebug
+		if h.warnedUpgrade.CompareAndSwap(false, true) {
+			level = slog.LevelWarn
+		}
+		h.record(r.Context(), level, "socket_refused", h.clientAddr(r), nil, "not_websocket",
+			errors.New("not a WebSocket upgrade with subprotocol "+Subprotocol+": behind a proxy, pass Upgrade and Connection (nginx: proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\")"))
 		httpRefuse(w, http.StatusBadRequest)
 		return
 	}

@@ -135,15 +135,17 @@ type Hub struct {
 	ended        func(lane protocol.LaneID)
 	checkOrigin  func(r *http.Request) bool
 	clientAddr   func(r *http.Request) string
-	readLimit    int64
-	pingInterval time.Duration
-	pongWait     time.Duration
-	writeWait    time.Duration
-	sendQueue    int
-	authTimeout  time.Duration
-	maxConns     int
-	log          *slog.Logger
-	up           websocket.Upgrader
+	// warnedUpgrade: a request that was no WebSocket upgrade has been logged at Warn.
+	warnedUpgrade atomic.Bool
+	readLimit     int64
+	pingInterval  time.Duration
+	pongWait      time.Duration
+	writeWait     time.Duration
+	sendQueue     int
+	authTimeout   time.Duration
+	maxConns      int
+	log           *slog.Logger
+	up            websocket.Upgrader
 
 	shards     [shardCount]shard
 	registered atomic.Int64

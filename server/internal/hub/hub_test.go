@@ -406,6 +406,29 @@ func TestUpgradeRefusals(t *testing.T) {
 		}
 	}
 	f.log.waitLog(t, "socket_refused", "reason=cross_site")
+	// A plain GET (a proxy that drops the upgrade) is refused and said once at Warn.
+	for range 3 {
+		resp, err := http.Get(f.srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("a plain GET: %d", resp.StatusCode)
+		}
+	}
+	f.log.waitLog(t, "WARN", "reason=not_websocket", "proxy_set_header Upgrade")
+	f.log.mu.Lock()
+	n := 0
+	for _, l := range f.log.lines {
+		if strings.Contains(l, "WARN") && strings.Contains(l, "not_websocket") {
+			n++
+		}
+	}
+	f.log.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d Warn records of not_websocket, want 1", n)
+	}
 	// The record says what was compared (the usual cause is a proxy that rewrites Host).
 	f.log.waitLog(t, "socket_refused", `Origin "http://evil.example" is not of the request's host "`+host+`"`)
 	// Same origin (any case) is allowed; MaxConns is 1, so a second connection gets 503.
