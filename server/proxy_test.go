@@ -82,6 +82,26 @@ func TestAuthorityBehindAProxy(t *testing.T) {
 		t.Errorf("a forged signature without a proxy got a hint: %v", recs)
 	}
 
+	// nginx's proxy_set_header Host $host drops a non-default port, and sets no
+	// X-Forwarded-Host: a request with an Origin (a POST) is checked again for the Origin's
+	// host, which names the cause; one that does not verify there either gets no such hint.
+	before := len(plain.logs.events("bad_signature"))
+	r = c.sign("POST", "/api/x", []byte("{}"))
+	r.Host = "app.example:8443"
+	r.Header.Set("Origin", testOrigin)
+	wantRefused(t, plain.serve(r), 401, "bad_signature")
+	recs = plain.logs.events("bad_signature")
+	if len(recs) != before+1 || !strings.Contains(fmt.Sprint(recs[before]["cause"]), `signed for "`+testHost+`" (the page's origin) but the request arrived for host "app.example:8443"`) {
+		t.Errorf("bad_signature records %v, want a cause naming the origin the request was signed for", recs[before:])
+	}
+	r = c.sign("POST", "/api/x", []byte("{}"))
+	r.Host = "app.example:8443"
+	r.Header.Set("Origin", "https://elsewhere.example")
+	wantRefused(t, plain.serve(r), 401, "bad_signature")
+	if recs = plain.logs.events("bad_signature"); len(recs) != before+2 || recs[before+1]["cause"] != nil {
+		t.Errorf("a signature that verifies for no candidate host got a hint: %v", recs[before+1:])
+	}
+
 	e := newEnv(t, func(cfg *server.Config) {
 		cfg.Authority = func(r *http.Request) string { return r.Header.Get("X-Forwarded-Host") }
 	})

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -243,7 +244,8 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 		ContentDigest: digest,
 	}
 	req.Path, req.Query = target(r)
-	err = ent.verify(p.KeyID.Epoch, func() (*verifySlot, error) {
+	var checkSlot func(sl *verifySlot) error
+	openSlot := func() (*verifySlot, error) {
 		var k protocol.Key
 		if err := m.seal.open(&k, sealed, lane.ID, p.KeyID.Epoch); err != nil {
 			return nil, err
@@ -252,7 +254,8 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 		k.Wipe()
 		defer sk.Wipe()
 		return newVerifySlot(p.KeyID.Epoch, &sk), nil
-	}, func(sl *verifySlot) error {
+	}
+	checkSlot = func(sl *verifySlot) error {
 		if fast && fs.HasBody == (digest != "") {
 			var err error
 			if sl.buf, err = fastsig.AppendBase(sl.buf[:0], &req, &fs); err == nil {
@@ -273,7 +276,9 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 			}
 		}
 		return sl.v.Verify(ref, &req)
-	})
+	}
+	verifyReq := func() error { return ent.verify(p.KeyID.Epoch, openSlot, checkSlot) }
+	err = verifyReq()
 	if err != nil {
 		switch {
 		case errors.Is(err, errUnseal):
@@ -283,7 +288,7 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 			m.audit(ctx, slog.LevelError, rec)
 			m.refuse(w, reasonUnknownSession)
 		case errors.Is(err, protocol.ErrBadSignature):
-			rec.event, rec.reason, rec.cause = evBadSignature, reasonBadSignature, proxyHint(r, req.Authority)
+			rec.event, rec.reason, rec.cause = evBadSignature, reasonBadSignature, proxyHint(r, &req, verifyReq)
 			m.refusedAs(ctx, w, rec, reasonBadSignature)
 		case errors.Is(err, protocol.ErrDigest):
 			rec.event, rec.reason = evBadSignature, reasonDigestMismatch
@@ -652,12 +657,31 @@ func sealedKey(lane *Lane, epoch uint32) []byte {
 // names another original host than the one it was verified for (Host rewritten, Config.Authority
 // unset), or a stripped path prefix. nil otherwise. The values are the client's text: bounded and
 // quoted.
-func proxyHint(r *http.Request, authority string) error {
+//
+// With an Origin header (the browser sends one with every request but a same-origin GET or
+// HEAD) of another host, it checks the signature again for that host, without side effects: if
+// it verifies there, the page signed for its own origin and the Host the request arrived with
+// is not that (a proxy that rewrote it or dropped its port). Only refused requests pay for it.
+func proxyHint(r *http.Request, req *protocol.Request, verify func() error) error {
 	q := func(s string) string {
 		if len(s) > 100 {
 			s = s[:100] + "..."
 		}
 		return strconv.Quote(s)
+	}
+	authority := req.Authority
+	if o := r.Header.Get("Origin"); o != "" {
+		if u, err := url.Parse(o); err == nil && u.Host != "" && len(u.Host) <= 255 {
+			if h := proxiedAuthority(u.Host); h != authority {
+				req.Authority = h
+				ok := verify() == nil
+				req.Authority = authority
+				if ok {
+					return errors.New("signed for " + q(h) + " (the page's origin) but the request arrived for host " + q(authority) +
+						": a proxy rewrote Host or dropped its port (nginx: proxy_set_header Host $http_host), or set Config.Authority")
+				}
+			}
+		}
 	}
 	if fh := r.Header.Get("X-Forwarded-Host"); fh != "" && proxiedAuthority(fh) != authority {
 		return errors.New("verified for host " + q(authority) + " but X-Forwarded-Host is " + q(fh) +
