@@ -466,3 +466,34 @@ func TestLoginReachesOpenTabs(t *testing.T) {
 	}
 	assertNoConsoleErrors(tb2)
 }
+
+// TestThrottledReloadSaysWhy: failed logins from the browser's address (a neighbour behind the
+// same NAT, or a typo storm) throttle it; a reload of a logged-in tab then gets a boot script
+// without a ticket. The worker says why (joinError rate_limited, from the script), so the page
+// can wait and reload instead of showing a login form that would be refused too. (Before, it
+// looked logged out, with joinError null.) No ticket is issued, and the session is untouched.
+func TestThrottledReloadSaysWhy(t *testing.T) {
+	d, tb, bt := loggedIn(t)
+	for i := 0; i < 40; i++ {
+		res, err := http.Post(URL("/sv/login"), "application/json", strings.NewReader(`{"pub":"`+strings.Repeat("A", 43)+`","credentials":{"user":"alice","password":"wrong"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode == http.StatusTooManyRequests {
+			break
+		}
+	}
+	if st := openVault(tb); st != "empty" {
+		t.Fatalf("a reload from a throttled address: state %q, want empty", st)
+	}
+	if got := Eval[string](tb, `String(vault.joined) + " " + vault.joinError`); got != "false rate_limited" {
+		t.Errorf("joined, joinError = %s, want false rate_limited", got)
+	}
+	if tickets, _ := bt.issued(); len(tickets) != 0 {
+		t.Errorf("%d tickets issued to a throttled address", len(tickets))
+	}
+	if n := lanes(t, d, "alice"); n != 1 {
+		t.Errorf("%d lanes, want the login's one (the session goes on)", n)
+	}
+}

@@ -151,6 +151,7 @@ export class Router {
    * @param {string} [o.joinURL]  where a join ticket goes: {prefix}join beside the boot script
    * @param {() => string} [o.takeTicket]  hands over the boot script's join ticket, once ("" if none)
    * @param {() => boolean} [o.hasTicket]  whether takeTicket has one to hand over
+   * @param {string} [o.joinRefusal]  why the boot script carried no ticket, when a wait may cure it
    * @param {string} [o.reserved]  the boot script's directory: the vault's own endpoints, which the
    *   page may not have the worker fetch (besides the prefix that init binds)
    */
@@ -173,6 +174,8 @@ export class Router {
     this.joinURL = o.joinURL || null;
     this.takeTicket = o.takeTicket || (() => "");
     this.hasTicket = o.hasTicket || (() => false);
+    // Why the boot script carried no ticket, when a retry may help ("rate_limited", ...), or "".
+    this.joinRefusal = typeof o.joinRefusal === "string" && /^[a-z_]{1,32}$/.test(o.joinRefusal) ? o.joinRefusal : "";
     this.reserved = o.reserved && o.reserved !== "/" ? o.reserved : null;
     // Counts the lanes this worker has held (login, join, re-key): a refusal of a request signed
     // under an earlier one says nothing about the current one.
@@ -386,6 +389,12 @@ export class Router {
     const ticket = this.takeTicket(); // only after the module accepted the (first) policy
     this.prefix = bound;
     const out = { bound: true };
+    if (!ticket && this.joinRefusal) {
+      // The server had a live session for this browser but gave no ticket, for a reason that a
+      // wait may cure (rate_limited, store_unavailable): say so rather than look logged out.
+      out.joined = false;
+      out.joinError = this.joinRefusal;
+    }
     if (ticket) {
       // A reload or a new tab of a live session: join it. Any failure leaves the worker empty
       // (the page logs in); the reason is the only thing the page learns.

@@ -11,8 +11,12 @@
 import { Instance } from "./abi.js";
 import { Router } from "./router.js";
 
-// The server fills in this line; served as a plain file, it stays empty (no join).
+// The server fills in this line; served as a plain file, it stays empty (no join). Instead of a
+// ticket it may say why there is none, when a retry may help: "!rate_limited" or
+// "!store_unavailable" (PROTOCOL.md 3.2); the page gets that as its joinError.
 let ticket = "";
+const joinRefusal = /^![a-z_]{1,32}$/.test(ticket) ? ticket.slice(1) : "";
+if (joinRefusal) ticket = "";
 const wasmURL = new URL("vault.wasm", import.meta.url);
 // The join endpoint is beside the script that carried the ticket: the server only puts a ticket
 // into the script it serves at {prefix}worker.js, so the ticket can only go back there (the
@@ -47,6 +51,7 @@ const ready = (async () => {
     joinURL,
     reserved: scriptDir(),
     hasTicket: () => ticket !== "",
+    joinRefusal,
     takeTicket: () => {
       const t = ticket;
       ticket = "";

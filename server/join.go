@@ -205,6 +205,7 @@ func (m *Manager) serveBoot(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodHead { // a HEAD would waste a ticket: its body never arrives
 		ticket = m.bootTicket(w, r)
 	}
+
 	head, tail := m.join.bootHead, m.join.bootTail
 	h := w.Header()
 	h["Content-Type"] = []string{"text/javascript; charset=utf-8"}
@@ -224,7 +225,9 @@ func (m *Manager) serveBoot(w http.ResponseWriter, r *http.Request) {
 }
 
 // bootTicket returns a new ticket (b64url) for the boot script, or "" with the refusal counted
-// and logged.
+// and logged; for a refusal worth a retry (rate_limited, store_unavailable), "!" and the reason
+// instead of "" (PROTOCOL.md 3.2): the worker reports it as its joinError, so that the page of a
+// logged-in user can wait and reload rather than show a login form.
 func (m *Manager) bootTicket(w http.ResponseWriter, r *http.Request) string {
 	if m.join.disabled {
 		return ""
@@ -235,6 +238,9 @@ func (m *Manager) bootTicket(w http.ResponseWriter, r *http.Request) string {
 		m.countRefusal(reason)
 		rec.event, rec.reason, rec.client = evTicketRefused, reason, client
 		m.audit(ctx, level, rec)
+		if reason == RefusedRateLimited || reason == RefusedStoreDown {
+			return "!" + reason
+		}
 		return ""
 	}
 	sid, present, err := m.cookieSession(r)

@@ -21,7 +21,8 @@ import (
 // The reload / new-tab join (PROTOCOL.md section 3.2): the cookie set at login, the boot script's
 // ticket and POST {prefix}join, driven by the native vault state machine.
 
-var ticketLine = regexp.MustCompile(`(?m)^let ticket = "([A-Za-z0-9_-]*)";$`)
+// The ticket line: a ticket, nothing, or "!" and a refusal worth a retry.
+var ticketLine = regexp.MustCompile(`(?m)^let ticket = "((?:![a-z_]+)?[A-Za-z0-9_-]*)";$`)
 
 // loginCookie logs c in as user and returns the join cookie the login set.
 func (c *client) loginCookie(user string) *http.Cookie {
@@ -694,8 +695,13 @@ func TestTicketsPerSessionBounded(t *testing.T) {
 	ck := c.loginCookie("alice")
 	issued := 0
 	for range 40 {
-		if _, ticket := c.boot(ck, "worker", "same-origin", "same-origin"); ticket != "" {
+		switch _, ticket := c.boot(ck, "worker", "same-origin", "same-origin"); {
+		case len(ticket) == 43:
 			issued++
+		case ticket != "!rate_limited":
+			// The worker tells the page why it did not join, so a logged-in user is not shown a
+			// login form; nothing else is said in place of a ticket.
+			t.Errorf("a refused boot script carries %q, want !rate_limited", ticket)
 		}
 	}
 	if issued != 32 {

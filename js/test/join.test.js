@@ -51,10 +51,11 @@ function joinServer({ refuse = null } = {}) {
   return srv;
 }
 
-async function setup(srv, ticket) {
+async function setup(srv, ticket, joinRefusal) {
   const posted = [];
   let t = ticket;
   const router = new Router({
+    joinRefusal,
     instance: await newInstance(),
     fetch: srv.fetch,
     post: (m) => posted.push(m),
@@ -133,4 +134,17 @@ test("no ticket, no join; a malformed ticket is not sent", async () => {
     assert.equal(r.result.state, "empty");
     assert.equal(srv.requests.length, 0, "nothing was sent for ticket " + JSON.stringify(t));
   }
+});
+
+test("no ticket but a refusal worth a retry (the boot script said !rate_limited): the page gets it as joinError", async () => {
+  const srv = joinServer();
+  const { send } = await setup(srv, "", "rate_limited");
+  const r = await send({ id: 1, op: "init" });
+  assert.ok(r.ok);
+  assert.deepEqual([r.result.joined, r.result.joinError, r.result.state], [false, "rate_limited", "empty"]);
+  assert.equal(srv.requests.length, 0);
+  // Anything but a short lower-case reason is ignored.
+  const { send: send2 } = await setup(joinServer(), "", 'x"); alert(1); ("');
+  const r2 = await send2({ id: 1, op: "init" });
+  assert.equal(r2.result.joinError, undefined);
 });
