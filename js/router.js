@@ -23,10 +23,10 @@ const REKEY_RETRY_MS = 30_000;
 // How long a logout gives the requests it aborted to settle.
 const ABORT_SETTLE_MS = 1000;
 // A node that restarted without a clean shutdown refuses signatures that could predate it, for a
-// few seconds, with 503 restarted and Retry-After: the worker signs the request again and resends
-// it (it never reached the application) after that wait, twice at most, and only for waits this
-// short; otherwise the page gets the 503. (A GET or HEAD refused replay is resent once, at once:
-// resendAfter.)
+// few seconds, with 503 restarted and Retry-After: the worker signs an idempotent request (and its
+// own rotate and logout) again and resends it after that wait, twice at most, and only for waits
+// this short; otherwise, and for POST and PATCH, the page gets the 503. (A GET or HEAD refused
+// replay is resent once, at once: resendAfter.)
 const RESTART_RETRIES = 2;
 const RESTART_MAX_WAIT_S = 10;
 
@@ -84,13 +84,17 @@ export function simpleURL(s, origin) {
 }
 
 // Whether to sign a refused request again and resend it, and after how many seconds (-1: no).
-// 503 restarted: after its Retry-After, if short enough. 401 replay of a GET or HEAD, at once
-// and once: our nonces are never reused, so a replay refusal means a copy of this very request
-// got there first (a proxy that retried it on another node when the first died mid-request),
-// whose answer is lost; a GET or HEAD may run again.
-function resendAfter(res, method, attempt) {
+// 503 restarted: after its Retry-After, if short enough, for a method that may run twice (the
+// node cannot tell whether its crashed predecessor ran that very request: a proxy may have sent
+// it again) or for the worker's own rotate and logout (own: the server answers a repeated one as
+// the first). 401 replay of a GET or HEAD, at once and once: our nonces are never reused, so a
+// replay refusal means a copy of this very request got there first (a proxy that retried it on
+// another node when the first died mid-request), whose answer is lost.
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
+
+function resendAfter(res, method, attempt, own) {
   const reason = res.headers.get("Sv-Error");
-  if (res.status === 503 && reason === "restarted") {
+  if (res.status === 503 && reason === "restarted" && (own || IDEMPOTENT.has(method))) {
     const v = res.headers.get("Retry-After");
     const n = v && /^[0-9]{1,2}$/.test(v) ? Number(v) : 0;
     return n >= 1 && n <= RESTART_MAX_WAIT_S ? n : -1;
@@ -590,7 +594,7 @@ export class Router {
    * Signs and sends; reacts to Sv-Action and Sv-Error. Signed API calls go without cookies; the
    * session endpoints that change the join cookie (rekey, logout) pass "same-origin".
    */
-  async send(method, url, headers, body, credentials = "omit", signal = null) {
+  async send(method, url, headers, body, credentials = "omit", signal = null, own = false) {
     const fields = [
       [1, method],
       [2, url.origin],
@@ -598,6 +602,7 @@ export class Router {
     ];
     if (url.search.length > 1) fields.push([4, url.search.slice(1)]);
     if (body !== null) fields.push([5, body]);
+    const first = this.gen;
     for (let attempt = 0; ; attempt++) {
       const gen = this.gen;
       const sig = this.vault.call(OP.sign, fields);
@@ -617,7 +622,7 @@ export class Router {
         signal,
       });
       if (res.type === "opaqueredirect") fail("redirected", "the server answered with a redirect, which signed requests do not follow");
-      const wait = attempt < RESTART_RETRIES && gen === this.gen ? resendAfter(res, method, attempt) : -1;
+      const wait = attempt < RESTART_RETRIES && gen === this.gen ? resendAfter(res, method, attempt, own) : -1;
       if (wait < 0) {
         this.react(res, gen);
         return res;
@@ -626,6 +631,9 @@ export class Router {
       // (no_session), a page abort ends the wait.
       await res.arrayBuffer().catch(() => {});
       if (wait > 0) await delay(wait * 1000, signal);
+      // Not under a lane other than the one the page's request was made under (a logout, or a
+      // logout and another user's login, during the wait), nor once a logout has begun.
+      if (this.gen !== first || (this.loggingOut && !own)) fail("no_session", "the session ended while the request waited to be sent again");
     }
   }
 
@@ -677,7 +685,7 @@ export class Router {
           const url = new URL(this.endpoint("rotate"));
           const body = new TextEncoder().encode('{"pub":"' + b64url.encode(pub) + '"}');
           const h = new Headers({ "Content-Type": "application/json" });
-          const reply = await this.json(await this.send("POST", url, h, body));
+          const reply = await this.json(await this.send("POST", url, h, body, "omit", null, true));
           const r = this.vault.call(OP.rotateFinish, [
             [1, b64url.decode(reply.pub, 32)],
             [2, this.int(reply.epoch)],
@@ -797,7 +805,7 @@ export class Router {
     try {
       let res = null;
       if (st.state === "active" || st.state === "rotating") {
-        res = await this.send("POST", new URL(this.endpoint("logout")), new Headers(), new Uint8Array(0), "same-origin");
+        res = await this.send("POST", new URL(this.endpoint("logout")), new Headers(), new Uint8Array(0), "same-origin", null, true);
       } else if (this.prefix !== null) {
         // No key to sign with (a login aborted above, a lane evicted or wiped, a tab that never
         // logged in): an unsigned logout, refused, whose answer still drops this browser's join

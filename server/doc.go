@@ -66,10 +66,10 @@
 // ticket_refused (reason: see [Manager.TicketRefusals]), ticket_reuse, joined, join_refused and
 // lane_evicted (one lane of the session ended by a join past Config.MaxLanesPerSession),
 // socket_opened, socket_refused, socket_timeout, socket_dropped and socket_closed for event
-// sockets, and configuration warnings,
-// each logged once: mounted_elsewhere (the Handler serves outside Config.Prefix) and
-// insecure_transport (a login over plain HTTP to a host other than localhost, whose join cookie
-// browsers drop);
+// sockets (socket_refused reason not_websocket, a proxy that drops the upgrade, at Warn at most
+// once a minute), and configuration warnings: mounted_elsewhere (once: the Handler serves
+// outside Config.Prefix) and insecure_transport (at most once a minute: a login over plain HTTP
+// to a host other than localhost, whose join cookie browsers drop);
 // with handle, user, lane (public), client and reason where known. No record holds a key, a join
 // ticket, a session ID, a cookie value or credentials; an
 // Authenticator's error text is logged only for errors other than [ErrBadCredentials], and store

@@ -654,3 +654,10 @@ func (f *failStore) UserSessions(ctx context.Context, user string) ([]*server.Se
 }
 
 func b64Decode(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
+
+func (f *failStore) Session(ctx context.Context, id []byte) (*server.Session, []server.LaneID, error) {
+	if f.fail.Load() {
+		return nil, nil, errDown
+	}
+	return f.Store.Session(ctx, id)
+}

@@ -719,3 +719,24 @@ func TestTicketsPerSessionBounded(t *testing.T) {
 		t.Error("no ticket in the next window")
 	}
 }
+
+// TestBootScriptSaysStoreDown: with the store down, a fresh worker of a logged-in browser gets
+// no ticket, and the script says why (!store_unavailable), so the page can wait and reload
+// rather than show a login form. Once the store is back, tickets are issued again.
+func TestBootScriptSaysStoreDown(t *testing.T) {
+	var fs *failStore
+	e := newEnv(t, func(c *server.Config) { fs = &failStore{Store: c.Store}; c.Store = fs })
+	c := e.newClient()
+	ck := c.loginCookie("alice")
+	fs.fail.Store(true)
+	if _, ticket := c.boot(ck, "worker", "same-origin", "same-origin"); ticket != "!store_unavailable" {
+		t.Errorf("boot script with the store down carries %q, want !store_unavailable", ticket)
+	}
+	if n := e.mgr.TicketRefusals()[server.RefusedStoreDown]; n != 1 {
+		t.Errorf("store_unavailable refusals %d, want 1", n)
+	}
+	fs.fail.Store(false)
+	if _, ticket := c.boot(ck, "worker", "same-origin", "same-origin"); len(ticket) != 43 {
+		t.Errorf("with the store back: %q, want a ticket", ticket)
+	}
+}

@@ -91,7 +91,7 @@ func TestAuthorityBehindAProxy(t *testing.T) {
 	r.Header.Set("Origin", testOrigin)
 	wantRefused(t, plain.serve(r), 401, "bad_signature")
 	recs = plain.logs.events("bad_signature")
-	if len(recs) != before+1 || !strings.Contains(fmt.Sprint(recs[before]["cause"]), `signed for "`+testHost+`" (the page's origin) but the request arrived for host "app.example:8443"`) {
+	if len(recs) != before+1 || !strings.Contains(fmt.Sprint(recs[before]["cause"]), `signed for "`+testHost+`" (the Origin's host) but the request arrived for host "app.example:8443"`) {
 		t.Errorf("bad_signature records %v, want a cause naming the origin the request was signed for", recs[before:])
 	}
 	r = c.sign("POST", "/api/x", []byte("{}"))

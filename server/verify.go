@@ -677,8 +677,8 @@ func proxyHint(r *http.Request, req *protocol.Request, verify func() error) erro
 				ok := verify() == nil
 				req.Authority = authority
 				if ok {
-					return errors.New("signed for " + q(h) + " (the page's origin) but the request arrived for host " + q(authority) +
-						": a proxy rewrote Host or dropped its port (nginx: proxy_set_header Host $http_host), or set Config.Authority")
+					return errors.New("signed for " + q(h) + " (the Origin's host) but the request arrived for host " + q(authority) +
+						": a proxy rewrote Host or dropped its port (nginx: proxy_set_header Host $http_host; or set Config.Authority), or a request signed for that origin was sent here")
 				}
 			}
 		}

@@ -567,7 +567,7 @@ test("logout from a wiped lane still sends a logout, unsigned, for its answer to
   assert.deepEqual(sent, [["/sv/logout", "same-origin", false]]);
 });
 
-test("503 restarted (a node back from a crash): the worker signs the request again after Retry-After and resends it, within bounds", async () => {
+test("503 restarted (a node back from a crash): the worker signs an idempotent request again after Retry-After and resends it, within bounds", async () => {
   const { srv, send, router, posted } = await setup();
   await send({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
   await send({ id: 2, op: "login", credentials: { password: "pw" } });
@@ -576,9 +576,10 @@ test("503 restarted (a node back from a crash): the worker signs the request aga
   let retryAfter = "1";
   const tries = [];
   srv.fetch = async (url, init) => {
-    if (!new URL(url).pathname.startsWith("/api/")) return inner(url, init);
+    const path = new URL(url).pathname;
+    if (!path.startsWith("/api/") && path !== "/sv/logout") return inner(url, init);
     const h = new Headers(init.headers);
-    tries.push({ at: Date.now(), input: h.get("signature-input"), body: init.body ? Buffer.from(init.body).toString() : null });
+    tries.push({ at: Date.now(), path, input: h.get("signature-input"), body: init.body ? Buffer.from(init.body).toString() : null });
     if (refuse > 0) {
       refuse--;
       return new Response('{"error":"restarted"}', { status: 503, headers: { "Sv-Error": "restarted", "Retry-After": retryAfter, "Content-Type": "application/json" } });
@@ -586,9 +587,9 @@ test("503 restarted (a node back from a crash): the worker signs the request aga
     return inner(url, init);
   };
 
-  // Refused once: answered 200 after a second, signed anew (another nonce), the same body.
+  // A PUT refused once: answered 200 after a second, signed anew (another nonce), the same body.
   refuse = 1;
-  const r = await send({ id: 3, op: "fetch", url: "/api/notes", method: "POST", body: '{"n":1}', headers: [["Content-Type", "application/json"]] });
+  const r = await send({ id: 3, op: "fetch", url: "/api/notes/1", method: "PUT", body: '{"n":1}', headers: [["Content-Type", "application/json"]] });
   assert.equal(r.result.status, 200);
   assert.equal(tries.length, 2);
   assert.notEqual(tries[0].input, tries[1].input, "the resent request carries a new signature");
@@ -596,10 +597,19 @@ test("503 restarted (a node back from a crash): the worker signs the request aga
   assert.ok(tries[1].at - tries[0].at >= 950, "waited Retry-After");
   assert.ok(srv.seen.slice(-1)[0].ok, "the server verified the resent signature");
 
+  // A POST may have run on the crashed node (a proxy may have sent that very request again):
+  // never resent; the page gets the 503 with its Retry-After.
+  tries.length = 0;
+  refuse = 1;
+  const post = await send({ id: 4, op: "fetch", url: "/api/transfer", method: "POST", body: "{}" });
+  assert.equal(post.result.status, 503);
+  assert.ok(post.result.headers.some(([k, v]) => k === "retry-after" && v === "1"));
+  assert.equal(tries.length, 1);
+
   // Refused every time: two resends, then the page gets the 503 (and the key stays).
   tries.length = 0;
   refuse = 99;
-  const r2 = await send({ id: 4, op: "fetch", url: "/api/x" });
+  const r2 = await send({ id: 5, op: "fetch", url: "/api/x" });
   assert.equal(r2.result.status, 503);
   assert.equal(tries.length, 3);
   assert.ok(!r2.result.headers.some(([k]) => k === "sv-error"), "Sv-Error stripped");
@@ -608,30 +618,74 @@ test("503 restarted (a node back from a crash): the worker signs the request aga
   tries.length = 0;
   refuse = 1;
   retryAfter = "60";
-  assert.equal((await send({ id: 5, op: "fetch", url: "/api/x" })).result.status, 503);
+  assert.equal((await send({ id: 6, op: "fetch", url: "/api/x" })).result.status, 503);
   assert.equal(tries.length, 1);
 
   // The page aborts during the wait: aborted, nothing resent.
   tries.length = 0;
   refuse = 1;
   retryAfter = "5";
-  const slow = router.onMessage({ id: 6, op: "fetch", url: "/api/x", abortable: true });
+  const slow = router.onMessage({ id: 7, op: "fetch", url: "/api/x", abortable: true });
   await new Promise((res) => setTimeout(res, 50));
-  await send({ id: 7, op: "abort", target: 6 });
+  await send({ id: 8, op: "abort", target: 7 });
   await slow;
-  assert.equal(posted.find((m) => m.id === 6).error.code, "aborted");
+  assert.equal(posted.find((m) => m.id === 7).error.code, "aborted");
   assert.equal(tries.length, 1);
 
-  // A logout during the wait: the request is not resent under a key that is gone.
+  // The worker's own logout is resent (the server answers a repeated one as the first).
   tries.length = 0;
   refuse = 1;
   retryAfter = "1";
-  const pending = router.onMessage({ id: 8, op: "fetch", url: "/api/x" });
-  await new Promise((res) => setTimeout(res, 50));
   assert.equal((await send({ id: 9, op: "logout" })).result.state, "wiped");
-  await pending;
-  assert.equal(posted.find((m) => m.id === 8).error.code, "no_session");
+  assert.deepEqual(tries.map((x) => x.path), ["/sv/logout", "/sv/logout"]);
+});
+
+test("a request waiting to be resent is not sent once a logout begins, nor under the next user's session", async () => {
+  const { srv, send, router, posted } = await setup();
+  await send({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await send({ id: 2, op: "login", credentials: { password: "pw" } });
+  const inner = srv.fetch;
+  let refuse = 0;
+  let holdLogout = null;
+  const tries = [];
+  srv.fetch = async (url, init) => {
+    const path = new URL(url).pathname;
+    if (path === "/sv/logout" && holdLogout) await holdLogout;
+    if (!path.startsWith("/api/")) return inner(url, init);
+    tries.push(new Headers(init.headers).get("signature-input"));
+    if (refuse > 0) {
+      refuse--;
+      return new Response("{}", { status: 503, headers: { "Sv-Error": "restarted", "Retry-After": "1" } });
+    }
+    return inner(url, init);
+  };
+  const tick = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  // A logout begins (its request held) while a GET waits: the GET is not resent.
+  refuse = 1;
+  let release;
+  holdLogout = new Promise((r) => (release = r));
+  const waiting = router.onMessage({ id: 3, op: "fetch", url: "/api/a" });
+  await tick(50);
+  const out = router.onMessage({ id: 4, op: "logout" });
+  await waiting;
+  assert.equal(posted.find((m) => m.id === 3).error.code, "no_session");
   assert.equal(tries.length, 1);
+  release();
+  await out;
+  holdLogout = null;
+
+  // Alice's GET waits; she logs out and bob logs in: it is not signed under bob's lane.
+  await send({ id: 5, op: "login", credentials: { password: "pw" } });
+  tries.length = 0;
+  refuse = 1;
+  const alices = router.onMessage({ id: 6, op: "fetch", url: "/api/mine" });
+  await tick(50);
+  await send({ id: 7, op: "logout" });
+  await send({ id: 8, op: "login", credentials: { password: "pw" } });
+  await alices;
+  assert.equal(posted.find((m) => m.id === 6).error.code, "no_session");
+  assert.equal(tries.length, 1, "nothing was sent under the new session");
 });
 
 test("logout while the server's logout event arrives on the socket first: one revoked event, not two", async () => {
@@ -732,4 +786,37 @@ test("a GET refused replay (a proxy's retry of it got there first) is signed aga
   assert.equal((await send({ id: 5, op: "fetch", url: "/api/x", method: "POST", body: "{}" })).result.status, 401);
   assert.equal(tries.length, 1);
   assert.equal((await send({ id: 6, op: "status" })).result.state, "active", "a replay refusal leaves the session alone");
+});
+
+test("channel events reach the page on changes only, across the lane's event channels", async () => {
+  class Socket {
+    static last = null;
+    constructor() {
+      this.sent = [];
+      Socket.last = this;
+    }
+    send(m) {
+      this.sent.push(m);
+    }
+    close() {}
+  }
+  const srv = fakeServer();
+  const posted = [];
+  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, now: () => 0, WebSocket: Socket, reserved: "/sv/" });
+  await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  const up = (ws) => {
+    ws.onmessage({ data: JSON.stringify({ type: "challenge", challenge: crypto.randomBytes(32).toString("base64url") }) });
+    ws.onmessage({ data: JSON.stringify({ type: "ready" }) });
+  };
+  const channel = () => posted.filter((m) => m.event === "channel").map((m) => m.detail.connected);
+  up(Socket.last);
+  assert.deepEqual(channel(), [true]);
+  // A new channel of the same lane (as after a re-key) comes up: nothing new to tell.
+  router.startChannel();
+  up(Socket.last);
+  assert.deepEqual(channel(), [true]);
+  Socket.last.onclose({});
+  assert.deepEqual(channel(), [true, false]);
+  router.stopChannel();
 });

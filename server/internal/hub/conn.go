@@ -66,9 +66,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !websocket.IsWebSocketUpgrade(r) || !slices.Contains(websocket.Subprotocols(r), Subprotocol) {
 		// Usually a proxy that does not pass the upgrade: every worker behind it retries with
-		// backoff, so say it once at Warn and then at Debug.
+		// backoff, so say it at Warn at most once a minute, and otherwise at Debug.
 		level := slog.LevelDebug
-		if h.warnedUpgrade.CompareAndSwap(false, true) {
+		if now, last := time.Now().UnixNano(), h.warnedUpgrade.Load(); now-last >= int64(time.Minute) && h.warnedUpgrade.CompareAndSwap(last, now) {
 			level = slog.LevelWarn
 		}
 		h.record(r.Context(), level, "socket_refused", h.clientAddr(r), nil, "not_websocket",

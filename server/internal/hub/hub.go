@@ -135,8 +135,8 @@ type Hub struct {
 	ended        func(lane protocol.LaneID)
 	checkOrigin  func(r *http.Request) bool
 	clientAddr   func(r *http.Request) string
-	// warnedUpgrade: a request that was no WebSocket upgrade has been logged at Warn.
-	warnedUpgrade atomic.Bool
+	// warnedUpgrade: when a request that was no WebSocket upgrade was last logged at Warn (Unix ns).
+	warnedUpgrade atomic.Int64
 	readLimit     int64
 	pingInterval  time.Duration
 	pongWait      time.Duration
