@@ -688,7 +688,9 @@ test("a request waiting to be resent is not sent once a logout begins, nor under
   assert.equal(tries.length, 1, "nothing was sent under the new session");
 });
 
-test("logout while the server's logout event arrives on the socket first: one revoked event, not two", async () => {
+
+/** A router with an event socket (a fake whose latest instance is Socket.last), logged in. */
+async function socketRouter() {
   class Socket {
     static last = null;
     constructor() {
@@ -710,13 +712,21 @@ test("logout while the server's logout event arrives on the socket first: one re
   };
   await send({ op: "init", policy: { prefixes: ["/api/"] } });
   await send({ op: "login", credentials: { password: "pw" } });
+  // Authenticates the socket: the channel is up.
+  const up = (ws) => {
+    ws.onmessage({ data: JSON.stringify({ type: "challenge", challenge: crypto.randomBytes(32).toString("base64url") }) });
+    ws.onmessage({ data: JSON.stringify({ type: "ready" }) });
+  };
+  return { srv, router, posted, send, Socket, up };
+}
+
+test("logout while the server's logout event arrives on the socket first: one revoked event, not two", async () => {
+  const { srv, posted, send, Socket, up } = await socketRouter();
   // The socket authenticates; the server then pushes the session's end to every lane, this one
   // included, before its answer to the logout reaches the worker.
   const ws = Socket.last;
   assert.ok(ws, "the event channel opened");
-  const challenge = crypto.randomBytes(32);
-  ws.onmessage({ data: JSON.stringify({ type: "challenge", challenge: challenge.toString("base64url") }) });
-  ws.onmessage({ data: JSON.stringify({ type: "ready" }) });
+  up(ws);
   const inner = srv.fetch;
   srv.fetch = async (url, init) => {
     if (new URL(url).pathname === "/sv/logout") {
@@ -789,26 +799,7 @@ test("a GET refused replay (a proxy's retry of it got there first) is signed aga
 });
 
 test("channel events reach the page on changes only, across the lane's event channels", async () => {
-  class Socket {
-    static last = null;
-    constructor() {
-      this.sent = [];
-      Socket.last = this;
-    }
-    send(m) {
-      this.sent.push(m);
-    }
-    close() {}
-  }
-  const srv = fakeServer();
-  const posted = [];
-  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m) => posted.push(m), origin: ORIGIN, now: () => 0, WebSocket: Socket, reserved: "/sv/" });
-  await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
-  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
-  const up = (ws) => {
-    ws.onmessage({ data: JSON.stringify({ type: "challenge", challenge: crypto.randomBytes(32).toString("base64url") }) });
-    ws.onmessage({ data: JSON.stringify({ type: "ready" }) });
-  };
+  const { router, posted, Socket, up } = await socketRouter();
   const channel = () => posted.filter((m) => m.event === "channel").map((m) => m.detail.connected);
   up(Socket.last);
   assert.deepEqual(channel(), [true]);
