@@ -197,8 +197,8 @@ func TestWorkerReconnectsAfterServerRestart(t *testing.T) {
 // process left it, without the replay windows a clean Close saves) and a new process opens the
 // file. For a few seconds it cannot tell a replay of an old signature from a first use, and
 // refuses requests of sessions from before it with 503 restarted and Retry-After; the worker
-// signs the page's request again after that wait and resends it, so the page's call succeeds,
-// late, and its session is untouched. (Before, every call failed 401 expired_signature for about
+// signs the page's GET again after that wait and resends it, so the page's call succeeds, late,
+// and its session is untouched; a POST gets the 503 at once. (Before, every call failed 401 expired_signature for about
 // 6 s, which applications take for "logged out".)
 func TestSignedFetchAcrossACrash(t *testing.T) {
 	requireWasm(t)
@@ -235,6 +235,15 @@ func TestSignedFetchAcrossACrash(t *testing.T) {
 	t.Cleanup(func() { d2.App.Close() })
 	install(d2)
 
+	// A POST may have run on the crashed node (a proxy may send it again): not resent, the page
+	// gets the 503 at once, to retry itself.
+	post := time.Now()
+	if got := vaultFetch(tb, "/api/notes", `{method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({text: "x"})}`); !strings.HasPrefix(got, `503 {"error":"restarted"}`) {
+		t.Errorf("a POST right after the crash: %s, want 503 restarted", got)
+	}
+	if took := time.Since(post); took > 3*time.Second {
+		t.Errorf("the POST's 503 took %v: it waited to resend", took)
+	}
 	start := time.Now()
 	got := vaultFetch(tb, "/api/profile", `{method: "GET"}`)
 	took := time.Since(start)
