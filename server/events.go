@@ -105,6 +105,7 @@ func (m *Manager) newHub(cfg *Config) {
 		Ended:        m.socketEnded,
 		CheckOrigin:  m.eventOrigin(cfg.EventOrigin),
 		ClientAddr:   m.clientAddr,
+		Authority:    m.authorityOf,
 		MaxConns:     cfg.MaxEventConns,
 		Logger:       m.log,
 	})

@@ -142,6 +142,11 @@ func TestEventOriginBehindAProxy(t *testing.T) {
 	if got := dial("https://evil.example"); got != 403 {
 		t.Errorf("cross-origin upgrade: %d, want 403", got)
 	}
+	// The record names the host the Origin was compared with: the Authority's, not the proxy's.
+	recs := e.logs.events("socket_refused")
+	if len(recs) != 1 || !strings.Contains(fmt.Sprint(recs[0]["cause"]), `is not of the request's host "`+testHost+`"`) {
+		t.Errorf("socket_refused records %v, want one naming %s", recs, testHost)
+	}
 }
 
 // FromContext gives each caller its own copy of the claims: a handler that writes to it changes

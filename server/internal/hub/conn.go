@@ -60,7 +60,7 @@ var closeFrame = []byte{}
 // messages.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.checkOrigin(r) {
-		h.record(r.Context(), slog.LevelWarn, "socket_refused", h.clientAddr(r), nil, "cross_site", originMismatch(r))
+		h.record(r.Context(), slog.LevelWarn, "socket_refused", h.clientAddr(r), nil, "cross_site", originMismatch(r, h.authority(r)))
 		httpRefuse(w, http.StatusForbidden)
 		return
 	}
@@ -398,13 +398,13 @@ func (h *Hub) record(ctx context.Context, level slog.Level, event, client string
 
 // originMismatch says what a cross_site refusal compared, for the log: a proxy that rewrites
 // Host is the usual cause. Both values are bounded and quoted (the Origin is the client's text).
-func originMismatch(r *http.Request) error {
+func originMismatch(r *http.Request, host string) error {
 	q := func(s string) string {
 		if len(s) > 100 {
 			s = s[:100] + "..."
 		}
 		return strconv.Quote(s)
 	}
-	return errors.New("Origin " + q(r.Header.Get("Origin")) + " is not of the request's host " + q(r.Host) +
+	return errors.New("Origin " + q(r.Header.Get("Origin")) + " is not of the request's host " + q(host) +
 		" (behind a proxy that rewrites Host, forward the original Host or set Config.Authority)")
 }

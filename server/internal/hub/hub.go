@@ -77,6 +77,10 @@ type Config struct {
 	// address the proxy forwarded). If nil, the host part of r.RemoteAddr.
 	ClientAddr func(r *http.Request) string
 
+	// Authority names the host the Origin was compared with, in the record of a cross_site
+	// refusal (behind a proxy, the original host). If nil, r.Host.
+	Authority func(r *http.Request) string
+
 	// ReadLimit is the largest message accepted from a client, in bytes; a larger one closes the
 	// connection with status 1009. If zero, 4 KiB.
 	ReadLimit int64
@@ -135,6 +139,7 @@ type Hub struct {
 	ended        func(lane protocol.LaneID)
 	checkOrigin  func(r *http.Request) bool
 	clientAddr   func(r *http.Request) string
+	authority    func(r *http.Request) string
 	// warnedUpgrade: when a request that was no WebSocket upgrade was last logged at Warn (Unix ns).
 	warnedUpgrade atomic.Int64
 	readLimit     int64
@@ -189,6 +194,7 @@ func New(cfg Config) *Hub {
 		ended:        cfg.Ended,
 		checkOrigin:  cfg.CheckOrigin,
 		clientAddr:   cfg.ClientAddr,
+		authority:    cfg.Authority,
 		readLimit:    orDefault(cfg.ReadLimit, DefaultReadLimit),
 		pingInterval: orDefault(cfg.PingInterval, DefaultPingInterval),
 		writeWait:    orDefault(cfg.WriteWait, DefaultWriteWait),
@@ -211,6 +217,9 @@ func New(cfg Config) *Hub {
 	}
 	if h.clientAddr == nil {
 		h.clientAddr = remoteHost
+	}
+	if h.authority == nil {
+		h.authority = func(r *http.Request) string { return r.Host }
 	}
 	for i := range h.shards {
 		h.shards[i].lanes = make(map[protocol.LaneID][]*conn)
