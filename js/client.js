@@ -67,7 +67,8 @@ export class Vault extends EventTarget {
 
   /**
    * Why create() did not join a live session it could have (a server refusal code such as
-   * "unavailable" or "bad_ticket"), or null: the page may retry rather than show a login form.
+   * "rate_limited", "store_unavailable" or "bad_ticket"), or null: for the first two the page may
+   * wait and retry rather than show a login form.
    */
   get joinError() {
     return this.#joinError;

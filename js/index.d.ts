@@ -111,7 +111,11 @@ export declare class Vault extends EventTarget {
   static create(opts?: CreateOptions): Promise<Vault>;
   /** Whether the worker joined a live session: at create() (a reload, a new tab), or following another tab's login. */
   readonly joined: boolean;
-  /** Why create() could not join a live session ("unavailable", "bad_ticket", ...), or null. */
+  /**
+   * Why create() could not join a live session, or null. "rate_limited" (this address is
+   * throttled for a minute), "store_unavailable" and "unavailable" are worth a wait and a new
+   * Vault (a reload) rather than a login form; "bad_ticket", "expired", ... are not.
+   */
   readonly joinError: string | null;
   /**
    * Logs in with credentials for the server's Authenticator. Refused with "bad_state" while a
