@@ -86,8 +86,9 @@ export function simpleURL(s, origin) {
 // Whether to sign a refused request again and resend it, and after how many seconds (-1: no).
 // 503 restarted: after its Retry-After, if short enough, for a method that may run twice (the
 // node cannot tell whether its crashed predecessor ran that very request: a proxy may have sent
-// it again) or for the worker's own rotate and logout (own: the server answers a repeated one as
-// the first). 401 replay of a GET or HEAD, at once and once: our nonces are never reused, so a
+// it again), for a request the page sent with an Idempotency-Key header (the application
+// deduplicates by it), or for the worker's own rotate and logout (safe: the server answers a
+// repeated one as the first). 401 replay of a GET or HEAD, at once and once: our nonces are never reused, so a
 // replay refusal means a copy of this very request got there first (a proxy that retried it on
 // another node when the first died mid-request), whose answer is lost.
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
@@ -622,7 +623,7 @@ export class Router {
         signal,
       });
       if (res.type === "opaqueredirect") fail("redirected", "the server answered with a redirect, which signed requests do not follow");
-      const wait = attempt < RESTART_RETRIES && gen === this.gen ? resendAfter(res, method, attempt, own) : -1;
+      const wait = attempt < RESTART_RETRIES && gen === this.gen ? resendAfter(res, method, attempt, own || headers.has("Idempotency-Key")) : -1;
       if (wait < 0) {
         this.react(res, gen);
         return res;

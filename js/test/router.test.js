@@ -606,6 +606,13 @@ test("503 restarted (a node back from a crash): the worker signs an idempotent r
   assert.ok(post.result.headers.some(([k, v]) => k === "retry-after" && v === "1"));
   assert.equal(tries.length, 1);
 
+  // A POST with an Idempotency-Key (the application deduplicates by it) is resent, key and all.
+  tries.length = 0;
+  refuse = 1;
+  const keyed = await send({ id: 40, op: "fetch", url: "/api/transfer", method: "POST", body: "{}", headers: [["Idempotency-Key", '"8e03978e-40d5"']] });
+  assert.equal(keyed.result.status, 200);
+  assert.equal(tries.length, 2);
+
   // Refused every time: two resends, then the page gets the 503 (and the key stays).
   tries.length = 0;
   refuse = 99;
