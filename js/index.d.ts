@@ -112,8 +112,8 @@ export declare class Vault extends EventTarget {
   /** Whether the worker joined a live session: at create() (a reload, a new tab), or following another tab's login. */
   readonly joined: boolean;
   /**
-   * Why create() could not join a live session, or null. "rate_limited" (this address is
-   * throttled for a minute), "store_unavailable" and "unavailable" are worth a wait and a new
+   * Why create() could not join a live session, or null. "rate_limited" (this address or
+   * session is throttled for a while), "store_unavailable" and "unavailable" are worth a wait and a new
    * Vault (a reload) rather than a login form; "bad_ticket", "expired", ... are not.
    */
   readonly joinError: string | null;

@@ -115,7 +115,8 @@
 //	503 store_unavailable (the store failed: fail closed), unavailable (the Authenticator or the
 //	    server failed; a panic in this package or the Authenticator is recovered and logged)
 //	503 restarted, with Retry-After (a store opened without a clean Close cannot tell, for a
-//	    few seconds, a replay from a first use; the worker signs the request again and resends)
+//	    few seconds, a replay from a first use; the worker signs idempotent requests again and
+//	    resends them: PROTOCOL.md section 8)
 //
 // The reason sent is separate from the cause, which goes to the audit log. [New] returns errors
 // wrapping [ErrConfig]; [Manager.RequireRekey] returns [ErrNoSession] outside a verified request;
