@@ -284,7 +284,7 @@ export class Router {
           this.wipeLane(detail && typeof detail.reason === "string" ? detail.reason : name);
         }
         if (name === "channel") {
-          // One lane's channels (a re-key starts a new one) tell the page of changes only.
+          // Changes only, while the worker holds a session (a re-key starts a new channel).
           if (this.channelUp === detail.connected) return;
           this.channelUp = detail.connected;
         }
