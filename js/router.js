@@ -22,11 +22,7 @@ export const LIMITS = Object.freeze({
 const REKEY_RETRY_MS = 30_000;
 // How long a logout gives the requests it aborted to settle.
 const ABORT_SETTLE_MS = 1000;
-// A node that restarted without a clean shutdown refuses signatures that could predate it, for a
-// few seconds, with 503 restarted and Retry-After: the worker signs an idempotent request (and its
-// own rotate and logout) again and resends it after that wait, twice at most, and only for waits
-// this short; otherwise, and for POST and PATCH, the page gets the 503. (A GET or HEAD refused
-// replay is resent once, at once: resendAfter.)
+// Resends of a request refused 503 restarted (resendAfter): at most this many, for waits this short.
 const RESTART_RETRIES = 2;
 const RESTART_MAX_WAIT_S = 10;
 
@@ -84,23 +80,24 @@ export function simpleURL(s, origin) {
 }
 
 // Whether to sign a refused request again and resend it, and after how many seconds (-1: no).
-// 503 restarted: after its Retry-After, if short enough, for a method that may run twice (the
-// node cannot tell whether its crashed predecessor ran that very request: a proxy may have sent
-// it again), for a request the page sent with an Idempotency-Key header (the application
-// deduplicates by it), or for the worker's own rotate and logout (safe: the server answers a
-// repeated one as the first). 401 replay of a GET or HEAD, at once and once: our nonces are never reused, so a
-// replay refusal means a copy of this very request got there first (a proxy that retried it on
-// another node when the first died mid-request), whose answer is lost.
+// 503 restarted (a node back from a crash, for a few seconds): after its Retry-After, if short
+// enough, for a method that may run twice (the node cannot tell whether its crashed predecessor
+// ran that very request: a proxy may have sent it again), for a request the page sent with an
+// Idempotency-Key header (the application deduplicates by it), or for the worker's own rotate
+// and logout (own: the server answers a repeated one as the first). 401 replay of a GET or HEAD,
+// at once and once: our nonces are never reused, so a replay refusal means a copy of this very
+// request got there first (a proxy that retried it on another node when the first died
+// mid-request), whose answer is lost. A success costs two comparisons.
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
 
-function resendAfter(res, method, attempt, own) {
-  const reason = res.headers.get("Sv-Error");
-  if (res.status === 503 && reason === "restarted" && (own || IDEMPOTENT.has(method))) {
+function resendAfter(res, method, headers, attempt, own) {
+  if (res.status === 503) {
+    if (res.headers.get("Sv-Error") !== "restarted" || !(own || IDEMPOTENT.has(method) || headers.has("Idempotency-Key"))) return -1;
     const v = res.headers.get("Retry-After");
     const n = v && /^[0-9]{1,2}$/.test(v) ? Number(v) : 0;
     return n >= 1 && n <= RESTART_MAX_WAIT_S ? n : -1;
   }
-  if (res.status === 401 && reason === "replay" && attempt === 0 && (method === "GET" || method === "HEAD")) return 0;
+  if (res.status === 401 && attempt === 0 && (method === "GET" || method === "HEAD") && res.headers.get("Sv-Error") === "replay") return 0;
   return -1;
 }
 
@@ -130,6 +127,15 @@ const REFUSALS = {
   unavailable: "the server could not check the credentials now; try again",
   store_unavailable: "the server's session store is unavailable; try again",
 };
+
+// A refusal REFUSALS has no words for: where it came from, and a hint if it is not ours.
+function refusalText(res, reason) {
+  let path = "the session endpoint";
+  try {
+    path = new URL(res.url).pathname.slice(0, 100);
+  } catch {}
+  return path + " answered " + res.status + (reason.startsWith("http_") ? " without a sessionvault reason (is mgr.Handler() mounted there?)" : "");
+}
 
 const isPlain = (o) => o !== null && typeof o === "object" && Object.getPrototypeOf(o) === Object.prototype;
 const fail = (code, message) => {
@@ -478,14 +484,7 @@ export class Router {
     }
     if (!res.ok) {
       const reason = (body && typeof body.error === "string" && /^[a-z_]{1,64}$/.test(body.error) && body.error) || "http_" + res.status;
-      const path = (() => {
-        try {
-          return new URL(res.url).pathname.slice(0, 100);
-        } catch {
-          return "the session endpoint";
-        }
-      })();
-      fail(reason, REFUSALS[reason] || path + " answered " + res.status + (reason.startsWith("http_") ? " without a sessionvault reason (is mgr.Handler() mounted there?)" : ""));
+      fail(reason, REFUSALS[reason] || refusalText(res, reason));
     }
     if (!isPlain(body)) fail("bad_reply", "server reply is malformed");
     return body;
@@ -623,7 +622,7 @@ export class Router {
         signal,
       });
       if (res.type === "opaqueredirect") fail("redirected", "the server answered with a redirect, which signed requests do not follow");
-      const wait = attempt < RESTART_RETRIES && gen === this.gen ? resendAfter(res, method, attempt, own || headers.has("Idempotency-Key")) : -1;
+      const wait = attempt < RESTART_RETRIES && gen === this.gen ? resendAfter(res, method, headers, attempt, own) : -1;
       if (wait < 0) {
         this.react(res, gen);
         return res;

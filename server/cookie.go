@@ -95,7 +95,7 @@ func (m *Manager) setCookie(w http.ResponseWriter, r *http.Request, sess *Sessio
 	}
 	if r.TLS == nil && !strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") && !loopbackHost(m.authorityOf(r)) {
 		// At most once a minute: every login of a misconfigured site would say the same.
-		if now, last := m.now().UnixNano(), m.plainHTTP.Load(); now-last >= int64(time.Minute) && m.plainHTTP.CompareAndSwap(last, now) {
+		if m.plainHTTP.Allow(m.now(), time.Minute) {
 			m.log.LogAttrs(r.Context(), slog.LevelWarn, "sessionvault", slog.String("event", "insecure_transport"),
 				slog.String("host", clip(m.authorityOf(r))),
 				slog.String("cause", "a login over plain HTTP to a host other than localhost: browsers drop the Secure join cookie, so reloads and new tabs will not keep sessions; serve the site over HTTPS (logged at most once a minute)"))

@@ -31,7 +31,7 @@ type Manager struct {
 	clientAddr func(*http.Request) string
 	authority  func(*http.Request) string // Config.Authority; nil: r.Host
 	misMounted sync.Once                  // the warning that Handler serves outside its prefix
-	plainHTTP  atomic.Int64               // when the warning that the join cookie will not be kept was last logged (cookie.go), Unix ns
+	plainHTTP  throttle.Every             // the warning that the join cookie will not be kept (cookie.go)
 
 	prefix                                    string
 	idle, absolute, rotateEvery, grace, touch time.Duration

@@ -244,7 +244,6 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 		ContentDigest: digest,
 	}
 	req.Path, req.Query = target(r)
-	var checkSlot func(sl *verifySlot) error
 	openSlot := func() (*verifySlot, error) {
 		var k protocol.Key
 		if err := m.seal.open(&k, sealed, lane.ID, p.KeyID.Epoch); err != nil {
@@ -255,7 +254,7 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 		defer sk.Wipe()
 		return newVerifySlot(p.KeyID.Epoch, &sk), nil
 	}
-	checkSlot = func(sl *verifySlot) error {
+	checkSlot := func(sl *verifySlot) error {
 		if fast && fs.HasBody == (digest != "") {
 			var err error
 			if sl.buf, err = fastsig.AppendBase(sl.buf[:0], &req, &fs); err == nil {

@@ -68,7 +68,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Usually a proxy that does not pass the upgrade: every worker behind it retries with
 		// backoff, so say it at Warn at most once a minute, and otherwise at Debug.
 		level := slog.LevelDebug
-		if now, last := time.Now().UnixNano(), h.warnedUpgrade.Load(); now-last >= int64(time.Minute) && h.warnedUpgrade.CompareAndSwap(last, now) {
+		if h.warnedUpgrade.Allow(time.Now(), time.Minute) {
 			level = slog.LevelWarn
 		}
 		h.record(r.Context(), level, "socket_refused", h.clientAddr(r), nil, "not_websocket",

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/server/internal/throttle"
 )
 
 // Defaults of the Config fields.
@@ -140,8 +141,8 @@ type Hub struct {
 	checkOrigin  func(r *http.Request) bool
 	clientAddr   func(r *http.Request) string
 	authority    func(r *http.Request) string
-	// warnedUpgrade: when a request that was no WebSocket upgrade was last logged at Warn (Unix ns).
-	warnedUpgrade atomic.Int64
+	// warnedUpgrade lets a request that was no WebSocket upgrade be logged at Warn once a minute.
+	warnedUpgrade throttle.Every
 	readLimit     int64
 	pingInterval  time.Duration
 	pongWait      time.Duration

@@ -126,3 +126,13 @@ func (l *Limiter) evict(now time.Time) {
 
 // Len returns the number of keys in the table.
 func (l *Limiter) Len() int { return int(l.n.Load()) }
+
+// Every lets one event through per interval (a warning that every request of a misconfigured
+// deployment would repeat); its zero value is ready to use and safe for concurrent use.
+type Every struct{ last atomic.Int64 }
+
+// Allow reports whether an event at now is the first one of interval since the last allowed.
+func (e *Every) Allow(now time.Time, interval time.Duration) bool {
+	t, last := now.UnixNano(), e.last.Load()
+	return t-last >= int64(interval) && e.last.CompareAndSwap(last, t)
+}

@@ -98,3 +98,11 @@ func TestDisabledAndConcurrent(t *testing.T) {
 		t.Fatalf("%d crossings, want exactly 1", n)
 	}
 }
+
+func TestEvery(t *testing.T) {
+	var e Every
+	t0 := time.Unix(1_000_000, 0)
+	if !e.Allow(t0, time.Minute) || e.Allow(t0.Add(59*time.Second), time.Minute) || !e.Allow(t0.Add(time.Minute), time.Minute) {
+		t.Fatal("want one event per minute")
+	}
+}
