@@ -497,3 +497,54 @@ func TestThrottledReloadSaysWhy(t *testing.T) {
 		t.Errorf("%d lanes, want the login's one (the session goes on)", n)
 	}
 }
+
+// TestLogoutFromAnEvictedTabEndsTheSession: a tab whose lane was evicted (more tabs than the
+// session's lanes) has no key to sign its logout with; its unsigned logout carries the join
+// cookie, and the server ends the cookie's session, so the user's other tabs are logged out as
+// they would be by a logout from any live tab. Before, the evicted tab's logout only cleared the
+// cookie and the other tabs stayed logged in until the idle timeout.
+func TestLogoutFromAnEvictedTabEndsTheSession(t *testing.T) {
+	d := newDemo(t, demo.Options{MaxLanesPerSession: 2})
+	if !eventsServed(t) {
+		t.Fatal("the demo does not serve the event channel")
+	}
+	tb := newTab(t)
+	if st := openVault(tb); st != "empty" {
+		t.Fatalf("fresh browser: vault state %q, want empty", st)
+	}
+	if st := loginAPI(tb, "alice"); st != "active" {
+		t.Fatalf("login: state %q", st)
+	}
+	waitEventConns(t, d.App.Manager(), 1)
+	tb2, tb3 := tb.Sibling(), tb.Sibling()
+	if st := openVault(tb2); st != "active" {
+		t.Fatalf("second tab: %q, want active", st)
+	}
+	// The third tab's join evicts the oldest lane: the first tab's, which the server tells.
+	if st := openVault(tb3); st != "active" {
+		t.Fatalf("third tab: %q, want active", st)
+	}
+	tb.WaitFor(`window.vaultEvents.some((e) => e.name === "revoked" && e.detail.reason === "lane_evicted")`)
+	if st := Eval[map[string]any](tb, `vault.status()`); st["state"] != "wiped" {
+		t.Fatalf("evicted tab: %v, want wiped", st)
+	}
+	if n := lanes(t, d, "alice"); n != 2 {
+		t.Fatalf("%d lanes before the logout, want 2", n)
+	}
+	Eval[string](tb, `vault.logout().then((s) => s.state)`)
+	for i, other := range []*Tab{tb2, tb3} {
+		other.WaitFor(`window.vaultEvents.some((e) => e.name === "revoked" && e.detail.reason === "logout")`)
+		if r := vaultFetch(other, "/api/profile", ""); !strings.HasPrefix(r, "error no_session") {
+			t.Fatalf("tab %d still signs after the logout: %s", i+2, shorten(r, 100))
+		}
+	}
+	if n := lanes(t, d, "alice"); n != 0 {
+		t.Fatalf("%d lanes left after the logout", n)
+	}
+	if n := d.CountEvents("logout"); n != 1 {
+		t.Fatalf("%d logout audit events, want 1", n)
+	}
+	if st := openVault(tb2); st != "empty" {
+		t.Fatalf("reload after the logout: %q, want empty (login needed)", st)
+	}
+}

@@ -808,8 +808,8 @@ export class Router {
         res = await this.send("POST", new URL(this.endpoint("logout")), new Headers(), new Uint8Array(0), "same-origin", null, true);
       } else if (this.prefix !== null) {
         // No key to sign with (a login aborted above, a lane evicted or wiped, a tab that never
-        // logged in): an unsigned logout, refused, whose answer still drops this browser's join
-        // cookie, so that a reload does not join a session the user logged out of here.
+        // logged in): an unsigned logout with the join cookie, which ends the cookie's session
+        // (the browser's other tabs too, as any logout does) and drops the cookie (PROTOCOL.md 3.2).
         res = await this.net(this.endpoint("logout"), { method: "POST", credentials: "same-origin", redirect: "error", cache: "no-store", referrerPolicy: "no-referrer" });
       }
       // Read the (small) answer to its end: an unread body holds the connection until GC.

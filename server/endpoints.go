@@ -271,32 +271,125 @@ func (m *Manager) enforceLimit(ctx context.Context, userID string, keep []byte, 
 	}
 }
 
-// logout: signed POST {prefix}logout. Every answer to a same-origin logout drops the join
-// cookie, a refusal included: a worker whose logout gave up on a login or re-key in flight (and
-// aborted it) may hold no key the server still accepts, while the aborted reply may have set the
-// cookie of the session it made. Clearing a cookie gives nothing to anyone; same-origin only, so
-// that another site cannot log a browser's next tab out (a top-level cross-site POST may set a
-// SameSite=Strict cookie).
+// logout: POST {prefix}logout, signed, or unsigned from a worker that holds no key (PROTOCOL.md
+// 3.5). Every answer to a same-origin logout drops the join cookie, a refusal included: a worker
+// whose logout gave up on a login or re-key in flight (and aborted it) may hold no key the server
+// still accepts, while the aborted reply may have set the cookie of the session it made. Cross-site
+// requests get neither: a top-level cross-site POST may carry a SameSite=Strict cookie.
+//
+// A same-origin logout also ends the session its join cookie names, whether or not it is signed
+// and whether or not its signature verifies: this browser's session ends when its user logs out
+// from a tab whose lane was evicted or wiped, from a worker whose signatures a misconfigured proxy
+// breaks, or after an aborted login whose reply set the cookie of a new session. It gives no one
+// anything: page script can log out through the worker anyway, and a thief of the cookie can
+// already join the session (SECURITY.md).
 func (m *Manager) logout(w http.ResponseWriter, r *http.Request) {
+	var cookieSID []byte
 	sameOrigin := r.Header.Get("Sec-Fetch-Site") == "same-origin"
 	if sameOrigin {
+		cookieSID = m.logoutCookie(r)
 		m.clearCookie(w)
+	}
+	_, signedIn := r.Header["Signature-Input"]
+	_, signed := r.Header["Signature"]
+	if !signedIn && !signed {
+		if cookieSID == nil {
+			m.refuse(w, reasonMissing)
+			return
+		}
+		if err := m.endByCookie(r, cookieSID); err != nil {
+			m.refuse(w, cookieRefusal(err))
+			return
+		}
+		m.loggedOut(w)
+		return
 	}
 	st, ok := m.verifyRequest(w, r, false)
 	if !ok {
+		// The refusal is written; the cookie's session ends all the same.
+		if cookieSID != nil {
+			m.endByCookie(r, cookieSID)
+		}
 		return
 	}
 	if err := m.end(r.Context(), st.sess, goneLogout, evLogout, m.recOf(st)); err != nil {
 		m.refuse(w, reasonStoreDown)
 		return
 	}
+	// The cookie names another session only on a browser where someone logged in after this
+	// lane's login (a shared computer): logging out of it ends that one too.
+	if cookieSID != nil && !bytes.Equal(cookieSID, st.sess.ID) {
+		if err := m.endByCookie(r, cookieSID); err != nil {
+			m.refuse(w, cookieRefusal(err))
+			return
+		}
+	}
 	if !sameOrigin {
 		m.clearCookie(w)
 	}
+	m.loggedOut(w)
+}
+
+// loggedOut answers a logout that ended its sessions.
+func (m *Manager) loggedOut(w http.ResponseWriter) {
 	m.clearSiteData(w)
 	writeJSON(w, struct {
 		OK bool `json:"ok"`
 	}{true})
+}
+
+// errThrottled: endByCookie did nothing for an address the limiter blocks.
+var errThrottled = errors.New("throttled")
+
+// cookieRefusal is the refusal for an endByCookie error.
+func cookieRefusal(err error) string {
+	if errors.Is(err, errThrottled) {
+		return reasonRateLimited
+	}
+	return reasonStoreDown
+}
+
+// logoutCookie returns the session ID of a logout's join cookie, nil if it has none that opens
+// (a forged or mangled one counts against the address, as at the boot script).
+func (m *Manager) logoutCookie(r *http.Request) []byte {
+	if m.join.disabled {
+		return nil
+	}
+	sid, present, err := m.cookieSession(r)
+	if err != nil {
+		m.count(r.Context(), m.clientAddr(r), evLogoutRefused)
+		m.audit(r.Context(), slog.LevelWarn, auditRec{event: evLogoutRefused, reason: RefusedBadCookie, client: m.clientAddr(r)})
+		return nil
+	}
+	if !present {
+		return nil
+	}
+	return sid
+}
+
+// endByCookie ends the live session sid, named by a same-origin logout's join cookie. A session
+// already gone is no error (a logout is idempotent); nothing is read for a throttled address.
+func (m *Manager) endByCookie(r *http.Request, sid []byte) error {
+	ctx := r.Context()
+	client := m.clientAddr(r)
+	now := m.now()
+	if m.limiter.Blocked(client, now) {
+		return errThrottled
+	}
+	rec := auditRec{handle: protocol.SessionHandle(sid), client: client, extra: []slog.Attr{slog.String("by", "cookie")}}
+	sess, _, err := m.store.Session(ctx, sid)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		rec.event, rec.reason, rec.cause = evStoreError, "session", err
+		m.audit(ctx, slog.LevelError, rec)
+		return err
+	}
+	if !m.liveAt(sess, now) {
+		return nil // past its timeouts: the sweeper's
+	}
+	return m.end(ctx, sess, goneLogout, evLogout, rec)
 }
 
 func (m *Manager) recOf(st *reqState) auditRec {

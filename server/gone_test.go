@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"context"
+	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
@@ -197,5 +199,100 @@ func TestRekeyGoneAfterCreateLeavesNoOrphan(t *testing.T) {
 	}
 	if n := len(e.logs.events("store_error")); n != 0 {
 		t.Fatalf("%d store_error records for a client that left", n)
+	}
+}
+
+// A same-origin logout ends the session its join cookie names, signed or not, verified or not:
+// a tab whose lane was evicted or wiped, a worker whose signatures a misconfigured proxy breaks
+// and a worker that aborted a login whose reply set the cookie of a new session all send one the
+// server cannot verify, and before, the browser's session outlived its user's logout (other tabs
+// stayed logged in until the idle timeout). Cross-site and metadata-less requests, a cookie that
+// does not open and a throttled address end nothing.
+func TestLogoutEndsTheCookiesSession(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.ThrottleThreshold = 3 })
+	withCookie := func(r *http.Request, ck *http.Cookie, site string) *http.Request {
+		r.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
+		if site != "" {
+			r.Header.Set("Sec-Fetch-Site", site)
+		}
+		return r
+	}
+	unsigned := func(c *client, ck *http.Cookie, site string) *http.Request {
+		return withCookie(c.newRequest("POST", "/sv/logout", []byte{}), ck, site)
+	}
+	alice := e.newClient()
+	ck := alice.loginCookie("alice")
+
+	// Not same-origin: refused, nothing ends, nothing is cleared.
+	for _, site := range []string{"cross-site", "same-site", "none", ""} {
+		w := e.serve(unsigned(alice, ck, site))
+		wantRefused(t, w, 401, "missing_signature")
+		if sc := w.Header().Values("Set-Cookie"); len(sc) != 0 {
+			t.Errorf("Sec-Fetch-Site %q: set %q", site, sc)
+		}
+	}
+	// A cookie that does not open: refused and audited, nothing ends.
+	forged := &http.Cookie{Name: ck.Name, Value: ck.Value[:len(ck.Value)-4] + "AAAA"}
+	wantRefused(t, e.serve(unsigned(alice, forged, "same-origin")), 401, "missing_signature")
+	if ev := e.logs.events("logout_refused"); len(ev) != 1 || ev[0]["reason"] != "bad_cookie" {
+		t.Errorf("audit of a forged cookie: %v", ev)
+	}
+	wantOK(t, alice.get("/api/me"))
+
+	// The unsigned same-origin logout with the cookie ends alice's session (and every lane).
+	w := e.serve(unsigned(alice, ck, "same-origin"))
+	wantOK(t, w)
+	if cl := joinCookie(t, w); cl.MaxAge >= 0 || cl.Value != "" {
+		t.Errorf("cookie not cleared: %q", w.Header().Values("Set-Cookie"))
+	}
+	wantRefused(t, alice.get("/api/me"), 401, "logout")
+	if n := e.sessionsOf("alice"); n != 0 {
+		t.Fatalf("alice has %d sessions after logging out by cookie", n)
+	}
+	ev := e.logs.events("logout")
+	if len(ev) != 1 || ev[0]["by"] != "cookie" || ev[0]["user"] != "alice" {
+		t.Fatalf("audit: %v", ev)
+	}
+	for k, v := range ev[0] {
+		if s, ok := v.(string); ok && strings.Contains(s, ck.Value) {
+			t.Errorf("audit field %s carries the cookie", k)
+		}
+	}
+	// Again (a second tab's logout, a retry): nothing left to end, still ok.
+	wantOK(t, e.serve(unsigned(alice, ck, "same-origin")))
+
+	// A signed logout whose signature does not verify (a proxy that rewrites the path or host)
+	// is refused as such, and the cookie's session ends all the same.
+	bob := e.newClient()
+	bck := bob.loginCookie("bob")
+	broken := withCookie(edit(bob.sign("POST", "/sv/logout", []byte{}), "Signature", func(string) string {
+		return "sv=:" + base64.StdEncoding.EncodeToString(make([]byte, 32)) + ":"
+	}), bck, "same-origin")
+	wantRefused(t, e.serve(broken), 401, "bad_signature")
+	if n := e.sessionsOf("bob"); n != 0 {
+		t.Fatalf("bob has %d sessions after a logout whose signature failed", n)
+	}
+
+	// A shared computer: carol logged in after dave in the same browser, so the cookie is
+	// carol's; dave's signed logout ends his session and hers.
+	dave, carol := e.newClient(), e.newClient()
+	dave.login("dave")
+	cck := carol.loginCookie("carol")
+	wantOK(t, e.serve(withCookie(dave.sign("POST", "/sv/logout", []byte{}), cck, "same-origin")))
+	if n, m := e.sessionsOf("dave"), e.sessionsOf("carol"); n != 0 || m != 0 {
+		t.Fatalf("after the logout: dave %d, carol %d sessions, want 0 and 0", n, m)
+	}
+
+	// A throttled address reads nothing from the store for a cookie: 429, the session stays.
+	erin := e.newClient()
+	erin.remote = "198.51.100.7:40000" // an address of its own, with no refusals yet
+	eck := erin.loginCookie("erin")
+	for range 3 {
+		pub, _ := e.newVault().Begin(protocol.HandshakeLogin)
+		wantRefused(t, erin.loginRaw(pub, "mallory", "guess"), 401, "bad_credentials")
+	}
+	wantRefused(t, e.serve(unsigned(erin, eck, "same-origin")), 429, "rate_limited")
+	if n := e.sessionsOf("erin"); n != 1 {
+		t.Fatalf("erin has %d sessions after a throttled logout, want 1", n)
 	}
 }

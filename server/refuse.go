@@ -131,24 +131,25 @@ func (m *Manager) refuse(w http.ResponseWriter, reason string) {
 
 // Audit events (attribute "event").
 const (
-	evCreated      = "created"
-	evRotated      = "rotated"
-	evRekeyed      = "rekeyed"
-	evRekeyRefused = "rekey_refused" // a re-key without the session's join cookie
-	evRevoked      = "revoked"
-	evExpired      = "expired"
-	evLogout       = "logout"
-	evReuse        = "reuse_detected"
-	evReplay       = "replay_refused"
-	evBadSignature = "bad_signature"
-	evUnknown      = "unknown_session"
-	evLimitEvicted = "limit_evicted"
-	evLaneEvicted  = "lane_evicted"
-	evBruteForce   = "brute_force_suspected"
-	evLoginFailed  = "login_failed"
-	evUserAgent    = "user_agent_mismatch"
-	evStoreError   = "store_error"
-	evInternal     = "internal_error"
+	evCreated       = "created"
+	evRotated       = "rotated"
+	evRekeyed       = "rekeyed"
+	evRekeyRefused  = "rekey_refused" // a re-key without the session's join cookie
+	evRevoked       = "revoked"
+	evExpired       = "expired"
+	evLogout        = "logout"
+	evLogoutRefused = "logout_refused" // a same-origin logout whose join cookie does not open
+	evReuse         = "reuse_detected"
+	evReplay        = "replay_refused"
+	evBadSignature  = "bad_signature"
+	evUnknown       = "unknown_session"
+	evLimitEvicted  = "limit_evicted"
+	evLaneEvicted   = "lane_evicted"
+	evBruteForce    = "brute_force_suspected"
+	evLoginFailed   = "login_failed"
+	evUserAgent     = "user_agent_mismatch"
+	evStoreError    = "store_error"
+	evInternal      = "internal_error"
 )
 
 // reasonClientGone (audit only): the client closed the request before the login or re-key

@@ -56,6 +56,8 @@ type Options struct {
 	RotateEvery, IdleTimeout, AbsoluteTimeout time.Duration
 	// RotateGrace passes through to server.Config.
 	RotateGrace time.Duration
+	// MaxLanesPerSession passes through to server.Config (zero: the default).
+	MaxLanesPerSession int
 	// Logger, if set, also receives every audit event (tests use it); they always go to the
 	// admin view's ring and to standard error unless Quiet.
 	Quiet bool
@@ -139,15 +141,16 @@ func newApp(o Options, wasmPath string) (*app, error) {
 		a.closers = append(a.closers, rs.Close)
 	}
 	a.mgr, err = server.New(server.Config{
-		Store:           a.store,
-		StoreKey:        key,
-		Authenticator:   server.AuthenticatorFunc(a.authenticate),
-		RotateEvery:     o.RotateEvery,
-		RotateGrace:     o.RotateGrace,
-		IdleTimeout:     o.IdleTimeout,
-		AbsoluteTimeout: o.AbsoluteTimeout,
-		Logger:          slog.New(a.audit),
-		Module:          a.wasm, // served at /sv/vault.wasm with /sv/client.js and /sv/worker.js
+		Store:              a.store,
+		StoreKey:           key,
+		Authenticator:      server.AuthenticatorFunc(a.authenticate),
+		RotateEvery:        o.RotateEvery,
+		RotateGrace:        o.RotateGrace,
+		MaxLanesPerSession: o.MaxLanesPerSession,
+		IdleTimeout:        o.IdleTimeout,
+		AbsoluteTimeout:    o.AbsoluteTimeout,
+		Logger:             slog.New(a.audit),
+		Module:             a.wasm, // served at /sv/vault.wasm with /sv/client.js and /sv/worker.js
 	})
 	if err != nil {
 		return nil, err
