@@ -118,8 +118,8 @@ const jsonReply = (status, obj, headers = {}) => new Response(obj === null ? nul
  * logout, per-endpoint processing gates (gates[name]: a promise), reply delivery delays
  * (delay[name]: ms), the requests sent (sent: {name, at}), a hint for the next plain answer
  * (action, with grant as its Sv-Rekey-Grant; the grants re-keys sent are in rekeyGrants), and the cookie jar as the browser sees it (cookie: the session ID of the last
- * Set-Cookie, applied when the reply is delivered; every logout answer clears it, as the Go
- * server's same-origin logout does). sessions: id -> {id, lane, key, epoch, live, gone}.
+ * Set-Cookie, applied when the reply is delivered; every logout answer clears it, and a logout
+ * that is not verified ends the cookie's session, as the Go server's same-origin logout does). sessions: id -> {id, lane, key, epoch, live, gone}.
  */
 export function fakeSessionServer() {
   const srv = { sessions: new Map(), byLane: new Map(), cookie: null, action: null, grant: null, rekeyGrants: [], gates: {}, delay: {}, sent: [], t0: Date.now() };
@@ -145,6 +145,12 @@ export function fakeSessionServer() {
     const h = new Headers(init.headers);
     const m = /keyid="([^.]+)\./.exec(h.get("signature-input") || "");
     const sess = m && srv.byLane.get(m[1]);
+    if (!sess && name === "logout" && srv.cookie && srv.sessions.get(srv.cookie)?.live) {
+      // An unsigned (or unverifiable) logout ends the session its cookie names (PROTOCOL.md 3.2).
+      const c = srv.sessions.get(srv.cookie);
+      c.live = false; c.gone = "logout";
+      return deliver(name, jsonReply(200, { ok: true }), null);
+    }
     if (!sess) return deliver(name, jsonReply(401, { error: "missing_signature" }), name === "logout" ? null : undefined);
     if (!sess.live) return deliver(name, jsonReply(401, { error: sess.gone }, { "Sv-Error": sess.gone }), name === "logout" ? null : undefined);
     if (name === "logout") { sess.live = false; sess.gone = "logout"; return deliver(name, jsonReply(200, { ok: true }), null); }
