@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -129,5 +133,110 @@ func TestVaultFetchTakesWhatFetchTakes(t *testing.T) {
 	// The session is as it was.
 	if s := call(`vault.fetch("/echo/after")`); s.Path != "/echo/after" {
 		t.Errorf("after: %+v", s)
+	}
+}
+
+// TestVaultFetchStreamsResponses: a response of unknown length (chunked: server-sent events,
+// NDJSON, a model's token stream) reaches the page as it arrives, not when it ends; the page's
+// signal aborts it mid-stream and the server sees its request cancelled; a download over 1 MiB
+// arrives intact. Before, the worker read every body whole before the page saw a byte.
+func TestVaultFetchStreamsResponses(t *testing.T) {
+	d := newDemo(t, demo.Options{})
+	next := make(chan struct{})
+	var held, heldGone atomic.Int64
+	big := make([]byte, 3<<20)
+	rand.Read(big)
+	sum := sha256.Sum256(big)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f := w.(http.Flusher)
+		switch r.URL.Path {
+		case "/stream/ndjson":
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			io.WriteString(w, `{"n":0}`+"\n")
+			f.Flush()
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+			io.WriteString(w, `{"n":1}`+"\n")
+		case "/stream/hold":
+			held.Add(1)
+			io.WriteString(w, "first\n")
+			f.Flush()
+			select {
+			case <-r.Context().Done():
+				heldGone.Add(1)
+			case <-time.After(20 * time.Second):
+			}
+		case "/stream/big":
+			w.Header().Set("Content-Length", strconv.Itoa(len(big)))
+			w.Write(big)
+		}
+	})
+	srv.Handle(t, "/stream/", d.App.Manager().Require(h))
+	tb := newTab(t)
+	openVaultPage(tb, "?prefixes=/stream/,/sv/")
+	if st := loginAPI(tb, "alice"); st != "active" {
+		t.Fatal(st)
+	}
+
+	// The first line is read while the server still holds the second.
+	Eval[string](tb, `(window.lines = [], (async () => {
+	  const r = await vault.fetch("/stream/ndjson");
+	  window.streamed = r.body instanceof ReadableStream && r.headers.get("content-type");
+	  const rd = r.body.pipeThrough(new TextDecoderStream()).getReader();
+	  for (let buf = "";;) {
+	    const { value, done } = await rd.read();
+	    if (done) break;
+	    buf += value;
+	    for (let i; (i = buf.indexOf("\n")) >= 0; buf = buf.slice(i + 1)) window.lines.push(JSON.parse(buf.slice(0, i)).n);
+	  }
+	  window.lines.push("end");
+	})().catch((e) => window.lines.push("error " + (e.code || e.name))), "started")`)
+	tb.WaitFor(`window.lines.length >= 1`)
+	if got := Eval[string](tb, `JSON.stringify(window.lines)`); got != "[0]" {
+		t.Fatalf("before the server sent its second line the page had %s, want [0]", got)
+	}
+	close(next)
+	tb.WaitFor(`window.lines.includes("end") || String(window.lines.at(-1)).startsWith("error")`)
+	if got := Eval[string](tb, `JSON.stringify(window.lines)`); got != `[0,1,"end"]` {
+		t.Fatalf("streamed lines %s, want [0,1,\"end\"]", got)
+	}
+	if ct := Eval[string](tb, `String(window.streamed)`); ct != "application/x-ndjson" {
+		t.Errorf("streamed response: %s", ct)
+	}
+
+	// Aborted mid-stream: the page's read rejects with the signal's AbortError, the server's
+	// request is cancelled.
+	got := Eval[string](tb, `(async () => {
+	  const c = new AbortController();
+	  const r = await vault.fetch("/stream/hold", {signal: c.signal});
+	  const rd = r.body.getReader();
+	  const first = new TextDecoder().decode((await rd.read()).value);
+	  c.abort();
+	  try { await rd.read(); return first + " read after abort"; } catch (e) { return first.trim() + " " + e.name; }
+	})()`)
+	if got != "first AbortError" {
+		t.Fatalf("abort mid-stream: %q, want \"first AbortError\"", got)
+	}
+	for deadline := time.Now().Add(5 * time.Second); heldGone.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if held.Load() != 1 || heldGone.Load() != 1 {
+		t.Fatalf("the server saw %d held requests, %d cancelled; want 1 and 1", held.Load(), heldGone.Load())
+	}
+
+	// A 3 MiB download with Content-Length arrives intact.
+	digest := Eval[string](tb, `vault.fetch("/stream/big").then(async (r) => {
+	  const b = await r.arrayBuffer();
+	  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", b));
+	  return b.byteLength + " " + Array.from(d, (x) => x.toString(16).padStart(2, "0")).join("");
+	})`)
+	if want := strconv.Itoa(len(big)) + " " + hex.EncodeToString(sum[:]); digest != want {
+		t.Fatalf("download: %q, want %q", digest, want)
+	}
+	if m := d.CountEvents("bad_signature") + d.CountEvents("replay_refused"); m > 0 {
+		t.Errorf("the server refused %d signed requests", m)
 	}
 }

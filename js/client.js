@@ -223,7 +223,10 @@ export class Vault extends EventTarget {
    * A signed fetch through the worker, with fetch's signature: input is a URL or a Request, init
    * a RequestInit. Bodies of every kind fetch takes (string, Blob, BufferSource, FormData,
    * URLSearchParams, ReadableStream) are read here and sent whole, with the Content-Type fetch
-   * would give them; init.signal aborts the request, in the worker too. Signed API calls go
+   * would give them; init.signal aborts the request, in the worker too. A response body of at
+   * most 1 MiB arrives whole; a longer one, or one that pauses (a stream: server-sent events,
+   * NDJSON), as a stream read as it comes (the signal aborts that reading too, and a cancel stops
+   * the download). Signed API calls go
    * without cookies (credentials: "omit"); credentials, mode, cache, redirect (not followed:
    * code "redirected") and referrer are the worker's, whatever init says.
    * @param {RequestInfo|URL} input
@@ -265,7 +268,11 @@ export class Vault extends EventTarget {
     // or a Request's, which may carry one.
     if (signal && (init.signal != null || input instanceof Request)) msg.abortable = true;
     const r = await this.#call(msg, signal);
-    return new Response(NULL_BODY.has(r.status) ? null : r.body, { status: r.status, statusText: r.statusText, headers: r.headers });
+    let out = NULL_BODY.has(r.status) ? null : r.body;
+    // A streamed body (one that pauses, or over 1 MiB): the signal aborts its reading too, as
+    // fetch's does, and the cancel reaches the worker's download.
+    if (signal && out instanceof ReadableStream) out = out.pipeThrough(new TransformStream(), { signal });
+    return new Response(out, { status: r.status, statusText: r.statusText, headers: r.headers });
   }
 
   // The URL resolved as fetch resolves it (against the document's base URL), given to the worker

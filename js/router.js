@@ -41,6 +41,32 @@ const FORBIDDEN = new Set([
   "x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-prefix", "x-forwarded-path",
   "x-forwarded-host", "x-forwarded-proto", "x-forwarded-scheme", "forwarded",
 ]);
+// Response bodies of at most this many bytes reach the page whole, in one transfer (the fastest
+// way for API answers); longer ones as a stream, read as they arrive.
+const BUFFER_MAX = 1 << 20;
+// A body of unknown length whose next part takes longer than this to come is a stream: the page
+// gets it as it arrives.
+const STREAM_PAUSE_MS = 1;
+const PAUSED = Symbol("paused");
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms, PAUSED));
+
+/** A stream of chunks already read, then of next (a pending read of reader), then of the rest. */
+function resumed(reader, chunks, next) {
+  let pending = next;
+  return new ReadableStream({
+    async pull(c) {
+      if (chunks.length) return c.enqueue(chunks.shift());
+      const r = await (pending ?? reader.read());
+      pending = null;
+      if (r.done) c.close();
+      else c.enqueue(r.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}
+
 // Headers stripped from responses before the page sees them.
 const STRIP = new Set(["sv-action", "sv-error", "sv-rekey-grant", "signature", "signature-input"]);
 // A rekey grant: the claims of a re-key the application asked for, sealed by the server (opaque
@@ -661,18 +687,49 @@ export class Router {
   }
 
   async toPage(res) {
-    let buf;
-    try {
-      buf = await res.arrayBuffer();
-    } catch (e) {
-      if (e && e.name === "AbortError") fail("aborted", "the page aborted the request");
-      fail("network", "the response body was cut off");
-    }
     const headers = [];
     res.headers.forEach((v, k) => {
       if (!STRIP.has(k)) headers.push([k, v]);
     });
-    return { value: { status: res.status, statusText: res.statusText, headers, body: buf }, transfer: [buf] };
+    const value = { status: res.status, statusText: res.statusText, headers, body: null };
+    const len = res.headers.get("Content-Length");
+    const known = len !== null && /^[0-9]{1,15}$/.test(len);
+    if (res.body !== null && known && Number(len) > BUFFER_MAX) {
+      value.body = res.body; // long: the page reads it as it arrives, and its cancel stops it here
+      return { value, transfer: [res.body] };
+    }
+    try {
+      if (res.body === null || known) {
+        value.body = await res.arrayBuffer(); // short: whole, one transfer (the fastest way)
+        return { value, transfer: [value.body] };
+      }
+      // Of unknown length: read here while it keeps coming (an API answer sent chunked ends
+      // within a few reads, and goes whole); a body that pauses (a stream: server-sent events,
+      // NDJSON, a model's tokens) or grows past BUFFER_MAX goes on as a stream, with what was
+      // read so far first.
+      const reader = res.body.getReader();
+      const chunks = [];
+      let size = 0;
+      for (;;) {
+        const next = reader.read();
+        const r = await Promise.race([next, pause(STREAM_PAUSE_MS)]);
+        if (r === PAUSED || (!r.done && size + r.value.length > BUFFER_MAX)) {
+          next.catch(() => {}); // a failure reaches the page through the stream
+          value.body = resumed(reader, chunks, next);
+          return { value, transfer: [value.body] };
+        }
+        if (r.done) break;
+        chunks.push(r.value);
+        size += r.value.length;
+      }
+      const buf = new Uint8Array(size);
+      for (let i = 0, at = 0; i < chunks.length; at += chunks[i].length, i++) buf.set(chunks[i], at);
+      value.body = buf.buffer;
+      return { value, transfer: [buf.buffer] };
+    } catch (e) {
+      if (e && e.name === "AbortError") fail("aborted", "the page aborted the request");
+      fail("network", "the response body was cut off");
+    }
   }
 
   /** Runs one rotation at a time; a failed attempt is retried with the same key by the next hint. */

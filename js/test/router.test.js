@@ -818,3 +818,76 @@ test("channel events reach the page on changes only, across the lane's event cha
   assert.deepEqual(channel(), [true, false]);
   router.stopChannel();
 });
+
+test("a response body over 1 MiB or one that pauses reaches the page as a transferred stream; a short one whole", async () => {
+  const srv = fakeServer();
+  const posted = [];
+  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m, transfer) => posted.push({ m, transfer }), origin: ORIGIN, now: () => 0, WebSocket: null, reserved: "/sv/" });
+  const send = async (msg) => {
+    const before = posted.length;
+    await router.onMessage(msg);
+    const replies = posted.slice(before).filter((p) => !("event" in p.m));
+    assert.equal(replies.length, 1);
+    return replies[0];
+  };
+  assert.ok((await send({ id: 1, op: "init", policy: { prefixes: ["/api/", "/sv/"] } })).m.ok);
+  assert.ok((await send({ id: 2, op: "login", credentials: { user: "a", password: "pw" } })).m.ok);
+  const inner = srv.fetch;
+  let cancelled = null;
+  const enc = new TextEncoder();
+  srv.fetch = async (url, init) => {
+    const path = new URL(url).pathname;
+    await inner(url, init); // verifies the signature
+    const strip = { "Sv-Action": "none", Signature: "x" };
+    if (path === "/api/short") return new Response("short body", { headers: { "Content-Length": "10", ...strip } });
+    if (path === "/api/chunked") return new Response(new ReadableStream({ start(c) { c.enqueue(enc.encode("one,")); c.enqueue(enc.encode("two")); c.close(); } }));
+    if (path === "/api/chunked-long") return new Response(new ReadableStream({ start(c) { for (let i = 0; i < 20; i++) c.enqueue(new Uint8Array(64 << 10).fill(i)); c.close(); } }));
+    if (path === "/api/long") return new Response(new Uint8Array((1 << 20) + 1), { headers: { "Content-Length": String((1 << 20) + 1) } });
+    // A stream of unknown length: two chunks now, then it waits for the page to read or cancel.
+    let n = 0;
+    return new Response(
+      new ReadableStream({
+        pull(c) {
+          if (n < 2) c.enqueue(enc.encode("chunk" + n++ + "\n"));
+          else return new Promise(() => {}); // a server that keeps the stream open
+        },
+        cancel(reason) {
+          cancelled = reason ?? "cancelled";
+        },
+      }),
+      { headers: { "Content-Type": "application/x-ndjson", ...strip } },
+    );
+  };
+  const short = await send({ id: 3, op: "fetch", url: "/api/short" });
+  assert.ok(short.m.result.body instanceof ArrayBuffer, "a short body comes whole");
+  assert.equal(Buffer.from(short.m.result.body).toString(), "short body");
+  assert.deepEqual(short.transfer, [short.m.result.body]);
+  assert.ok(!short.m.result.headers.some(([k]) => k === "sv-action" || k === "signature"), "protocol headers stripped");
+
+  const chunked = await send({ id: 30, op: "fetch", url: "/api/chunked" });
+  assert.ok(chunked.m.result.body instanceof ArrayBuffer, "a body of unknown length that ends at once comes whole");
+  assert.equal(Buffer.from(chunked.m.result.body).toString(), "one,two");
+  const chunkedLong = await send({ id: 31, op: "fetch", url: "/api/chunked-long" });
+  assert.ok(chunkedLong.m.result.body instanceof ReadableStream, "one that grows past 1 MiB is streamed");
+  const all = new Uint8Array(await new Response(chunkedLong.m.result.body).arrayBuffer());
+  assert.equal(all.length, 20 * (64 << 10));
+  assert.ok(all.every((b, i) => b === Math.floor(i / (64 << 10))), "in order, nothing lost or repeated");
+
+  const long = await send({ id: 4, op: "fetch", url: "/api/long" });
+  assert.ok(long.m.result.body instanceof ReadableStream, "a body over 1 MiB is streamed");
+  assert.deepEqual(long.transfer, [long.m.result.body]);
+  assert.equal((await new Response(long.m.result.body).arrayBuffer()).byteLength, (1 << 20) + 1);
+
+  const streamed = await send({ id: 5, op: "fetch", url: "/api/stream" });
+  const body = streamed.m.result.body;
+  assert.ok(body instanceof ReadableStream, "a body of unknown length is streamed");
+  assert.deepEqual(streamed.transfer, [body]);
+  assert.ok(!streamed.m.result.headers.some(([k]) => k === "sv-action" || k === "signature"), "protocol headers stripped");
+  const reader = body.getReader();
+  const dec = new TextDecoder();
+  let got = "";
+  while (!got.includes("chunk1")) got += dec.decode((await reader.read()).value);
+  assert.equal(got, "chunk0\nchunk1\n", "read as it arrives, before the stream ends");
+  await reader.cancel("page is done");
+  assert.equal(cancelled, "page is done", "the page's cancel reaches the download");
+});
