@@ -47,6 +47,17 @@ const BUFFER_MAX = 1 << 20;
 // A body of unknown length whose next part takes longer than this to come is a stream: the page
 // gets it as it arrives.
 const STREAM_PAUSE_MS = 1;
+// Whether a ReadableStream can be transferred to the page (not in every browser's workers):
+// without, every body comes whole, as before streaming.
+const STREAMS = (() => {
+  try {
+    const rs = new ReadableStream();
+    structuredClone(rs, { transfer: [rs] });
+    return true;
+  } catch {
+    return false;
+  }
+})();
 const PAUSED = Symbol("paused");
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms, PAUSED));
 
@@ -230,6 +241,7 @@ export class Router {
     // The AbortControllers of the page's signed fetches in flight, by message id.
     this.fetching = new Map();
     this.logoutWaitMs = o.logoutWaitMs ?? LIMITS.logoutWaitMs;
+    this.streams = o.streams ?? STREAMS; // response bodies may go to the page as streams
     this.loggingOut = 0; // logouts running
     this.channelUp = null; // what the page was last told of the event socket (channel events)
     this.rekeyRetryAt = 0; // after a failed re-key, hints are ignored until then
@@ -694,12 +706,12 @@ export class Router {
     const value = { status: res.status, statusText: res.statusText, headers, body: null };
     const len = res.headers.get("Content-Length");
     const known = len !== null && /^[0-9]{1,15}$/.test(len);
-    if (res.body !== null && known && Number(len) > BUFFER_MAX) {
+    if (res.body !== null && known && Number(len) > BUFFER_MAX && this.streams) {
       value.body = res.body; // long: the page reads it as it arrives, and its cancel stops it here
       return { value, transfer: [res.body] };
     }
     try {
-      if (res.body === null || known) {
+      if (res.body === null || known || !this.streams) {
         value.body = await res.arrayBuffer(); // short: whole, one transfer (the fastest way)
         return { value, transfer: [value.body] };
       }

@@ -890,4 +890,10 @@ test("a response body over 1 MiB or one that pauses reaches the page as a transf
   assert.equal(got, "chunk0\nchunk1\n", "read as it arrives, before the stream ends");
   await reader.cancel("page is done");
   assert.equal(cancelled, "page is done", "the page's cancel reaches the download");
+
+  // A worker that cannot transfer a stream (not every browser can) sends every body whole.
+  router.streams = false;
+  const whole = await send({ id: 6, op: "fetch", url: "/api/long" });
+  assert.ok(whole.m.result.body instanceof ArrayBuffer);
+  assert.equal(whole.m.result.body.byteLength, (1 << 20) + 1);
 });
