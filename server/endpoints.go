@@ -318,11 +318,9 @@ func (m *Manager) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	// The cookie names another session only on a browser where someone logged in after this
 	// lane's login (a shared computer): logging out of it ends that one too.
+	// (Its failure, audited, does not undo the success of this one.)
 	if cookieSID != nil && !bytes.Equal(cookieSID, st.sess.ID) {
-		if err := m.endByCookie(r, cookieSID); err != nil {
-			m.refuse(w, cookieRefusal(err))
-			return
-		}
+		m.endByCookie(r, cookieSID)
 	}
 	if !sameOrigin {
 		m.clearCookie(w)
@@ -357,8 +355,11 @@ func (m *Manager) logoutCookie(r *http.Request) []byte {
 	}
 	sid, present, err := m.cookieSession(r)
 	if err != nil {
-		m.count(r.Context(), m.clientAddr(r), evLogoutRefused)
-		m.audit(r.Context(), slog.LevelWarn, auditRec{event: evLogoutRefused, reason: RefusedBadCookie, client: m.clientAddr(r)})
+		// Not logged again for an address already throttled (endByCookie reads nothing for it).
+		if client := m.clientAddr(r); !m.limiter.Blocked(client, m.now()) {
+			m.count(r.Context(), client, evLogoutRefused)
+			m.audit(r.Context(), slog.LevelWarn, auditRec{event: evLogoutRefused, reason: RefusedBadCookie, client: client})
+		}
 		return nil
 	}
 	if !present {

@@ -295,4 +295,12 @@ func TestLogoutEndsTheCookiesSession(t *testing.T) {
 	if n := e.sessionsOf("erin"); n != 1 {
 		t.Fatalf("erin has %d sessions after a throttled logout, want 1", n)
 	}
+	// Nor is a forged cookie from it logged again (a flood would fill the log).
+	forgedE := &http.Cookie{Name: eck.Name, Value: eck.Value[:len(eck.Value)-4] + "AAAA"}
+	for range 5 {
+		e.serve(unsigned(erin, forgedE, "same-origin"))
+	}
+	if ev := e.logs.events("logout_refused"); len(ev) != 1 {
+		t.Errorf("%d logout_refused events, want the first one only", len(ev))
+	}
 }
