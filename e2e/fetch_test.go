@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sessionvault/sessionvault/internal/demo"
+	"github.com/sessionvault/sessionvault/server"
 )
 
 // TestVaultFetchTakesWhatFetchTakes: vault.fetch has fetch's signature in Chromium. A Request,
@@ -238,5 +242,69 @@ func TestVaultFetchStreamsResponses(t *testing.T) {
 	}
 	if m := d.CountEvents("bad_signature") + d.CountEvents("replay_refused"); m > 0 {
 		t.Errorf("the server refused %d signed requests", m)
+	}
+}
+
+// TestRevocationEndsAStream: a page reading a long stream through vault.fetch from a handler that
+// watches mgr.SessionContext: an admin revoke wipes the worker (revoked event) and ends the
+// stream on the server too, so the page's read ends instead of receiving more.
+func TestRevocationEndsAStream(t *testing.T) {
+	d := newDemo(t, demo.Options{})
+	mgr := d.App.Manager()
+	cause := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, stop, err := mgr.SessionContext(r)
+		if err != nil {
+			t.Errorf("SessionContext: %v", err)
+			return
+		}
+		defer stop()
+		w.Header().Set("Content-Type", "text/event-stream")
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-ctx.Done():
+				cause <- context.Cause(ctx)
+				return
+			case <-tick.C:
+				fmt.Fprintf(w, "data: %d\n\n", n)
+				w.(http.Flusher).Flush()
+			}
+		}
+	})
+	srv.Handle(t, "/live/", mgr.Require(h))
+	tb := newTab(t)
+	openVaultPage(tb, "?prefixes=/live/,/sv/")
+	if st := loginAPI(tb, "alice"); st != "active" {
+		t.Fatal(st)
+	}
+	Eval[string](tb, `(window.got = [], (async () => {
+	  const r = await vault.fetch("/live/events");
+	  const rd = r.body.pipeThrough(new TextDecoderStream()).getReader();
+	  for (;;) { const { value, done } = await rd.read(); if (done) break; window.got.push(value); }
+	  window.got.push("end");
+	})().catch((e) => window.got.push("error " + e.name)), "started")`)
+	tb.WaitFor(`window.got.length >= 3`)
+	list, err := mgr.Sessions(context.Background(), "alice")
+	if err != nil || len(list) != 1 {
+		t.Fatalf("sessions: %v %v", list, err)
+	}
+	if err := mgr.Revoke(context.Background(), "alice", list[0].Handle); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-cause:
+		var ended *server.EndedError
+		if !errors.As(err, &ended) || ended.Reason != "revoked" {
+			t.Fatalf("the handler's context ended with %v, want the session ended: revoked", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream's handler did not stop after the revocation")
+	}
+	tb.WaitFor(`window.got.at(-1) === "end" || String(window.got.at(-1)).startsWith("error")`)
+	tb.WaitFor(`window.vaultEvents.some((e) => e.name === "revoked")`)
+	if r := vaultFetch(tb, "/live/again", ""); !strings.HasPrefix(r, "error no_session") {
+		t.Fatalf("after the revocation: %s", shorten(r, 100))
 	}
 }

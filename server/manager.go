@@ -20,6 +20,7 @@ import (
 // safe for concurrent use. Mount [Manager.Handler] under Config.Prefix and wrap the protected
 // handlers in [Manager.Require].
 type Manager struct {
+	watches    watches // SessionContext's contexts, by lane
 	store      Store
 	floor      ReplayFloor // nil if the store has none
 	sweeper    Sweeper     // nil if the store has none

@@ -1,0 +1,147 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/sessionvault/sessionvault/internal/redistest"
+	"github.com/sessionvault/sessionvault/server"
+)
+
+// streamed is one long-lived request through Require whose handler holds a SessionContext
+// until it ends (or until release, which calls stop first).
+type streamed struct {
+	handle  string
+	cause   chan error
+	release chan struct{}
+	done    chan *httptest.ResponseRecorder
+}
+
+// holdStream mounts /stream/ on e (once) and starts r on it in the background. before, if set,
+// runs in the handler before SessionContext.
+func holdStream(t *testing.T, e *env, r *http.Request, before func(server.Info)) *streamed {
+	t.Helper()
+	s := &streamed{cause: make(chan error, 1), release: make(chan struct{}), done: make(chan *httptest.ResponseRecorder, 1)}
+	registered := make(chan string, 1)
+	h := e.mgr.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info, _ := server.FromContext(r.Context())
+		if before != nil {
+			before(info)
+		}
+		ctx, stop, err := e.mgr.SessionContext(r)
+		if err != nil {
+			t.Errorf("SessionContext: %v", err)
+			registered <- ""
+			return
+		}
+		registered <- info.Handle
+		select {
+		case <-ctx.Done():
+		case <-s.release:
+			stop()
+		}
+		<-ctx.Done()
+		s.cause <- context.Cause(ctx)
+		stop()
+	}))
+	go func() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		s.done <- w
+	}()
+	select {
+	case s.handle = <-registered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler did not start")
+	}
+	return s
+}
+
+func (s *streamed) wantEnded(t *testing.T, reason string) {
+	t.Helper()
+	select {
+	case err := <-s.cause:
+		var ended *server.EndedError
+		if !errors.As(err, &ended) || ended.Reason != reason {
+			t.Fatalf("the stream's context ended with %v, want the session ended: %s", err, reason)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the stream's context did not end (want %s)", reason)
+	}
+}
+
+// TestSessionContextEndsWithTheSession: Require checks a request once; a handler that streams
+// for long gets from SessionContext a context that ends when its session does (revocation,
+// logout, a session already gone before the watch began), with the reason as its cause, and
+// that stop releases without any session ending.
+func TestSessionContextEndsWithTheSession(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient()
+	c.login("alice")
+	s := holdStream(t, e, c.sign("GET", "/stream/a", nil), nil)
+	if err := e.mgr.Revoke(t.Context(), "alice", s.handle); err != nil {
+		t.Fatal(err)
+	}
+	s.wantEnded(t, "revoked")
+
+	c = e.newClient()
+	c.login("bob")
+	s = holdStream(t, e, c.sign("GET", "/stream/b", nil), nil)
+	wantOK(t, c.do(c.sign("POST", "/sv/logout", []byte{})))
+	s.wantEnded(t, "logout")
+
+	// Revoked after Require let the request in and before the watch began: the store says so.
+	c = e.newClient()
+	c.login("carol")
+	s = holdStream(t, e, c.sign("GET", "/stream/c", nil), func(info server.Info) {
+		if err := e.mgr.Revoke(context.Background(), "carol", info.Handle); err != nil {
+			t.Error(err)
+		}
+	})
+	s.wantEnded(t, "revoked")
+
+	// stop without the session ending: Canceled, and the session goes on.
+	c = e.newClient()
+	c.login("dave")
+	s = holdStream(t, e, c.sign("GET", "/stream/d", nil), nil)
+	close(s.release)
+	select {
+	case err := <-s.cause:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("stopped: cause %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stop did not end the context")
+	}
+	wantOK(t, c.get("/api/me"))
+
+	// Its absolute timeout (the fake clock stands still; the timer runs on real time).
+	short := newEnv(t, func(c *server.Config) { c.AbsoluteTimeout, c.IdleTimeout = 300*time.Millisecond, 200*time.Millisecond })
+	c = short.newClient()
+	c.login("erin")
+	s = holdStream(t, short, c.sign("GET", "/stream/e", nil), nil)
+	s.wantEnded(t, "expired")
+
+	// Not a verified request.
+	if _, _, err := e.mgr.SessionContext(httptest.NewRequest("GET", "/x", nil)); !errors.Is(err, server.ErrNoSession) {
+		t.Fatalf("SessionContext of an unverified request: %v, want ErrNoSession", err)
+	}
+}
+
+// TestRedisSessionContextAcrossNodes: a stream held on node B ends when node A revokes the
+// session, through A's notice over Redis.
+func TestRedisSessionContextAcrossNodes(t *testing.T) {
+	srv := redistest.Own(t, false)
+	a, b := redisNodes(t, srv.URL(), realClock)
+	c := a.newClient()
+	c.login("alice") // on A
+	s := holdStream(t, b, c.sign("GET", "/stream/a", nil), nil)
+	if err := a.mgr.Revoke(t.Context(), "alice", s.handle); err != nil {
+		t.Fatal(err)
+	}
+	s.wantEnded(t, "revoked")
+}
