@@ -21,7 +21,9 @@ func (e *EndedError) Error() string { return "server: the session ended: " + e.R
 // SessionContext returns a context of r (a request verified by [Manager.Require]) that is also
 // cancelled when its session ends: revoked, logged out, re-keyed, its lane evicted, on this node
 // or any other that shares the store, or its absolute timeout reached. Its cause is then an
-// [*EndedError] with the reason. Require checks a request once, at its start; a handler that
+// [*EndedError] with the reason. (A session the store's sweep removes for idleness ends no
+// watch: the stream itself keeps no session alive, so a handler that streams for longer than
+// the idle timeout may want to bound itself.) Require checks a request once, at its start; a handler that
 // streams for long (server-sent events, a long download, a model's tokens) uses this context to
 // stop when the session is gone, as the worker stops signing:
 //
