@@ -225,8 +225,8 @@ export class Vault extends EventTarget {
    * URLSearchParams, ReadableStream) are read here and sent whole, with the Content-Type fetch
    * would give them; init.signal aborts the request, in the worker too. A response body of at
    * most 1 MiB arrives whole; a longer one, or one that pauses (a stream: server-sent events,
-   * NDJSON), as a stream read as it comes (the signal aborts that reading too, and a cancel stops
-   * the download). Signed API calls go
+   * NDJSON), as a stream read as it comes (the signal aborts that reading too, a cancel stops the
+   * download, and the session's end fails it). Signed API calls go
    * without cookies (credentials: "omit"); credentials, mode, cache, redirect (not followed:
    * code "redirected") and referrer are the worker's, whatever init says.
    * @param {RequestInfo|URL} input
@@ -335,7 +335,12 @@ export class Vault extends EventTarget {
       return;
     }
     const p = this.#pending.get(m.id);
-    if (!p) return;
+    if (!p) {
+      // The answer to a call the page gave up on (aborted while the answer was on its way):
+      // a streamed body nobody will read, whose cancel stops the worker's download.
+      if (m.result?.body instanceof ReadableStream) m.result.body.cancel().catch(() => {});
+      return;
+    }
     this.#pending.delete(m.id);
     if (m.ok) p.resolve(m.result);
     else p.reject(new VaultError(String(m.error?.code || "internal"), String(m.error?.message || "vault error")));

@@ -131,8 +131,8 @@ export declare class Vault extends EventTarget {
    * Request's) aborts the request, in the worker too; the promise rejects with the signal's
    * reason. credentials ("omit"), mode, cache, redirect (not followed) and referrer are the worker's.
    * The Response has status, statusText, headers (protocol headers removed) and body (whole up
-   * to 1 MiB; a longer one, or one that pauses, streamed as it arrives and aborted by the signal
-   * like fetch's); its url is
+   * to 1 MiB decoded; a longer one, or one that pauses, streamed as it arrives, aborted by the
+   * signal like fetch's and failed when the session ends); its url is
    * empty and redirected false, as for any constructed Response. A redirect is not followed:
    * the promise rejects with code "redirected". Like every method here, it is bound: passing
    * `vault.fetch` to a library that takes a fetch works.

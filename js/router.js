@@ -61,18 +61,45 @@ const STREAMS = (() => {
 const PAUSED = Symbol("paused");
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms, PAUSED));
 
-/** A stream of chunks already read, then of next (a pending read of reader), then of the rest. */
-function resumed(reader, chunks, next) {
+/**
+ * A stream of chunks already read, then of next (a pending read of reader, or null), then of the
+ * rest of reader. flowing holds it while it flows: a wipe ends it (stop) with an error.
+ */
+function resumed(reader, chunks, next, flowing) {
   let pending = next;
+  let ctrl;
+  const entry = {
+    stop(reason) {
+      flowing.delete(entry);
+      try {
+        ctrl.error(new Error(reason));
+      } catch {}
+      reader.cancel(reason).catch(() => {});
+    },
+  };
+  flowing.add(entry);
   return new ReadableStream({
+    start(c) {
+      ctrl = c;
+    },
     async pull(c) {
       if (chunks.length) return c.enqueue(chunks.shift());
-      const r = await (pending ?? reader.read());
+      let r;
+      try {
+        r = await (pending ?? reader.read());
+      } catch (e) {
+        flowing.delete(entry);
+        throw e;
+      }
       pending = null;
-      if (r.done) c.close();
-      else c.enqueue(r.value);
+      if (!flowing.has(entry)) return; // stopped while the read was pending
+      if (r.done) {
+        flowing.delete(entry);
+        c.close();
+      } else c.enqueue(r.value);
     },
     cancel(reason) {
+      flowing.delete(entry);
       return reader.cancel(reason);
     },
   });
@@ -242,6 +269,7 @@ export class Router {
     this.fetching = new Map();
     this.logoutWaitMs = o.logoutWaitMs ?? LIMITS.logoutWaitMs;
     this.streams = o.streams ?? STREAMS; // response bodies may go to the page as streams
+    this.flowing = new Set(); // the response streams flowing to the page (ended by a wipe)
     this.loggingOut = 0; // logouts running
     this.channelUp = null; // what the page was last told of the event socket (channel events)
     this.rekeyRetryAt = 0; // after a failed re-key, hints are ignored until then
@@ -364,7 +392,13 @@ export class Router {
       }
       if (msg.op !== "abort") this.take(); // aborting what is in flight is always allowed
       const result = await this.dispatch(msg);
-      this.post({ id, ok: true, result: result.value }, result.transfer || []);
+      try {
+        this.post({ id, ok: true, result: result.value }, result.transfer || []);
+      } catch (e) {
+        // Not sent (a stream this browser cannot transfer after all): nobody will read it.
+        if (result.value && result.value.body instanceof ReadableStream) result.value.body.cancel().catch(() => {});
+        throw e;
+      }
     } catch (e) {
       const code = e instanceof VaultError ? e.code : "internal";
       const message = e instanceof VaultError ? e.message : "unexpected failure";
@@ -704,44 +738,55 @@ export class Router {
       if (!STRIP.has(k)) headers.push([k, v]);
     });
     const value = { status: res.status, statusText: res.statusText, headers, body: null };
+    if (res.body === null || !this.streams) {
+      try {
+        value.body = await res.arrayBuffer();
+      } catch (e) {
+        this.bodyFailed(e);
+      }
+      return { value, transfer: [value.body] };
+    }
+    // Content-Length is the encoded size (a compressed body decodes larger) and may be hidden on
+    // another origin's answer: a hint only. Long by it: a stream at once. Otherwise read here,
+    // up to BUFFER_MAX decoded bytes, while the body keeps coming (an API answer, sent chunked or
+    // not, ends within a few reads: whole, one transfer, the fastest way); one that grows past
+    // BUFFER_MAX, or of unknown length that pauses (server-sent events, NDJSON, a model's
+    // tokens), goes on as a stream, with what was read so far first.
     const len = res.headers.get("Content-Length");
     const known = len !== null && /^[0-9]{1,15}$/.test(len);
-    if (res.body !== null && known && Number(len) > BUFFER_MAX && this.streams) {
-      value.body = res.body; // long: the page reads it as it arrives, and its cancel stops it here
-      return { value, transfer: [res.body] };
+    const reader = res.body.getReader();
+    const chunks = [];
+    if (known && Number(len) > BUFFER_MAX) {
+      value.body = resumed(reader, chunks, null, this.flowing);
+      return { value, transfer: [value.body] };
     }
+    let size = 0;
     try {
-      if (res.body === null || known || !this.streams) {
-        value.body = await res.arrayBuffer(); // short: whole, one transfer (the fastest way)
-        return { value, transfer: [value.body] };
-      }
-      // Of unknown length: read here while it keeps coming (an API answer sent chunked ends
-      // within a few reads, and goes whole); a body that pauses (a stream: server-sent events,
-      // NDJSON, a model's tokens) or grows past BUFFER_MAX goes on as a stream, with what was
-      // read so far first.
-      const reader = res.body.getReader();
-      const chunks = [];
-      let size = 0;
       for (;;) {
         const next = reader.read();
-        const r = await Promise.race([next, pause(STREAM_PAUSE_MS)]);
+        const r = known ? await next : await Promise.race([next, pause(STREAM_PAUSE_MS)]);
         if (r === PAUSED || (!r.done && size + r.value.length > BUFFER_MAX)) {
           next.catch(() => {}); // a failure reaches the page through the stream
-          value.body = resumed(reader, chunks, next);
+          value.body = resumed(reader, chunks, next, this.flowing);
           return { value, transfer: [value.body] };
         }
         if (r.done) break;
         chunks.push(r.value);
         size += r.value.length;
       }
-      const buf = new Uint8Array(size);
-      for (let i = 0, at = 0; i < chunks.length; at += chunks[i].length, i++) buf.set(chunks[i], at);
-      value.body = buf.buffer;
-      return { value, transfer: [buf.buffer] };
     } catch (e) {
-      if (e && e.name === "AbortError") fail("aborted", "the page aborted the request");
-      fail("network", "the response body was cut off");
+      this.bodyFailed(e);
     }
+    const buf = new Uint8Array(size);
+    for (let i = 0, at = 0; i < chunks.length; at += chunks[i].length, i++) buf.set(chunks[i], at);
+    value.body = buf.buffer;
+    return { value, transfer: [buf.buffer] };
+  }
+
+  /** Throws the typed error of a response body that failed while the worker read it. */
+  bodyFailed(e) {
+    if (e && e.name === "AbortError") fail("aborted", "the page aborted the request");
+    fail("network", "the response body was cut off");
   }
 
   /** Runs one rotation at a time; a failed attempt is retried with the same key by the next hint. */
@@ -828,6 +873,8 @@ export class Router {
    * requests signed under this one change nothing. reason is what status() reports.
    */
   wipeLane(reason) {
+    // The session's answers still streaming to the page end with it.
+    for (const f of [...this.flowing]) f.stop("the session ended: " + reason);
     this.stopChannel();
     this.channelUp = null;
     this.vault.call(OP.wipe);

@@ -297,7 +297,7 @@ func (m *Manager) logout(w http.ResponseWriter, r *http.Request) {
 			m.refuse(w, reasonMissing)
 			return
 		}
-		if err := m.endByCookie(r, cookieSID); err != nil {
+		if err := m.endByCookie(r, cookieSID, true); err != nil {
 			m.refuse(w, cookieRefusal(err))
 			return
 		}
@@ -308,7 +308,7 @@ func (m *Manager) logout(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		// The refusal is written; the cookie's session ends all the same.
 		if cookieSID != nil {
-			m.endByCookie(r, cookieSID)
+			m.endByCookie(r, cookieSID, true)
 		}
 		return
 	}
@@ -318,9 +318,10 @@ func (m *Manager) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	// The cookie names another session only on a browser where someone logged in after this
 	// lane's login (a shared computer): logging out of it ends that one too.
-	// (Its failure, audited, does not undo the success of this one.)
+	// Verified, so even from a throttled address (whose cached lanes verify pass); a store
+	// failure, audited, does not undo the success of this one.
 	if cookieSID != nil && !bytes.Equal(cookieSID, st.sess.ID) {
-		m.endByCookie(r, cookieSID)
+		m.endByCookie(r, cookieSID, false)
 	}
 	if !sameOrigin {
 		m.clearCookie(w)
@@ -369,12 +370,13 @@ func (m *Manager) logoutCookie(r *http.Request) []byte {
 }
 
 // endByCookie ends the live session sid, named by a same-origin logout's join cookie. A session
-// already gone is no error (a logout is idempotent); nothing is read for a throttled address.
-func (m *Manager) endByCookie(r *http.Request, sid []byte) error {
+// already gone is no error (a logout is idempotent); with throttle, nothing is read for a
+// throttled address.
+func (m *Manager) endByCookie(r *http.Request, sid []byte, throttle bool) error {
 	ctx := r.Context()
 	client := m.clientAddr(r)
 	now := m.now()
-	if m.limiter.Blocked(client, now) {
+	if throttle && m.limiter.Blocked(client, now) {
 		return errThrottled
 	}
 	rec := auditRec{handle: protocol.SessionHandle(sid), client: client, extra: []slog.Attr{slog.String("by", "cookie")}}

@@ -304,3 +304,28 @@ func TestLogoutEndsTheCookiesSession(t *testing.T) {
 		t.Errorf("%d logout_refused events, want the first one only", len(ev))
 	}
 }
+
+// A verified logout from a throttled address (its lane verified lately on this node, which
+// lets it through) ends the session its cookie names too: the throttle spares the store reads of
+// unverified requests, and this one is verified. Found by review: it answered ok and kept it.
+func TestVerifiedLogoutFromAThrottledAddressEndsTheCookiesSession(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.ThrottleThreshold = 3 })
+	dave, carol := e.newClient(), e.newClient()
+	dave.remote = "198.51.100.9:1"
+	carol.remote = dave.remote
+	dave.login("dave")
+	wantOK(t, dave.get("/api/me")) // caches dave's lane on this node
+	cck := carol.loginCookie("carol")
+	for range 3 {
+		pub, _ := e.newVault().Begin(protocol.HandshakeLogin)
+		dave.loginRaw(pub, "mallory", "guess")
+	}
+	r := dave.sign("POST", "/sv/logout", []byte{})
+	r.AddCookie(&http.Cookie{Name: cck.Name, Value: cck.Value})
+	r.Header.Set("Sec-Fetch-Site", "same-origin")
+	w := e.serve(r)
+	wantOK(t, w)
+	if n := e.sessionsOf("carol"); n != 0 {
+		t.Errorf("carol has %d sessions after a verified logout carrying her cookie", n)
+	}
+}
