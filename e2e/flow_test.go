@@ -438,3 +438,38 @@ func TestPageNeedsNoWasmEval(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoLiveStreamEndsWithTheSession: the demo's live panel reads /api/live (one NDJSON line a
+// second, through vault.fetch, under the page's strict CSP) as it arrives; an admin revoke ends
+// it in the page at once, and the server's handler (watching mgr.SessionContext) stops.
+func TestDemoLiveStreamEndsWithTheSession(t *testing.T) {
+	d := newDemo(t, demo.Options{})
+	tb := newTab(t)
+	openDemo(tb)
+	loginUI(tb, "alice", "alice-password")
+	Eval[bool](tb, `(document.getElementById("live-toggle").click(), true)`)
+	tb.WaitFor(`Number(document.body.dataset.liveLines || 0) >= 2`)
+	if got := Eval[string](tb, `document.getElementById("live").textContent`); !strings.Contains(got, `"user":"alice"`) || !strings.Contains(got, `"n":1`) {
+		t.Fatalf("live panel: %q", got)
+	}
+	mgr := d.App.Manager()
+	list, err := mgr.Sessions(context.Background(), "alice")
+	if err != nil || len(list) != 1 {
+		t.Fatalf("sessions: %v %v", list, err)
+	}
+	if err := mgr.Revoke(context.Background(), "alice", list[0].Handle); err != nil {
+		t.Fatal(err)
+	}
+	tb.WaitFor(`document.body.dataset.liveEnded === "true"`)
+	if got := Eval[string](tb, `document.getElementById("live").textContent`); !strings.Contains(got, "stream ended") && !strings.Contains(got, `"ended":"revoked"`) {
+		t.Fatalf("live panel after the revocation: %q", got)
+	}
+	n := Eval[string](tb, `document.body.dataset.liveLines`)
+	time.Sleep(1500 * time.Millisecond)
+	if m := Eval[string](tb, `document.body.dataset.liveLines`); m != n {
+		t.Fatalf("the live panel went on after the revocation: %s lines, then %s", n, m)
+	}
+	if v := tb.CSPViolations(); len(v) != 0 {
+		t.Fatalf("CSP violations:\n%s", strings.Join(v, "\n"))
+	}
+}

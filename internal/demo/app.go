@@ -198,6 +198,7 @@ func (a *app) routes() {
 	// The demo API: every route requires a signed request.
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/profile", a.profile)
+	api.HandleFunc("GET /api/live", a.live)
 	api.HandleFunc("POST /api/notes", a.addNote)
 	api.HandleFunc("GET /api/notes", a.listNotes)
 	api.HandleFunc("POST /api/elevate", a.elevate)
@@ -242,6 +243,38 @@ func (a *app) profile(w http.ResponseWriter, r *http.Request) {
 		"signed":  r.Header.Get("Signature-Input"),
 		"time":    time.Now().UTC().Format(time.RFC3339),
 	})
+}
+
+// live streams one NDJSON line a second, as long as the session lives (mgr.SessionContext): the
+// demo of a long response through vault.fetch that ends, on both sides, when the session does.
+func (a *app) live(w http.ResponseWriter, r *http.Request) {
+	ctx, stop, err := a.mgr.SessionContext(r)
+	if err != nil {
+		http.Error(w, `{"error":"no_session"}`, http.StatusUnauthorized)
+		return
+	}
+	defer stop()
+	info, _ := server.FromContext(r.Context())
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		if enc.Encode(map[string]any{"n": n, "user": info.UserID, "time": time.Now().UTC().Format(time.RFC3339)}) != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-ctx.Done():
+			var ended *server.EndedError
+			if errors.As(context.Cause(ctx), &ended) {
+				enc.Encode(map[string]any{"ended": ended.Reason}) // the worker may already have cut the stream
+			}
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func (a *app) addNote(w http.ResponseWriter, r *http.Request) {

@@ -68,6 +68,37 @@ $("call-api").addEventListener("click", () => call("/api/profile"));
 $("post-note").addEventListener("click", () =>
   call("/api/notes", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text: "hello at " + new Date().toISOString() }) }),
 );
+// A long response read as it arrives: vault.fetch streams bodies that pause. It stops when the
+// button is pressed again (abort) or when the session ends (the worker fails the stream at once
+// and the server's handler, watching mgr.SessionContext, stops too).
+let live = null;
+$("live-toggle").addEventListener("click", async () => {
+  if (live) return live.abort();
+  live = new AbortController();
+  $("live-toggle").textContent = "Stop the stream";
+  const lines = [];
+  const put = (s) => {
+    lines.push(s);
+    $("live").textContent = lines.slice(-8).join("\n");
+    document.body.dataset.liveLines = String(lines.length);
+  };
+  try {
+    const res = await vault.fetch("/api/live", { signal: live.signal });
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    for (let buf = ""; ; ) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value;
+      for (let i; (i = buf.indexOf("\n")) >= 0; buf = buf.slice(i + 1)) put(buf.slice(0, i));
+    }
+    put("(the server ended the stream)");
+  } catch (err) {
+    put("(stream ended: " + (err.code || err.name) + (err.message ? ", " + err.message : "") + ")");
+  }
+  document.body.dataset.liveEnded = "true";
+  live = null;
+  $("live-toggle").textContent = "Stream GET /api/live";
+});
 $("logout").addEventListener("click", async () => {
   try {
     await vault.logout();
