@@ -624,13 +624,14 @@ export class Router {
     }
     // Abortable only when the page asked (its fetch has a signal): wiring a signal into fetch
     // costs about 0.05 ms of a request.
-    if (msg.abortable !== true) return this.toPage(await this.send(method, url, headers, body));
+    const gen = this.gen;
+    if (msg.abortable !== true) return this.current(await this.toPage(await this.send(method, url, headers, body)), gen);
     // One fetch per id in flight: a second would make the first one unabortable.
     if (this.fetching.has(msg.id)) fail("bad_message", "message id is in use");
     const c = new AbortController();
     this.fetching.set(msg.id, c);
     try {
-      return await this.toPage(await this.send(method, url, headers, body, "omit", c.signal));
+      return this.current(await this.toPage(await this.send(method, url, headers, body, "omit", c.signal)), gen);
     } finally {
       if (this.fetching.get(msg.id) === c) this.fetching.delete(msg.id);
     }
@@ -781,6 +782,20 @@ export class Router {
     for (let i = 0, at = 0; i < chunks.length; at += chunks[i].length, i++) buf.set(chunks[i], at);
     value.body = buf.buffer;
     return { value, transfer: [buf.buffer] };
+  }
+
+  /**
+   * Refuses a streamed answer to a request made under lane generation gen if the lane has been
+   * wiped since (logout, revocation, expiry): the session whose data it streams has ended, and no
+   * wipe will end this stream (it was not flowing yet). A whole answer is delivered, as the
+   * answer to a request the page made while the session lived.
+   */
+  current(out, gen) {
+    if (gen !== this.gen && out.value.body instanceof ReadableStream) {
+      out.value.body.cancel().catch(() => {});
+      fail("no_session", "the session ended while the answer was on its way");
+    }
+    return out;
   }
 
   /** Throws the typed error of a response body that failed while the worker read it. */

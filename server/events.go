@@ -435,6 +435,7 @@ func (m *Manager) liveRotated(id LaneID) {
 // and re-checks every event connection's lane against the store.
 func (m *Manager) resyncLive() {
 	m.verifiers.dropAll()
+	go m.recheckWatches()
 	for _, ll := range m.live.all() {
 		go m.tickLive(ll)
 	}

@@ -13,3 +13,14 @@ func HasVerifier(m *Manager, lane protocol.LaneID) bool {
 	_, ok := m.verifiers.m.Load(lane)
 	return ok
 }
+
+// WatchCount is the number of SessionContext watches registered on m.
+func WatchCount(m *Manager) int {
+	m.watches.mu.Lock()
+	defer m.watches.mu.Unlock()
+	n := 0
+	for _, set := range m.watches.m {
+		n += len(set)
+	}
+	return n
+}

@@ -228,6 +228,7 @@ func setDefault[T comparable](p *T, def T) {
 func (m *Manager) Close() error {
 	m.closed.Store(true)
 	m.stopFanout()
+	m.EndStreams() // no notice reaches them any more
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := m.closeEvents(ctx)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -20,7 +21,9 @@ func (e *EndedError) Error() string { return "server: the session ended: " + e.R
 
 // SessionContext returns a context of r (a request verified by [Manager.Require]) that is also
 // cancelled when its session ends: revoked, logged out, re-keyed, its lane evicted, on this node
-// or any other that shares the store, or its absolute timeout reached. Its cause is then an
+// or any other that shares the store (at once through the store's notices; if this node's
+// subscription was down, when it resyncs), or its absolute timeout reached; and by
+// [Manager.EndStreams] or Close (cause [ErrShutdown]). Its cause is then an
 // [*EndedError] with the reason. (A session the store's sweep removes for idleness ends no
 // watch: the stream itself keeps no session alive, so a handler that streams for longer than
 // the idle timeout may want to bound itself.) Require checks a request once, at its start; a handler that
@@ -32,7 +35,8 @@ func (e *EndedError) Error() string { return "server: the session ended: " + e.R
 //	defer stop()
 //	for { select { case <-ctx.Done(): return; case ev := <-events: ... } }
 //
-// stop releases the watch; call it when the handler returns. It costs a store read and a small
+// stop releases the watch; call it when the handler returns (the watch goes by itself when the
+// request ends, but a handler that stops streaming early should not wait for that). It costs a store read and a small
 // registration; ordinary handlers, which answer at once, need none of it. ErrNoSession if r did
 // not come through Require.
 func (m *Manager) SessionContext(r *http.Request) (context.Context, context.CancelFunc, error) {
@@ -56,6 +60,9 @@ func (m *Manager) SessionContext(r *http.Request) (context.Context, context.Canc
 		}
 		cancel(context.Canceled)
 	}
+	// A handler that returns without calling stop leaves nothing behind: the request's context
+	// ends when its ServeHTTP returns.
+	context.AfterFunc(r.Context(), stop)
 	// Ended between Require's check (which may use this node's cached records) and the
 	// registration: the notice has passed, the store knows.
 	if _, _, err := m.store.Lane(ctx, id); err != nil {
@@ -69,6 +76,44 @@ func (m *Manager) SessionContext(r *http.Request) (context.Context, context.Canc
 		// Another error (the store is down): the watch stays; notices still cancel it.
 	}
 	return ctx, stop, nil
+}
+
+// ErrShutdown is the cause of a [Manager.SessionContext] context ended by [Manager.EndStreams]
+// or [Manager.Close]: the server is going away, the session goes on (the page may open its
+// stream again, on another node or after the restart).
+var ErrShutdown = errors.New("server: shutting down")
+
+// EndStreams ends every [Manager.SessionContext] context of this node with cause [ErrShutdown],
+// so that http.Server.Shutdown, which waits for handlers, is not held up by streams that would
+// run until their sessions end:
+//
+//	hs.RegisterOnShutdown(mgr.EndStreams)
+//
+// Close does it too. A SessionContext taken afterwards is not ended by it.
+func (m *Manager) EndStreams() {
+	m.watches.endAll(ErrShutdown)
+}
+
+// recheckWatches ends the watches of lanes that the store says are gone: after this node missed
+// notices (its subscription was down), as resyncLive does for event connections.
+func (m *Manager) recheckWatches() {
+	defer func() {
+		if p := recover(); p != nil {
+			m.audit(context.Background(), slog.LevelError, auditRec{event: evInternal, reason: "watch re-check panicked"})
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, id := range m.watches.lanes() {
+		_, _, err := m.store.Lane(ctx, id)
+		var g *GoneError
+		switch {
+		case errors.As(err, &g):
+			m.lanesGone([]LaneID{id}, g.Reason)
+		case errors.Is(err, ErrNotFound):
+			m.lanesGone([]LaneID{id}, reasonUnknownSession)
+		}
+	}
 }
 
 type watch struct {
@@ -100,6 +145,36 @@ func (ws *watches) remove(id LaneID, w *watch) {
 	delete(ws.m[id], w)
 	if len(ws.m[id]) == 0 {
 		delete(ws.m, id)
+	}
+}
+
+// lanes returns the lanes watched now.
+func (ws *watches) lanes() []LaneID {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	out := make([]LaneID, 0, len(ws.m))
+	for id := range ws.m {
+		out = append(out, id)
+	}
+	return out
+}
+
+// endAll cancels every watch with cause.
+func (ws *watches) endAll(cause error) {
+	ws.mu.Lock()
+	var ended []*watch
+	for _, set := range ws.m {
+		for w := range set {
+			ended = append(ended, w)
+		}
+	}
+	ws.m = nil
+	ws.mu.Unlock()
+	for _, w := range ended {
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+		w.cancel(cause)
 	}
 }
 

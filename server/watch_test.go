@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/sessionvault/sessionvault/internal/redistest"
 	"github.com/sessionvault/sessionvault/server"
 )
@@ -126,6 +128,21 @@ func TestSessionContextEndsWithTheSession(t *testing.T) {
 	s = holdStream(t, short, c.sign("GET", "/stream/e", nil), nil)
 	s.wantEnded(t, "expired")
 
+	// A handler that returns without stop leaves no watch behind (nor a timer).
+	forgetful := e.mgr.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, _, err := e.mgr.SessionContext(r); err != nil {
+			t.Error(err)
+		}
+	}))
+	c = e.newClient()
+	c.login("frank")
+	for range 10 {
+		ctx, cancel := context.WithCancel(context.Background())
+		forgetful.ServeHTTP(httptest.NewRecorder(), c.sign("GET", "/stream/f", nil).WithContext(ctx))
+		cancel() // as net/http does when ServeHTTP returns
+	}
+	waitFor(t, 5*time.Second, "no watch left", func() bool { return server.WatchCount(e.mgr) == 0 })
+
 	// Not a verified request.
 	if _, _, err := e.mgr.SessionContext(httptest.NewRequest("GET", "/x", nil)); !errors.Is(err, server.ErrNoSession) {
 		t.Fatalf("SessionContext of an unverified request: %v, want ErrNoSession", err)
@@ -144,4 +161,67 @@ func TestRedisSessionContextAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.wantEnded(t, "revoked")
+}
+
+// Found by review: a stream held on node B whose session node A revokes while B's subscription is
+// down (an ACL keeps it from subscribing again) ends when B resyncs, as its event sockets do.
+func TestRedisSessionContextAfterResync(t *testing.T) {
+	srv := redistest.Own(t, false)
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer admin.Close()
+	ctx := t.Context()
+	acl := func(rules ...any) {
+		t.Helper()
+		if err := admin.Do(ctx, append([]any{"acl", "setuser", "nodeb"}, rules...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acl("on", ">nodeb-password", "~*", "&*", "+@all")
+	a := newEnv(t, onStore(redisStore(t, srv.URL(), "ev:"), nil), realClock)
+	b := newEnv(t, onStore(redisStore(t, "redis://nodeb:nodeb-password@"+srv.Addr()+"/0", "ev:"), nil), realClock)
+	c := a.newClient()
+	c.login("alice")
+	s := holdStream(t, b, c.sign("GET", "/stream/a", nil), nil)
+
+	acl("-subscribe")
+	if err := admin.Do(ctx, "client", "kill", "type", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "B notices the loss", func() bool { return !server.FanoutReady(b.mgr) })
+	if err := a.mgr.Revoke(ctx, "alice", handleOf(t, a, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	acl("+subscribe")
+	waitFor(t, 10*time.Second, "B resynced", func() bool { return server.FanoutReady(b.mgr) })
+	s.wantEnded(t, "revoked")
+}
+
+// Found by review: Close (and EndStreams, which http.Server.Shutdown can run) end the streams,
+// with ErrShutdown, and the session goes on; otherwise Shutdown, which waits for handlers, waited
+// for them until their sessions ended.
+func TestSessionContextEndsOnShutdown(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient()
+	c.login("alice")
+	s := holdStream(t, e, c.sign("GET", "/stream/a", nil), nil)
+	e.mgr.EndStreams()
+	select {
+	case err := <-s.cause:
+		if !errors.Is(err, server.ErrShutdown) {
+			t.Fatalf("EndStreams: cause %v, want ErrShutdown", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("EndStreams did not end the stream")
+	}
+	wantOK(t, c.get("/api/me")) // the session goes on
+	s = holdStream(t, e, c.sign("GET", "/stream/b", nil), nil)
+	e.mgr.Close()
+	select {
+	case err := <-s.cause:
+		if !errors.Is(err, server.ErrShutdown) {
+			t.Fatalf("Close: cause %v, want ErrShutdown", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the stream")
+	}
 }

@@ -1004,3 +1004,33 @@ test("a compressed body that decodes past 1 MiB is streamed, whatever its Conten
     hs.close();
   }
 });
+
+// Found by review: an answer whose headers came after a wipe streamed on, since no wipe ended
+// it (it was not flowing yet).
+test("a streamed answer that arrives after a wipe (logout) is refused no_session and its download cancelled", async () => {
+  const { srv, send, state, posted } = await streamSetup();
+  const inner = srv.fetch;
+  let release;
+  const gate = new Promise((r) => (release = r));
+  srv.fetch = async (url, init) => {
+    const res = await inner(url, init);
+    if (new URL(url).pathname === "/api/sse") await gate; // the server answers slowly
+    return res;
+  };
+  const p = send({ id: 3, op: "fetch", url: "/api/sse" });
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal((await send({ id: 4, op: "logout" })).result.state, "wiped");
+  release();
+  await p;
+  const r = posted.find((x) => x.m.id === 3).m;
+  assert.equal(r.ok, false);
+  assert.equal(r.error.code, "no_session");
+  await new Promise((r) => setTimeout(r, 20));
+  assert.ok(state.cancelled, "the download was cancelled");
+  // A new session's streams are not touched by the old one's end.
+  assert.ok((await send({ id: 5, op: "login", credentials: { user: "a", password: "pw" } })).ok);
+  const b = await send({ id: 6, op: "fetch", url: "/api/sse" });
+  const rb = b.result.body.getReader();
+  for (let i = 0; i < 5; i++) assert.equal((await rb.read()).done, false);
+  await rb.cancel();
+});
