@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"slices"
@@ -25,6 +26,30 @@ func handleOf(t *testing.T, e *env, user string) string {
 		t.Fatalf("sessions of %s: %v %v", user, list, err)
 	}
 	return list[0].Handle
+}
+
+// deafNode makes the Redis user of a node B whose revocation notices a test can cut: deafen
+// kills every subscription connection (A's comes back at once; B's user may not subscribe
+// again) and hear lets B subscribe again. bURL is B's store URL.
+func deafNode(t *testing.T, srv *redistest.Server) (bURL string, deafen, hear func()) {
+	t.Helper()
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { admin.Close() })
+	acl := func(rules ...any) {
+		t.Helper()
+		if err := admin.Do(context.Background(), append([]any{"acl", "setuser", "nodeb"}, rules...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acl("on", ">nodeb-password", "~*", "&*", "+@all")
+	deafen = func() {
+		t.Helper()
+		acl("-subscribe")
+		if err := admin.Do(context.Background(), "client", "kill", "type", "pubsub").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return "redis://nodeb:nodeb-password@" + srv.Addr() + "/0", deafen, func() { acl("+subscribe") }
 }
 
 // TestRedisTwoNodesEvents: a worker's event socket on node B gets a sealed revoked event (under
@@ -54,34 +79,23 @@ func TestRedisTwoNodesEvents(t *testing.T) {
 // resync's re-check of its connections against the store.
 func TestRedisEventsResync(t *testing.T) {
 	srv := redistest.Own(t, false)
-	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	defer admin.Close()
 	ctx := t.Context()
-	acl := func(rules ...any) {
-		t.Helper()
-		if err := admin.Do(ctx, append([]any{"acl", "setuser", "nodeb"}, rules...)...).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	acl("on", ">nodeb-password", "~*", "&*", "+@all")
+	bURL, deafen, hear := deafNode(t, srv)
 	a := newEnv(t, onStore(redisStore(t, srv.URL(), "ev:"), nil), realClock)
-	b := newEnv(t, onStore(redisStore(t, "redis://nodeb:nodeb-password@"+srv.Addr()+"/0", "ev:"), nil), realClock)
+	b := newEnv(t, onStore(redisStore(t, bURL, "ev:"), nil), realClock)
 	srvB := serveEnv(t, b)
 	c := a.newClient()
 	l := c.rawLogin("alice")
 	s := dialEvents(t, srvB, l)
 
-	acl("-subscribe")
-	if err := admin.Do(ctx, "client", "kill", "type", "pubsub").Err(); err != nil {
-		t.Fatal(err)
-	}
+	deafen()
 	waitFor(t, 10*time.Second, "B notices the loss of its subscription", func() bool { return !server.FanoutReady(b.mgr) })
 	if err := a.mgr.Revoke(ctx, "alice", handleOf(t, a, "alice")); err != nil {
 		t.Fatal(err)
 	}
 	// B cannot hear it (its periodic re-check is a minute away): the event comes from the
 	// resync once B may subscribe again.
-	acl("+subscribe")
+	hear()
 	s.wantEnd(protocol.EventRevoked, "revoked")
 }
 

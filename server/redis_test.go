@@ -170,19 +170,11 @@ func laneOf(t *testing.T, c *client) protocol.LaneID {
 // refuses the revoked session with the store's reason and serves the other again.
 func TestRedisNoticesLost(t *testing.T) {
 	srv := redistest.Own(t, false)
-	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	defer admin.Close()
 	ctx := t.Context()
-	acl := func(rules ...any) {
-		t.Helper()
-		if err := admin.Do(ctx, append([]any{"acl", "setuser", "nodeb"}, rules...)...).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	acl("on", ">nodeb-password", "~*", "&*", "+@all")
+	bURL, deafen, hear := deafNode(t, srv)
 	prefix := "lost:"
 	a := newEnv(t, onStore(redisStore(t, srv.URL(), prefix), nil))
-	b := newEnv(t, onStore(redisStore(t, "redis://nodeb:nodeb-password@"+srv.Addr()+"/0", prefix), a.clock))
+	b := newEnv(t, onStore(redisStore(t, bURL, prefix), a.clock))
 	if !server.FanoutReady(b.mgr) {
 		t.Fatal("B is not subscribed after New")
 	}
@@ -195,10 +187,7 @@ func TestRedisNoticesLost(t *testing.T) {
 	handle := b.lastInfo().Handle
 	wantOK(t, kept.get("/api/before"))
 
-	acl("-subscribe")
-	if err := admin.Do(ctx, "client", "kill", "type", "pubsub").Err(); err != nil {
-		t.Fatal(err)
-	}
+	deafen()
 	waitFor(t, 10*time.Second, "B notices the loss of its subscription", func() bool { return !server.FanoutReady(b.mgr) })
 	if err := a.mgr.Revoke(ctx, "alice", handle); err != nil {
 		t.Fatal(err)
@@ -216,7 +205,7 @@ func TestRedisNoticesLost(t *testing.T) {
 		t.Fatal("B dropped the revoked lane's verifiers without a notice: the test does not test the loss")
 	}
 
-	acl("+subscribe")
+	hear()
 	waitFor(t, 10*time.Second, "B subscribes again and resyncs", func() bool { return server.FanoutReady(b.mgr) })
 	if server.HasVerifier(b.mgr, laneOf(t, revoked)) {
 		t.Fatal("B kept the revoked lane's verifiers through the resync")

@@ -820,18 +820,7 @@ test("channel events reach the page on changes only, across the lane's event cha
 });
 
 test("a response body over 1 MiB or one that pauses reaches the page as a transferred stream; a short one whole", async () => {
-  const srv = fakeServer();
-  const posted = [];
-  const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m, transfer) => posted.push({ m, transfer }), origin: ORIGIN, now: () => 0, WebSocket: null, reserved: "/sv/" });
-  const send = async (msg) => {
-    const before = posted.length;
-    await router.onMessage(msg);
-    const replies = posted.slice(before).filter((p) => !("event" in p.m));
-    assert.equal(replies.length, 1);
-    return replies[0];
-  };
-  assert.ok((await send({ id: 1, op: "init", policy: { prefixes: ["/api/", "/sv/"] } })).m.ok);
-  assert.ok((await send({ id: 2, op: "login", credentials: { user: "a", password: "pw" } })).m.ok);
+  const { srv, router, sendT: send } = await streamSetup();
   const inner = srv.fetch;
   let cancelled = null;
   const enc = new TextEncoder();
@@ -903,11 +892,12 @@ async function streamSetup() {
   const srv = fakeServer();
   const posted = [];
   const router = new Router({ instance: await newInstance(), fetch: (u, i) => srv.fetch(u, i), post: (m, transfer) => posted.push({ m, transfer }), origin: ORIGIN, now: () => 0, WebSocket: null, reserved: "/sv/" });
-  const send = async (msg) => {
+  const sendT = async (msg) => {
     const before = posted.length;
     await router.onMessage(msg);
-    return posted.slice(before).filter((p) => !("event" in p.m))[0].m;
+    return posted.slice(before).find((p) => !("event" in p.m) && p.m.id === msg.id);
   };
+  const send = async (msg) => (await sendT(msg)).m;
   await send({ id: 1, op: "init", policy: { prefixes: ["/api/", "/sv/"] } });
   await send({ id: 2, op: "login", credentials: { user: "a", password: "pw" } });
   const inner = srv.fetch;
@@ -928,7 +918,7 @@ async function streamSetup() {
       { headers: { "Content-Type": "text/event-stream" } },
     );
   };
-  return { srv, router, posted, send, state };
+  return { srv, router, posted, send, sendT, state };
 }
 
 // Found by review: a stream of an ended session kept flowing to the page after logout.
