@@ -22,11 +22,12 @@ func (e *EndedError) Error() string { return "server: the session ended: " + e.R
 // SessionContext returns a context of r (a request verified by [Manager.Require]) that is also
 // cancelled when its session ends: revoked, logged out, re-keyed, its lane evicted, on this node
 // or any other that shares the store (at once through the store's notices; if this node's
-// subscription was down, when it resyncs), or its absolute timeout reached; and by
-// [Manager.EndStreams] or Close (cause [ErrShutdown]). Its cause is then an
-// [*EndedError] with the reason. (A session the store's sweep removes for idleness ends no
-// watch: the stream itself keeps no session alive, so a handler that streams for longer than
-// the idle timeout may want to bound itself.) Require checks a request once, at its start; a handler that
+// subscription was down, when it resyncs), or reaches its absolute or idle timeout; and by
+// [Manager.EndStreams] or Close (cause [ErrShutdown]). When the session ended, the cause is an
+// [*EndedError] with the reason. The idle timeout is checked against the store at the
+// session's deadline: a stream is not activity, the user's other requests are.
+//
+// Require checks a request once, at its start; a handler that
 // streams for long (server-sent events, a long download, a model's tokens) uses this context to
 // stop when the session is gone, as the worker stops signing:
 //
@@ -46,13 +47,15 @@ func (m *Manager) SessionContext(r *http.Request) (context.Context, context.Canc
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
 	id := st.lane.ID
-	w := &watch{cancel: cancel}
+	// At the session's deadline (idle or absolute), the store says whether a request since has
+	// moved it; armed once registered.
+	var t *time.Timer
+	sid := st.sess.ID
+	t = time.AfterFunc(time.Hour, func() { m.checkDeadline(ctx, cancel, sid, t) })
+	t.Stop()
+	w := &watch{cancel: cancel, timer: t}
 	m.watches.add(id, w)
-	if d := st.sess.Expires.Sub(m.now()); d > 0 {
-		w.timer = time.AfterFunc(d, func() { cancel(&EndedError{Reason: reasonExpired}) })
-	} else {
-		cancel(&EndedError{Reason: reasonExpired})
-	}
+	t.Reset(max(m.deadline(st.sess).Sub(m.now()), 0))
 	stop := func() {
 		m.watches.remove(id, w)
 		if w.timer != nil {
@@ -76,6 +79,34 @@ func (m *Manager) SessionContext(r *http.Request) (context.Context, context.Canc
 		// Another error (the store is down): the watch stays; notices still cancel it.
 	}
 	return ctx, stop, nil
+}
+
+// checkDeadline runs at a watched session's deadline: it ends the watch (cause expired) if the
+// session is past its idle or absolute timeout by the store's records (or gone), or waits for
+// the new deadline that a request since has set. A failing store is asked again in 30 s.
+func (m *Manager) checkDeadline(ctx context.Context, cancel context.CancelCauseFunc, sid []byte, t *time.Timer) {
+	defer func() {
+		if p := recover(); p != nil {
+			m.audit(context.Background(), slog.LevelError, auditRec{event: evInternal, reason: "watch deadline check panicked"})
+		}
+	}()
+	if ctx.Err() != nil {
+		return // stopped or ended meanwhile
+	}
+	rctx, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	sess, _, err := m.store.Session(rctx, sid)
+	now := m.now()
+	switch {
+	case errors.Is(err, ErrNotFound):
+		cancel(&EndedError{Reason: reasonExpired}) // swept: a revocation would have said so
+	case err != nil:
+		t.Reset(30 * time.Second)
+	case !m.liveAt(sess, now):
+		cancel(&EndedError{Reason: reasonExpired})
+	default:
+		t.Reset(max(m.deadline(sess).Sub(now), 0))
+	}
 }
 
 // ErrShutdown is the cause of a [Manager.SessionContext] context ended by [Manager.EndStreams]

@@ -119,11 +119,15 @@ func TestSessionContextEndsWithTheSession(t *testing.T) {
 	}
 	wantOK(t, c.get("/api/me"))
 
-	// Its absolute timeout (the fake clock stands still; the timer runs on real time).
-	short := newEnv(t, func(c *server.Config) { c.AbsoluteTimeout, c.IdleTimeout = 300*time.Millisecond, 200*time.Millisecond })
+	// Its absolute timeout, however busy the user.
+	short := newEnv(t, realClock, func(c *server.Config) { c.AbsoluteTimeout, c.IdleTimeout = time.Second, 900*time.Millisecond })
 	c = short.newClient()
 	c.login("erin")
 	s = holdStream(t, short, c.sign("GET", "/stream/e", nil), nil)
+	for range 3 {
+		time.Sleep(100 * time.Millisecond)
+		wantOK(t, c.get("/api/me"))
+	}
 	s.wantEnded(t, "expired")
 
 	// A handler that returns without stop leaves no watch behind (nor a timer).
@@ -140,6 +144,22 @@ func TestSessionContextEndsWithTheSession(t *testing.T) {
 		cancel() // as net/http does when ServeHTTP returns
 	}
 	waitFor(t, 5*time.Second, "no watch left", func() bool { return server.WatchCount(e.mgr) == 0 })
+
+	// Its idle timeout: requests keep the session (and the stream) alive; without them it ends.
+	idle := newEnv(t, realClock, func(c *server.Config) { c.IdleTimeout, c.AbsoluteTimeout = 1500*time.Millisecond, time.Minute })
+	c = idle.newClient()
+	c.login("grace")
+	s = holdStream(t, idle, c.sign("GET", "/stream/g", nil), nil)
+	for range 10 { // 2 s (past the idle timeout) of a user who keeps working
+		time.Sleep(200 * time.Millisecond)
+		wantOK(t, c.get("/api/me"))
+	}
+	select {
+	case err := <-s.cause:
+		t.Fatalf("the stream of a session in use ended: %v", err)
+	default:
+	}
+	s.wantEnded(t, "expired") // idle from now on
 
 	// Not a verified request.
 	if _, _, err := e.mgr.SessionContext(httptest.NewRequest("GET", "/x", nil)); !errors.Is(err, server.ErrNoSession) {
