@@ -396,7 +396,7 @@ func (m *Manager) deadline(sess *Session) time.Time {
 // connection this node holds for them gets a sealed revoked (or expired) event and is closed.
 func (m *Manager) lanesGone(lanes []LaneID, reason string) {
 	m.verifiers.drop(lanes...)
-	m.watches.end(lanes, refusalOf(reason))
+	m.watches.end(lanes, &EndedError{Reason: refusalOf(reason)})
 	if m.hub == nil {
 		return
 	}

@@ -58,9 +58,7 @@ func (m *Manager) SessionContext(r *http.Request) (context.Context, context.Canc
 	t.Reset(max(m.deadline(st.sess).Sub(m.now()), 0))
 	stop := func() {
 		m.watches.remove(id, w)
-		if w.timer != nil {
-			w.timer.Stop()
-		}
+		t.Stop()
 		cancel(context.Canceled)
 	}
 	// A handler that returns without calling stop leaves nothing behind: the request's context
@@ -68,17 +66,25 @@ func (m *Manager) SessionContext(r *http.Request) (context.Context, context.Canc
 	context.AfterFunc(r.Context(), stop)
 	// Ended between Require's check (which may use this node's cached records) and the
 	// registration: the notice has passed, the store knows.
-	if _, _, err := m.store.Lane(ctx, id); err != nil {
-		var g *GoneError
-		switch {
-		case errors.As(err, &g):
-			cancel(&EndedError{Reason: refusalOf(g.Reason)})
-		case errors.Is(err, ErrNotFound):
-			cancel(&EndedError{Reason: reasonUnknownSession})
-		}
-		// Another error (the store is down): the watch stays; notices still cancel it.
+	// (The store down: the watch stays; notices still cancel it.)
+	if reason := m.laneEnded(ctx, id); reason != "" {
+		cancel(&EndedError{Reason: reason})
 	}
 	return ctx, stop, nil
+}
+
+// laneEnded reads lane id from the store: the reason it ended with (a refusal reason), or ""
+// while it stands or if the store fails.
+func (m *Manager) laneEnded(ctx context.Context, id LaneID) string {
+	_, _, err := m.store.Lane(ctx, id)
+	var g *GoneError
+	switch {
+	case errors.As(err, &g):
+		return refusalOf(g.Reason)
+	case errors.Is(err, ErrNotFound):
+		return reasonUnknownSession
+	}
+	return ""
 }
 
 // checkDeadline runs at a watched session's deadline: it ends the watch (cause expired) if the
@@ -122,7 +128,7 @@ var ErrShutdown = errors.New("server: shutting down")
 //
 // Close does it too. A SessionContext taken afterwards is not ended by it.
 func (m *Manager) EndStreams() {
-	m.watches.endAll(ErrShutdown)
+	m.watches.end(m.watches.lanes(), ErrShutdown)
 }
 
 // recheckWatches ends the watches of lanes that the store says are gone: after this node missed
@@ -135,14 +141,10 @@ func (m *Manager) recheckWatches() {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// (Event connections and cached verifiers are resyncLive's own.)
 	for _, id := range m.watches.lanes() {
-		_, _, err := m.store.Lane(ctx, id)
-		var g *GoneError
-		switch {
-		case errors.As(err, &g):
-			m.lanesGone([]LaneID{id}, g.Reason)
-		case errors.Is(err, ErrNotFound):
-			m.lanesGone([]LaneID{id}, reasonUnknownSession)
+		if reason := m.laneEnded(ctx, id); reason != "" {
+			m.watches.end([]LaneID{id}, &EndedError{Reason: reason})
 		}
 	}
 }
@@ -190,27 +192,8 @@ func (ws *watches) lanes() []LaneID {
 	return out
 }
 
-// endAll cancels every watch with cause.
-func (ws *watches) endAll(cause error) {
-	ws.mu.Lock()
-	var ended []*watch
-	for _, set := range ws.m {
-		for w := range set {
-			ended = append(ended, w)
-		}
-	}
-	ws.m = nil
-	ws.mu.Unlock()
-	for _, w := range ended {
-		if w.timer != nil {
-			w.timer.Stop()
-		}
-		w.cancel(cause)
-	}
-}
-
-// end cancels the watches of lanes, which ended for reason (a refusal reason).
-func (ws *watches) end(lanes []LaneID, reason string) {
+// end cancels the watches of lanes with cause.
+func (ws *watches) end(lanes []LaneID, cause error) {
 	ws.mu.Lock()
 	var ended []*watch
 	for _, id := range lanes {
@@ -221,9 +204,7 @@ func (ws *watches) end(lanes []LaneID, reason string) {
 	}
 	ws.mu.Unlock()
 	for _, w := range ended {
-		if w.timer != nil {
-			w.timer.Stop()
-		}
-		w.cancel(&EndedError{Reason: reason})
+		w.timer.Stop()
+		w.cancel(cause)
 	}
 }
