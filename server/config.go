@@ -106,6 +106,15 @@ type Config struct {
 	EventOrigin func(r *http.Request) bool
 	// MaxEventConns bounds this node's event connections, authenticated or not. If zero, 20,000.
 	MaxEventConns int
+	// MaxPendingEventConns bounds, per client address (ClientAddr; an IPv6 address by its
+	// /64), the event connections that hold a slot of MaxEventConns without serving a worker:
+	// upgrading or not yet authenticated, or closing (replaced by a newer one of their lane, or
+	// their lane ended) until the client answers the close. Past it the address's upgrades get
+	// 429 rate_limited, and its workers retry with backoff. It keeps one address, with or
+	// without an account, from taking every slot and so every other worker's revocation push.
+	// An honest client holds a few for milliseconds; raise it only if more workers than this
+	// reconnect at the same instant from behind one address. If zero, 64.
+	MaxPendingEventConns int
 	// ExpiringBefore is how long before a session's idle or absolute deadline its event sockets
 	// get an expiring event. If zero, 2 minutes or a quarter of IdleTimeout, whichever is less.
 	ExpiringBefore time.Duration

@@ -107,7 +107,11 @@ func (m *Manager) newHub(cfg *Config) {
 		ClientAddr:   m.clientAddr,
 		Authority:    m.authorityOf,
 		MaxConns:     cfg.MaxEventConns,
-		Logger:       m.log,
+		MaxUnsettled: cfg.MaxPendingEventConns,
+		// No answer, or a malformed one: counted like a refused signature, so that an address
+		// that keeps opening sockets it never authenticates is throttled (429 at the upgrade).
+		Failed: func(ctx context.Context, client string) { m.count(ctx, client, evSocketRefused) },
+		Logger: m.log,
 	})
 }
 

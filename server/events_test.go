@@ -373,3 +373,67 @@ func TestEventsCloseShutsConnections(t *testing.T) {
 	}
 	r.Body.Close()
 }
+
+// TestOneAddressCannotTakeTheEventSlots: an address with no account opens event sockets and
+// answers no challenge; past Config.MaxPendingEventConns its upgrades get 429, so another
+// user's worker still gets its socket and hears its revocation; its malformed answers count
+// toward throttling (brute_force_suspected, then 429 at the upgrade).
+func TestOneAddressCannotTakeTheEventSlots(t *testing.T) {
+	const slots, pending = 40, 8
+	e := newEnv(t, realClock, func(c *server.Config) {
+		c.MaxEventConns, c.MaxPendingEventConns, c.ThrottleThreshold = slots, pending, 5
+		c.ClientAddr = func(r *http.Request) string {
+			if v := r.Header.Get("X-Test-Client"); v != "" {
+				return v
+			}
+			return "192.0.2.1"
+		}
+	})
+	srv := serveEnv(t, e)
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/sv/events"
+	d := websocket.Dialer{Subprotocols: []string{"sessionvault.v1"}, HandshakeTimeout: 5 * time.Second}
+	attacker := http.Header{"X-Test-Client": {"198.51.100.7"}}
+	var held []*websocket.Conn
+	for i := range slots {
+		ws, resp, err := d.Dial(url, attacker)
+		if err != nil {
+			if i < pending || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Sv-Error") != "rate_limited" {
+				t.Fatalf("unanswered upgrade %d: %v %v", i, err, resp)
+			}
+			continue
+		}
+		t.Cleanup(func() { ws.Close() })
+		held = append(held, ws)
+	}
+	if len(held) != pending {
+		t.Fatalf("one address holds %d unanswered sockets, want %d", len(held), pending)
+	}
+	// Another user's worker connects and hears that it was revoked.
+	l := e.newClient().rawLogin("alice")
+	s := dialEvents(t, srv, l)
+	list, err := e.mgr.Sessions(t.Context(), "alice")
+	if err != nil || len(list) != 1 {
+		t.Fatalf("Sessions: %v %v", list, err)
+	}
+	if err := e.mgr.Revoke(t.Context(), "alice", list[0].Handle); err != nil {
+		t.Fatal(err)
+	}
+	s.wantEnd(protocol.EventRevoked, "revoked")
+	// Malformed answers are the client's doing: counted; past the threshold the address is
+	// throttled before the hub.
+	for _, ws := range held {
+		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		ws.ReadMessage() // the challenge
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"auth","keyid":"x"`))
+	}
+	waitFor(t, 5*time.Second, "brute_force_suspected", func() bool { return len(e.logs.events("brute_force_suspected")) == 1 })
+	if bf := e.logs.events("brute_force_suspected")[0]; bf["client"] != "198.51.100.7" || bf["reason"] != "socket_refused" {
+		t.Fatalf("brute_force_suspected: %v", bf)
+	}
+	_, resp, err := d.Dial(url, attacker)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("throttled address: %v %v", err, resp)
+	}
+	// The honest address is untouched.
+	dialEvents(t, srv, e.newClient().rawLogin("bob"))
+}

@@ -142,6 +142,7 @@ const (
 	evReuse         = "reuse_detected"
 	evReplay        = "replay_refused"
 	evBadSignature  = "bad_signature"
+	evSocketRefused = "socket_refused" // the hub's: here, an event socket that failed its challenge by its own doing
 	evUnknown       = "unknown_session"
 	evLimitEvicted  = "limit_evicted"
 	evLaneEvicted   = "lane_evicted"

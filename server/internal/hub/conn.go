@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/sessionvault/sessionvault/internal/protocol"
+	"github.com/sessionvault/sessionvault/server/internal/throttle"
 )
 
 // conn is one event connection. Its life: ServeHTTP upgrades and authenticates it in the
@@ -28,11 +29,15 @@ type conn struct {
 	h    *Hub
 	ws   *websocket.Conn
 	addr string
+	key  string // addr as MaxUnsettled counts it (throttle.Key)
 	lane protocol.LaneID
 	send chan []byte // sealed events; closeFrame asks the write pump to close
 	// authOK: Authenticate accepted the connection (set before the pumps start; read by
 	// release, which calls Config.Ended for it).
 	authOK bool
+
+	// unsettled: counted against its client's MaxUnsettled (guarded by h.mu).
+	unsettled bool
 
 	// Guarded by the lane's shard lock.
 	registered bool
@@ -76,17 +81,23 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpRefuse(w, http.StatusBadRequest)
 		return
 	}
-	if !h.admit() {
-		h.record(r.Context(), slog.LevelWarn, "socket_refused", h.clientAddr(r), nil, reasonUnavail, nil)
-		httpRefuse(w, http.StatusServiceUnavailable)
+	addr := h.clientAddr(r)
+	c := &conn{h: h, addr: addr, key: throttle.Key(addr), unsettled: true, done: make(chan struct{})}
+	if status := h.admit(c.key); status != 0 {
+		reason := reasonUnavail
+		if status == http.StatusTooManyRequests {
+			reason = reasonRateLimited
+		}
+		h.record(r.Context(), slog.LevelWarn, "socket_refused", addr, nil, reason, nil)
+		httpRefuse(w, status)
 		return
 	}
 	ws, err := h.up.Upgrade(w, r, nil)
 	if err != nil {
-		h.unreserve()
+		h.unreserve(c)
 		return
 	}
-	c := &conn{h: h, ws: ws, addr: h.clientAddr(r), done: make(chan struct{})}
+	c.ws = ws
 	if !h.track(c) {
 		c.closeNow(websocket.CloseGoingAway, reasonShutdown)
 		ws.Close()
@@ -122,19 +133,24 @@ func (c *conn) authenticate(reqCtx context.Context) bool {
 		if isTimeout(err) {
 			h.record(reqCtx, slog.LevelInfo, "socket_refused", c.addr, nil, reasonTimeout, nil)
 			c.closeNow(websocket.ClosePolicyViolation, "auth timeout")
+			c.failed(reqCtx)
 			return false
 		}
-		c.readFailed(reqCtx, err)
+		if c.readFailed(reqCtx, err) {
+			c.failed(reqCtx)
+		}
 		return false
 	}
 	if mt != websocket.TextMessage {
 		c.violation(reqCtx, "binary_before_auth")
+		c.failed(reqCtx)
 		return false
 	}
 	a, err := parseAuth(msg)
 	clear(msg)
 	if err != nil {
 		c.violation(reqCtx, "malformed_auth")
+		c.failed(reqCtx)
 		return false
 	}
 	if h.authenticate == nil {
@@ -307,8 +323,16 @@ func (c *conn) readPump() {
 	}
 }
 
-// readFailed logs why reading ended and closes the socket.
-func (c *conn) readFailed(ctx context.Context, err error) {
+// failed tells Config.Failed that the client failed the challenge exchange.
+func (c *conn) failed(ctx context.Context) {
+	if c.h.failed != nil {
+		c.h.failed(ctx, c.addr)
+	}
+}
+
+// readFailed logs why reading ended and closes the socket; it reports whether the client broke
+// the protocol (a frame too large, a framing error), rather than closing or vanishing.
+func (c *conn) readFailed(ctx context.Context, err error) (broke bool) {
 	var lane *protocol.LaneID
 	if c.authed.Load() {
 		lane = &c.lane
@@ -321,18 +345,19 @@ func (c *conn) readFailed(ctx context.Context, err error) {
 		// gorilla has sent 1009.
 		c.h.record(ctx, slog.LevelWarn, "socket_bad_frame", c.addr, lane, "too_large", nil)
 		c.kill("too_large")
-		return
+		return true
 	case isTimeout(err):
 		c.h.record(ctx, slog.LevelInfo, "socket_timeout", c.addr, lane, "pong_timeout", nil)
 		c.kill("pong_timeout")
-		return
+		return false
 	default:
 		// A framing error; gorilla has sent 1002. Its messages name the rule, not the content.
 		c.h.record(ctx, slog.LevelWarn, "socket_bad_frame", c.addr, lane, "protocol_error", err)
 		c.kill("protocol_error")
-		return
+		return true
 	}
 	c.kill("")
+	return false
 }
 
 // violation closes the connection with 1008 (policy violation) after a message the protocol

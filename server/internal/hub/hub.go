@@ -27,6 +27,7 @@ const (
 	DefaultSendQueue    = 16
 	DefaultAuthTimeout  = 10 * time.Second
 	DefaultMaxConns     = 20000
+	DefaultMaxUnsettled = 64
 )
 
 // Socket buffers. Nothing larger than a sealed event (at most 143 bytes) or a control message
@@ -110,6 +111,24 @@ type Config struct {
 	// answered 503. If zero, 20000.
 	MaxConns int
 
+	// MaxUnsettled bounds, per client (ClientAddr, an IPv6 address by its /64), the connections
+	// that hold a slot of MaxConns without being a lane's: upgrading or authenticating, and
+	// closing after they left their lane (replaced, or their lane closed) until the client
+	// answers the close. Past it the client's upgrades are answered 429 (rate_limited). Without
+	// it one address could hold every slot of the node, with no account (answering no
+	// challenge, AuthTimeout per slot) or with one (a lane's connections replacing each other,
+	// never answering the close), and no other worker would hear its revocation. An honest
+	// client holds a few for milliseconds; keep it above the workers that reconnect at once
+	// from behind one address (an office NAT after a node restart: they retry with backoff).
+	// If zero, 64.
+	MaxUnsettled int
+
+	// Failed, if set, is called (in the upgrade's goroutine) when a client fails the challenge
+	// exchange by its own doing: no answer within AuthTimeout, a binary or malformed answer,
+	// or a frame over ReadLimit. Refusals by Authenticate are its own to count. ctx is the
+	// upgrade request's context.
+	Failed func(ctx context.Context, client string)
+
 	// Logger receives the hub's records (message "sessionvault", attribute event). No record
 	// holds message content, a tag or a challenge. If nil, [slog.Default].
 	Logger *slog.Logger
@@ -141,6 +160,7 @@ type Hub struct {
 	checkOrigin  func(r *http.Request) bool
 	clientAddr   func(r *http.Request) string
 	authority    func(r *http.Request) string
+	failed       func(ctx context.Context, client string)
 	// warnedUpgrade lets a request that was no WebSocket upgrade be logged at Warn once a minute.
 	warnedUpgrade throttle.Every
 	readLimit     int64
@@ -150,6 +170,7 @@ type Hub struct {
 	sendQueue     int
 	authTimeout   time.Duration
 	maxConns      int
+	maxUnsettled  int
 	log           *slog.Logger
 	up            websocket.Upgrader
 
@@ -158,11 +179,12 @@ type Hub struct {
 
 	// mu guards the set of all open connections, authenticated or not. It is taken once when a
 	// connection opens and once when it ends, and by Shutdown; never on the Send path.
-	mu       sync.Mutex
-	all      map[*conn]struct{}
-	reserved int // admitted, upgrade in progress
-	closed   bool
-	drained  chan struct{} // closed when closed is set and all is empty
+	mu        sync.Mutex
+	all       map[*conn]struct{}
+	reserved  int            // admitted, upgrade in progress
+	unsettled map[string]int // per client key: connections counted by MaxUnsettled
+	closed    bool
+	drained   chan struct{} // closed when closed is set and all is empty
 }
 
 // shardCount spreads the lanes over independently locked maps. The chat example's alternative,
@@ -196,14 +218,17 @@ func New(cfg Config) *Hub {
 		checkOrigin:  cfg.CheckOrigin,
 		clientAddr:   cfg.ClientAddr,
 		authority:    cfg.Authority,
+		failed:       cfg.Failed,
 		readLimit:    orDefault(cfg.ReadLimit, DefaultReadLimit),
 		pingInterval: orDefault(cfg.PingInterval, DefaultPingInterval),
 		writeWait:    orDefault(cfg.WriteWait, DefaultWriteWait),
 		sendQueue:    orDefault(cfg.SendQueue, DefaultSendQueue),
 		authTimeout:  orDefault(cfg.AuthTimeout, DefaultAuthTimeout),
 		maxConns:     orDefault(cfg.MaxConns, DefaultMaxConns),
+		maxUnsettled: orDefault(cfg.MaxUnsettled, DefaultMaxUnsettled),
 		log:          cfg.Logger,
 		all:          make(map[*conn]struct{}),
+		unsettled:    make(map[string]int),
 		drained:      make(chan struct{}),
 	}
 	h.pongWait = orDefault(cfg.PongWait, h.pingInterval+h.writeWait)
@@ -273,6 +298,9 @@ func httpRefuse(w http.ResponseWriter, status int) {
 	case http.StatusServiceUnavailable:
 		reason = reasonUnavail
 		w.Header().Set("Retry-After", "5")
+	case http.StatusTooManyRequests:
+		reason = reasonRateLimited
+		w.Header().Set("Retry-After", "5")
 	}
 	hd := w.Header()
 	hd["Sv-Error"] = []string{reason}
@@ -330,10 +358,13 @@ func (h *Hub) Close(lane protocol.LaneID, reason string) int {
 		}
 	}
 	s.tombs[lane] = tomb{at: now, reason: reason}
+	h.mu.Lock()
 	for _, c := range cs {
 		c.registered = false
+		h.unsettleLocked(c)
 		c.closeWith(websocket.CloseNormalClosure, reason, true)
 	}
+	h.mu.Unlock()
 	s.mu.Unlock()
 	return len(cs)
 }
@@ -397,15 +428,21 @@ func closeOnce(ch chan struct{}) {
 	}
 }
 
-// admit reserves room for a connection before its upgrade, or reports that there is none.
-func (h *Hub) admit() bool {
+// admit reserves room for a connection of client key before its upgrade, counted as unsettled
+// until it joins its lane; or it names the status to refuse it with: 503 when the hub is
+// full or shut down, 429 when the client holds MaxUnsettled already.
+func (h *Hub) admit(key string) (status int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed || len(h.all)+h.reserved >= h.maxConns {
-		return false
+		return http.StatusServiceUnavailable
+	}
+	if h.unsettled[key] >= h.maxUnsettled {
+		return http.StatusTooManyRequests
 	}
 	h.reserved++
-	return true
+	h.unsettled[key]++
+	return 0
 }
 
 // track turns a reservation into an open connection; false if the hub shut down meanwhile (the
@@ -415,6 +452,7 @@ func (h *Hub) track(c *conn) bool {
 	defer h.mu.Unlock()
 	h.reserved--
 	if h.closed {
+		h.settleLocked(c)
 		h.drainedLocked()
 		return false
 	}
@@ -422,18 +460,42 @@ func (h *Hub) track(c *conn) bool {
 	return true
 }
 
-// unreserve releases a reservation whose upgrade failed.
-func (h *Hub) unreserve() {
+// unreserve releases the reservation of c, whose upgrade failed.
+func (h *Hub) unreserve(c *conn) {
 	h.mu.Lock()
 	h.reserved--
+	h.settleLocked(c)
 	h.drainedLocked()
 	h.mu.Unlock()
+}
+
+// settleLocked stops counting c against its client's MaxUnsettled; unsettleLocked counts it
+// again (it left its lane and is closing). Both run under h.mu.
+func (h *Hub) settleLocked(c *conn) {
+	if !c.unsettled {
+		return
+	}
+	c.unsettled = false
+	if n := h.unsettled[c.key] - 1; n > 0 {
+		h.unsettled[c.key] = n
+	} else {
+		delete(h.unsettled, c.key)
+	}
+}
+
+func (h *Hub) unsettleLocked(c *conn) {
+	if c.unsettled {
+		return
+	}
+	c.unsettled = true
+	h.unsettled[c.key]++
 }
 
 // release forgets a connection that has ended.
 func (h *Hub) release(c *conn) {
 	h.mu.Lock()
 	delete(h.all, c)
+	h.settleLocked(c)
 	h.drainedLocked()
 	h.mu.Unlock()
 	if c.authOK && h.ended != nil {
@@ -458,11 +520,11 @@ func (h *Hub) register(c *conn, authStart time.Time, hold bool) (refusal string)
 		return t.reason
 	}
 	h.mu.Lock()
-	closed := h.closed
-	h.mu.Unlock()
-	if closed {
+	defer h.mu.Unlock()
+	if h.closed {
 		return reasonShutdown
 	}
+	h.settleLocked(c)
 	c.holding = hold
 	c.registered = true
 	c.authed.Store(true)
@@ -471,6 +533,7 @@ func (h *Hub) register(c *conn, authStart time.Time, hold bool) (refusal string)
 		old := cs[0]
 		cs = slices.Delete(cs, 0, 1)
 		old.registered = false
+		h.unsettleLocked(old)
 		old.closeWith(websocket.CloseNormalClosure, reasonReplaced, false)
 		h.registered.Add(-1)
 	}

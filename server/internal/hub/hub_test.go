@@ -877,3 +877,163 @@ func TestClientAddrNamesTheClient(t *testing.T) {
 	}
 	f.log.waitLog(t, "socket_refused", "client=203.0.113.9")
 }
+
+// clientFromHeader names the client by the X-Client header of the upgrade (a test's stand-in
+// for a proxy's forwarded address).
+func clientFromHeader(r *http.Request) string { return r.Header.Get("X-Client") }
+
+// dialAs dials as client and returns the connection, or nil and the refusal's status and
+// Sv-Error.
+func (f *fixture) dialAs(t *testing.T, client string) (*websocket.Conn, int, string) {
+	t.Helper()
+	d := websocket.Dialer{Subprotocols: []string{Subprotocol}, HandshakeTimeout: 5 * time.Second}
+	ws, resp, err := d.Dial(f.url, http.Header{"X-Client": {client}})
+	if err != nil {
+		if resp == nil {
+			t.Fatalf("dial as %s: %v", client, err)
+		}
+		return nil, resp.StatusCode, resp.Header.Get("Sv-Error")
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws, 0, ""
+}
+
+// TestUnsettledPerClientBounded: a client that opens sockets and answers no challenge holds at
+// most MaxUnsettled slots (then 429 rate_limited), each until AuthTimeout; Config.Failed hears
+// of every one that timed out; another client is untouched throughout.
+func TestUnsettledPerClientBounded(t *testing.T) {
+	var mu sync.Mutex
+	failed := map[string]int{}
+	f := newFixture(t, Config{
+		MaxUnsettled: 4,
+		AuthTimeout:  500 * time.Millisecond,
+		ClientAddr:   clientFromHeader,
+		Failed: func(_ context.Context, client string) {
+			mu.Lock()
+			failed[client]++
+			mu.Unlock()
+		},
+	})
+	for i := range 4 {
+		if ws, status, _ := f.dialAs(t, "198.51.100.7"); ws == nil {
+			t.Fatalf("upgrade %d of the first four refused with %d", i, status)
+		}
+	}
+	if ws, status, reason := f.dialAs(t, "198.51.100.7"); ws != nil || status != http.StatusTooManyRequests || reason != "rate_limited" {
+		t.Fatalf("fifth unanswered upgrade of one client: %d %q, want 429 rate_limited", status, reason)
+	}
+	f.log.waitLog(t, "socket_refused", "client=198.51.100.7", "reason=rate_limited")
+	// An IPv6 client is counted by its /64: another address in it is the same client.
+	for i := range 4 {
+		if ws, status, _ := f.dialAs(t, fmt.Sprintf("2001:db8::%d", i+1)); ws == nil {
+			t.Fatalf("IPv6 upgrade %d refused with %d", i, status)
+		}
+	}
+	if ws, status, _ := f.dialAs(t, "2001:db8::ff"); ws != nil || status != http.StatusTooManyRequests {
+		t.Fatalf("fifth upgrade from one /64: status %d, want 429", status)
+	}
+	// Another client connects and hears its events.
+	ws, _, _ := f.dialAs(t, "203.0.113.5")
+	if m := answer(t, ws, testLane(1), false); m["type"] != "ready" {
+		t.Fatalf("other client: %v", m)
+	}
+	// Once the unanswered ones time out, the client may try again; each timeout was reported.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := failed["198.51.100.7"]
+		mu.Unlock()
+		if n == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Failed called %d times for the client, want 4", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitUnsettled(t, f.h, "198.51.100.7", 0)
+	ws, status, _ := f.dialAs(t, "198.51.100.7")
+	if ws == nil {
+		t.Fatalf("after the timeouts: refused with %d", status)
+	}
+	if m := answer(t, ws, testLane(2), false); m["type"] != "ready" {
+		t.Fatalf("after the timeouts: %v", m)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if failed["203.0.113.5"] != 0 {
+		t.Fatalf("Failed called for the honest client")
+	}
+}
+
+// TestReplacedConnsCountUntilClosed: a lane's connections that replace each other while the
+// replaced ones never answer their close hold slots until WriteWait; they count against their
+// client's MaxUnsettled, so one lane's holder cannot fill the hub that way. A client that answers
+// its closes (any browser) replaces connections as often as it likes.
+func TestReplacedConnsCountUntilClosed(t *testing.T) {
+	f := newFixture(t, Config{MaxUnsettled: 4, WriteWait: time.Second, ClientAddr: clientFromHeader})
+	connect := func(client string, lane protocol.LaneID) (*websocket.Conn, int) {
+		t.Helper()
+		ws, status, _ := f.dialAs(t, client)
+		if ws == nil {
+			return nil, status
+		}
+		if m := answer(t, ws, lane, false); m["type"] != "ready" {
+			t.Fatalf("reply %v", m)
+		}
+		return ws, 0
+	}
+	// An honest client: reads (and so answers) each close.
+	var open []*websocket.Conn
+	for i := range 3 * MaxConnsPerLane {
+		ws, status := connect("203.0.113.5", testLane(1))
+		if ws == nil {
+			t.Fatalf("honest connection %d refused with %d", i, status)
+		}
+		open = append(open, ws)
+		if len(open) > MaxConnsPerLane {
+			expectClose(t, open[0], websocket.CloseNormalClosure, reasonReplaced)
+			open = open[1:]
+		}
+	}
+	waitUnsettled(t, f.h, "203.0.113.5", 0)
+	// A lane's key held at another address, never reading: its replaced connections
+	// linger, counted, until the fifth upgrade is refused.
+	refused := 0
+	for range MaxConnsPerLane + 4 + 1 {
+		if ws, status := connect("198.51.100.7", testLane(2)); ws == nil {
+			if status != http.StatusTooManyRequests {
+				t.Fatalf("refused with %d, want 429", status)
+			}
+			refused++
+		}
+	}
+	if refused != 1 {
+		t.Fatalf("%d upgrades refused, want 1 (the one past 4 lingering replaced connections)", refused)
+	}
+	if _, status := connect("203.0.113.5", testLane(3)); status != 0 {
+		t.Fatalf("the honest client was refused with %d", status)
+	}
+	// WriteWait later the lingering ones are gone and the client may connect again.
+	waitUnsettled(t, f.h, "198.51.100.7", 0)
+	if _, status := connect("198.51.100.7", testLane(2)); status != 0 {
+		t.Fatalf("after the closes timed out: refused with %d", status)
+	}
+}
+
+func waitUnsettled(t *testing.T, h *Hub, key string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		got := h.unsettled[key]
+		h.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d unsettled connections, want %d", key, got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

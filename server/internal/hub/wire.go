@@ -25,6 +25,8 @@ const (
 	reasonTimeout    = "timeout"
 	reasonShutdown   = "shutdown"
 	reasonUnavail    = "unavailable"
+	// reasonRateLimited refuses an upgrade of a client that holds MaxUnsettled connections.
+	reasonRateLimited = "rate_limited"
 	// reasonReplaced closes a lane's oldest connection when a newer one would exceed
 	// MaxConnsPerLane; it is no refusal (the worker reconnects if it is still there).
 	reasonReplaced = "replaced"

@@ -458,7 +458,9 @@ func hubMain(in io.Reader, out io.Writer) int {
 	lanes := make([]protocol.LaneID, 0, n)
 	h := hub.New(hub.Config{
 		MaxConns: n + 16,
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		// Every client here is 127.0.0.1: let all the dialers be mid-handshake at once.
+		MaxUnsettled: 512,
+		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Authenticate: func(ctx context.Context, keyid string, challenge, tag []byte) (protocol.LaneID, error) {
 			id, err := protocol.ParseKeyID(keyid)
 			if err != nil {
