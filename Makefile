@@ -34,8 +34,13 @@ deps:
 
 test: deps wasm test-go test-js
 
+# The libraries under the race detector (their tests drive many goroutines: the hub, the stores,
+# concurrent verification); the browser, devserver and module tests as they are (their
+# concurrency is Chromium's and wazero's, and -race would only slow them).
+RACE_PKGS := ./internal/... ./server/...
 test-go: $(WASM)
-	SV_WASM=$(CURDIR)/$(WASM) $(GO) test -count=1 -timeout 20m ./...
+	CGO_ENABLED=1 SV_WASM=$(CURDIR)/$(WASM) $(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
+	SV_WASM=$(CURDIR)/$(WASM) $(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v -e /internal/ -e /server)
 
 test-js: $(WASM)
 	cd js && SV_WASM=$(CURDIR)/$(WASM) node --test test/*.test.js

@@ -7,6 +7,7 @@ need=()
 command -v brotli >/dev/null || need+=(brotli)
 command -v chromium >/dev/null || need+=(chromium)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v gcc >/dev/null || need+=(gcc) # go test -race needs cgo
 command -v node >/dev/null || { echo "deps: node (>= 20) is missing; install Node.js" >&2; exit 1; }
 
 # Test-only npm packages, pinned by their package-lock.json: the independent RFC 9421
