@@ -146,7 +146,9 @@ export class EventChannel {
           // The lane is gone on the server (revoked, expired, ...) while we were away: the same
           // verdict the next HTTP request would get. Wipe now rather than at the next request
           // (through the router's gone(), which knows whether a re-key in flight replaces it).
-          this.stopped = true;
+          // Let go of the socket too: the server's close that follows is the lane's end, not the
+          // socket going down, and must not reach the page as a channel event.
+          this.stop();
           if (this.gone) {
             this.gone(reason);
           } else {

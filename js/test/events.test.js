@@ -119,6 +119,25 @@ test("a lane evicted while away (refused lane_evicted on reconnect) wipes and te
   assert.equal(num(inst.call(OP.status).get(1)), 4, "wiped");
 });
 
+test("a refusal on a live socket ends the channel: its close is not reported as the socket going down", async () => {
+  // The lane's end can arrive as a refusal alone (its sealed event dropped, or refused under a
+  // stale epoch): the page hears expired, and nothing of the server's close that follows.
+  const { inst, srv, ch, events, timers } = await setup();
+  ch.start();
+  authenticate(srv);
+  const ws = FakeSocket.last;
+  const before = timers.length;
+  ws.deliver(JSON.stringify({ type: "refused", reason: "expired" }));
+  ws.drop(); // the server's close
+  assert.deepEqual(
+    events.map(([n]) => n),
+    ["channel", "expired"],
+  );
+  assert.equal(num(inst.call(OP.status).get(1)), 4, "wiped");
+  assert.equal(timers.length, before, "no reconnect is scheduled");
+  assert.ok(ws.closed, "the channel let go of the socket");
+});
+
 test("the page is told when the socket goes down and comes back, on changes only", async () => {
   const { srv, ch, events, timers } = await setup();
   FakeSocket.all = [];
