@@ -67,8 +67,8 @@ export class Vault extends EventTarget {
 
   /**
    * Why create() did not join a live session it could have (a server refusal code such as
-   * "rate_limited", "store_unavailable" or "bad_ticket"), or null: for the first two the page may
-   * wait and retry rather than show a login form.
+   * "rate_limited", "store_unavailable", "unavailable" or "bad_ticket"), or null: for the first
+   * three the page may wait and retry rather than show a login form.
    */
   get joinError() {
     return this.#joinError;
@@ -78,14 +78,26 @@ export class Vault extends EventTarget {
    * Starts the worker and binds its policy (first write wins, for the worker's whole life). On a
    * reload or in a new tab of a live session, the worker joins that session before this resolves
    * (PROTOCOL.md 3.2): check `await vault.status()` and skip the login form when it is "active".
-   * @param {{workerURL?: string|URL, prefix?: string, policy?: {origins?: string[], prefixes?: string[], methods?: string[]}}} [opts]
+   * Rejects with a VaultError (code "fatal") if the worker cannot start (a workerURL of another
+   * origin included), fails to load, or does not answer within timeoutMs (default 30,000; 0 for
+   * no limit). followLogins (default true) lets a login in another tab of this origin reach this
+   * vault while it holds no session.
+   * @param {{workerURL?: string|URL, prefix?: string, policy?: {origins?: string[], prefixes?: string[], methods?: string[]}, followLogins?: boolean, timeoutMs?: number}} [opts]
    * @returns {Promise<Vault>}
    */
   static async create(opts = {}) {
     // Resolved once, as new Worker resolves it: a rejoin after a pushState starts the same script.
     const base = globalThis.document?.baseURI ?? globalThis.location?.href;
-    const url = new URL(String(opts.workerURL || "/sv/worker.js"), base).href;
-    const v = new Vault(new Worker(url, { type: "module", name: "sessionvault" }), url, opts);
+    let url, worker;
+    try {
+      url = new URL(String(opts.workerURL || "/sv/worker.js"), base).href;
+      worker = new Worker(url, { type: "module", name: "sessionvault" });
+    } catch (e) {
+      // A URL that does not parse, or one of another origin (SecurityError): the worker must be
+      // the page's own script.
+      throw new VaultError("fatal", "cannot start the vault worker at " + String(opts.workerURL || "/sv/worker.js").slice(0, 200) + ": " + String(e && e.message).slice(0, 200));
+    }
+    const v = new Vault(worker, url, opts);
     // Listening from the start: a login in another tab while this one starts is not missed.
     if (opts.followLogins !== false && typeof BroadcastChannel === "function") {
       v.#channel = new BroadcastChannel("sessionvault " + url);

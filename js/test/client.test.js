@@ -50,3 +50,18 @@ test("an invalid header name is a VaultError, and a fetch without a signal is no
   const sent = Object.fromEntries(w.sent.map((m) => [m.url, m.abortable === true]));
   assert.deepEqual(sent, { "/api/y": false, "/api/z": true });
 });
+
+test("a worker that cannot start (another origin's script) is a VaultError fatal, as the types say", async () => {
+  const saved = globalThis.Worker;
+  globalThis.Worker = class {
+    constructor(url) {
+      if (new URL(url).origin !== location.origin) throw new DOMException("Script at '" + url + "' cannot be accessed from origin", "SecurityError");
+    }
+  };
+  try {
+    await assert.rejects(Vault.create({ workerURL: "https://evil.example/sv/worker.js" }), (e) => e.name === "VaultError" && e.code === "fatal" && /cannot start the vault worker/.test(e.message));
+    await assert.rejects(Vault.create({ workerURL: "http://[bad" }), (e) => e.code === "fatal");
+  } finally {
+    globalThis.Worker = saved;
+  }
+});
