@@ -228,3 +228,48 @@ func FuzzModuleABI(f *testing.F) {
 		}
 	})
 }
+
+// TestWrongMethodNamesTheRightOnes: a 405 names the methods the endpoint takes (the files and
+// the boot script GET and HEAD, the event socket GET, the rest POST).
+func TestWrongMethodNamesTheRightOnes(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.Module = testModule })
+	for _, c := range []struct{ method, path, allow string }{
+		{"POST", "/sv/vault.wasm", "GET, HEAD"},
+		{"PUT", "/sv/client.js", "GET, HEAD"},
+		{"POST", "/sv/worker.js", "GET, HEAD"},
+		{"POST", "/sv/events", "GET"},
+		{"HEAD", "/sv/events", "GET"},
+		{"GET", "/sv/login", "POST"},
+		{"GET", "/sv/rotate", "POST"},
+		{"DELETE", "/sv/logout", "POST"},
+	} {
+		w := httptest.NewRecorder()
+		e.mux.ServeHTTP(w, httptest.NewRequest(c.method, testOrigin+c.path, nil))
+		if w.Code != 405 || w.Header().Get("Allow") != c.allow || w.Header().Get("Sv-Error") != "method_not_allowed" {
+			t.Errorf("%s %s: %d Allow %q Sv-Error %q, want 405 Allow %q", c.method, c.path, w.Code, w.Header().Get("Allow"), w.Header().Get("Sv-Error"), c.allow)
+		}
+	}
+}
+
+// TestModuleMissingIsLogged: without Config.Module the handler serves neither vault.wasm nor
+// client.js (404), and says why in the log, once.
+func TestModuleMissingIsLogged(t *testing.T) {
+	e := newEnv(t)
+	for _, p := range []string{"/sv/client.js", "/sv/vault.wasm", "/sv/client.js"} {
+		w := httptest.NewRecorder()
+		e.mux.ServeHTTP(w, httptest.NewRequest("GET", testOrigin+p, nil))
+		if w.Code != 404 {
+			t.Fatalf("%s without Module: %d, want 404", p, w.Code)
+		}
+	}
+	if got := e.logs.events("module_missing"); len(got) != 1 || got[0]["path"] != "client.js" || !strings.Contains(got[0]["msg"].(string), "Config.Module") {
+		t.Fatalf("module_missing records: %v", got)
+	}
+	// With a Module, nothing of the kind.
+	e2 := newEnv(t, func(c *server.Config) { c.Module = testModule })
+	w := httptest.NewRecorder()
+	e2.mux.ServeHTTP(w, httptest.NewRequest("GET", testOrigin+"/sv/client.js", nil))
+	if w.Code != 200 || len(e2.logs.events("module_missing")) != 0 {
+		t.Fatalf("with Module: %d, %v", w.Code, e2.logs.events("module_missing"))
+	}
+}

@@ -3,11 +3,18 @@
 // replay-proof), rotates and re-keys, and revokes. PROTOCOL.md is the wire format.
 //
 // A [Manager] is made from a [Config] whose zero values are the safe defaults; only a [Store] is
-// required, and an [Authenticator] to serve login:
+// required, an [Authenticator] to serve login, and the built vault.wasm (Config.Module) for the
+// handler to serve the module and the page's client.js beside the worker's boot script:
 //
-//	m, err := server.New(server.Config{Store: st, StoreKey: key, Authenticator: auth})
-//	mux.Handle("/sv/", m.Handler())           // login, logout, rotate, rekey, join, events, worker.js
+//	//go:embed vault.wasm
+//	var vaultWasm []byte // GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared ... (README.md)
+//
+//	m, err := server.New(server.Config{Store: st, StoreKey: key, Authenticator: auth, Module: vaultWasm})
+//	mux.Handle("/sv/", m.Handler())           // login, logout, rotate, rekey, join, events, worker.js, vault.wasm, client.js
 //	mux.Handle("/api/", m.Require(apiHandler)) // signed requests only
+//
+// Without Module, vault.wasm and client.js answer 404 (logged once as module_missing): serve
+// both yourself beside worker.js.
 //
 // In a handler behind [Manager.Require], [FromContext] returns the session: user ID, claims, the
 // session's handle and the lane. After a privilege change the handler calls
@@ -67,8 +74,10 @@
 // lane_evicted (one lane of the session ended by a join past Config.MaxLanesPerSession),
 // socket_opened, socket_refused, socket_timeout, socket_dropped and socket_closed for event
 // sockets (socket_refused reason not_websocket, a proxy that drops the upgrade, at Warn at most
-// once a minute), and configuration warnings: mounted_elsewhere (once: the Handler serves
-// outside Config.Prefix) and insecure_transport (at most once a minute: a login over plain HTTP
+// once a minute; reason rate_limited, an address over Config.MaxPendingEventConns), and
+// configuration warnings: mounted_elsewhere (once: the Handler serves outside Config.Prefix),
+// module_missing (once: vault.wasm or client.js asked for without Config.Module) and
+// insecure_transport (at most once a minute: a login over plain HTTP
 // to a host other than localhost, whose join cookie browsers drop);
 // with handle, user, lane (public), client and reason where known. No record holds a key, a join
 // ticket, a session ID, a cookie value or credentials; an
@@ -77,7 +86,8 @@
 //
 // Cross-origin deployments: a worker signing for another origin's API needs that API's CORS
 // configuration to allow the Signature-Input, Signature and Content-Digest request headers and
-// to expose Sv-Action and Sv-Error.
+// to expose Sv-Action, Sv-Error and Sv-Rekey-Grant (the sealed claims of a re-key that
+// [Manager.RequireRekey] asks for).
 //
 // # Concurrency
 //
@@ -110,7 +120,9 @@
 //	401 unknown_session, revoked, logout, rekeyed, limit_evicted, reuse_detected, expired,
 //	    user_agent_mismatch                                (the session is over: wipe the key)
 //	401 lane_evicted                      (this lane is over, the session goes on: wipe the key)
-//	403 cross_site   404 not_found   405 method_not_allowed   413 body_too_large
+//	401 bad_ticket, ticket_reuse          (join: the worker stays without a session)
+//	403 cross_site, cookie_required (a re-key without the join cookie)   404 not_found
+//	405 method_not_allowed (with Allow)   413 body_too_large
 //	415 unsupported_media   429 rate_limited
 //	503 store_unavailable (the store failed: fail closed), unavailable (the Authenticator or the
 //	    server failed; a panic in this package or the Authenticator is recovered and logged)

@@ -13,17 +13,16 @@ import (
 )
 
 // checkPassword stands for the application's own credential check.
-func checkPassword(ctx context.Context, cred json.RawMessage) (string, map[string]string, error) {
+func checkPassword(ctx context.Context, r *http.Request, cred json.RawMessage) (string, map[string]string, error) {
 	return "", nil, server.ErrBadCredentials
 }
 
 func ExampleManager() {
 	m, err := server.New(server.Config{
-		Store:    memstore.New(), // boltstore.Open("sessions.db", nil) for a durable one
-		StoreKey: nil,            // a durable store needs a 32-byte key from your secret store
-		Authenticator: server.AuthenticatorFunc(func(ctx context.Context, r *http.Request, cred json.RawMessage) (string, map[string]string, error) {
-			return checkPassword(ctx, cred)
-		}),
+		Store:         memstore.New(), // boltstore.Open("sessions.db", nil) for a durable one
+		StoreKey:      nil,            // a durable store needs a 32-byte key from your secret store
+		Module:        nil,            // the built vault.wasm (//go:embed): the handler then serves it and client.js
+		Authenticator: server.AuthenticatorFunc(checkPassword),
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -31,7 +30,7 @@ func ExampleManager() {
 	defer m.Close()
 
 	mux := http.NewServeMux()
-	mux.Handle("/sv/", m.Handler()) // login, logout, rotate, rekey
+	mux.Handle("/sv/", m.Handler()) // login, logout, rotate, rekey, join, events, worker.js (+ vault.wasm, client.js with Module)
 	mux.Handle("/api/", m.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := server.FromContext(r.Context())
 		fmt.Fprintf(w, "hello %s\n", s.UserID)

@@ -32,6 +32,7 @@ type Manager struct {
 	clientAddr func(*http.Request) string
 	authority  func(*http.Request) string // Config.Authority; nil: r.Host
 	misMounted sync.Once                  // the warning that Handler serves outside its prefix
+	noModule   sync.Once                  // the warning that vault.wasm or client.js was asked for without Config.Module
 	plainHTTP  throttle.Every             // the warning that the join cookie will not be kept (cookie.go)
 
 	prefix                                    string
@@ -327,10 +328,23 @@ func (m *Manager) serveEndpoint(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if h == nil {
+		if m.assets == nil && (name == moduleFile || name == "client.js") {
+			// Asked for by the boot script and the page: without Config.Module they are not here.
+			m.noModule.Do(func() {
+				m.log.LogAttrs(r.Context(), slog.LevelWarn, "sessionvault: "+name+" was requested but Config.Module is nil, so the handler does not serve vault.wasm or client.js; set Config.Module (build/vault.wasm, e.g. embedded with //go:embed) or serve both files yourself",
+					slog.String("event", "module_missing"), slog.String("path", name))
+			})
+		}
 		m.refuse(w, reasonNotFound)
 		return
 	}
-	if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead && name != "events") {
+	head := method == http.MethodGet && name != "events" // HEAD of what GET serves
+	if r.Method != method && !(head && r.Method == http.MethodHead) {
+		allow := method
+		if head {
+			allow += ", HEAD"
+		}
+		w.Header()["Allow"] = []string{allow}
 		m.refuse(w, reasonMethod)
 		return
 	}

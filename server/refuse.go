@@ -37,7 +37,7 @@ const (
 	reasonCrossSite   = "cross_site"         // 403: login from a cross-site context (Sec-Fetch-Site)
 	reasonNeedCookie  = "cookie_required"    // 403: a re-key without the session's join cookie
 	reasonNotFound    = "not_found"          // 404: no such endpoint (or login without an Authenticator)
-	reasonMethod      = "method_not_allowed" // 405: endpoints take POST
+	reasonMethod      = "method_not_allowed" // 405: with Allow (POST; GET, HEAD for the files; GET for events)
 	reasonTooLarge    = "body_too_large"     // 413
 	reasonUnsupported = "unsupported_media"  // 415: login body is not application/json
 	reasonRateLimited = "rate_limited"       // 429
@@ -121,7 +121,9 @@ func (m *Manager) refuse(w http.ResponseWriter, reason string) {
 	case 401:
 		h["Www-Authenticate"] = []string{`Signature realm="sessionvault"`}
 	case 405:
-		h["Allow"] = []string{"POST"}
+		if len(h["Allow"]) == 0 {
+			h["Allow"] = []string{http.MethodPost}
+		}
 	case 429:
 		h["Retry-After"] = []string{strconv.Itoa(int(m.throttleWindow.Seconds() + 0.999))}
 	}
