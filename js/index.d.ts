@@ -88,12 +88,19 @@ export interface VaultEventMap {
   rekey_failed: CustomEvent<{ code: string }>;
   expiring: CustomEvent<{ deadline: number }>;
   expired: CustomEvent<{ reason: string }>;
+  /**
+   * The key is wiped because the session (or this tab's lane) ended: reason "revoked" (an
+   * admin), "logout" (any tab's logout, this page's own logout() included: every logout() fires
+   * it once, even in a vault that held no session, so a page can show its login form in one
+   * place), "rekeyed", "limit_evicted", "lane_evicted", "reuse_detected", "user_agent_mismatch",
+   * "unknown_session".
+   */
   revoked: CustomEvent<{ reason: string }>;
   /**
    * The worker's event socket, which pushes revocation, rotation and expiry, came up
    * (connected: true) or went down (false: it reconnects with backoff; meanwhile the worker
    * learns of a revocation at its next request). Fires on changes only, while a session is
-   * active; a socket that never comes up (a proxy that does not pass WebSocket upgrades) gives
+   * active (not when the session ends: revoked or expired says that); a socket that never comes up (a proxy that does not pass WebSocket upgrades) gives
    * one connected: false.
    */
   channel: CustomEvent<{ connected: boolean }>;
