@@ -78,8 +78,9 @@ fuzz: $(WASM)
 			SV_WASM=$(CURDIR)/$(WASM) $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; done
 
+# DEV_FLAGS: more devserver flags, e.g. make dev DEV_FLAGS="-addr 127.0.0.1:8181" (go run ./cmd/devserver -h).
 dev: $(WASM)
-	$(GO) run ./cmd/devserver
+	$(GO) run ./cmd/devserver -wasm $(WASM) $(DEV_FLAGS)
 
 clean:
 	rm -rf build

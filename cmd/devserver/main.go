@@ -37,7 +37,7 @@ func main() {
 Usage: go run ./cmd/devserver [flags]
 
 Serves the demo app (/), the admin view (/admin), the session endpoints (/sv/) and the worker
-assets (/sv/worker.js, /sv/vault.wasm). Demo users: alice, bob, admin; their passwords are
+assets (/sv/worker.js, /sv/vault.wasm, /sv/client.js). Demo users: alice, bob, admin; their passwords are
 "<user>-password".
 
 Flags:
