@@ -167,7 +167,7 @@ func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := auditRec{event: evCreated, handle: protocol.SessionHandle(sess.ID), user: userID, lane: lane.ID.String(), client: client}
 	m.audit(ctx, slog.LevelInfo, rec)
-	m.enforceLimit(ctx, userID, sess.ID, client)
+	m.enforceLimit(ctx, userID, sess, client)
 	m.setCookie(w, r, sess)
 	writeJSON(w, reply)
 }
@@ -243,9 +243,10 @@ func (m *Manager) issue(ctx context.Context, kind int, clientPub [protocol.Publi
 	}, "", nil
 }
 
-// enforceLimit ends the user's oldest sessions past MaxSessionsPerUser, never keep. A store
-// failure is logged: the login stands and the next one enforces the limit.
-func (m *Manager) enforceLimit(ctx context.Context, userID string, keep []byte, client string) {
+// enforceLimit ends the user's oldest sessions past MaxSessionsPerUser, only ones older than keep
+// (the session this login made). A store failure is logged: the login stands and the next one
+// enforces the limit.
+func (m *Manager) enforceLimit(ctx context.Context, userID string, keep *Session, client string) {
 	if m.maxSessions < 0 {
 		return
 	}
@@ -258,13 +259,20 @@ func (m *Manager) enforceLimit(ctx context.Context, userID string, keep []byte, 
 	if excess <= 0 {
 		return
 	}
-	slices.SortStableFunc(list, func(a, b *Session) int { return a.Created.Compare(b.Created) })
-	for _, s := range list {
-		if excess == 0 {
-			break
+	// Oldest first, in one total order (creation time, then ID), and only sessions older than
+	// the one this login made: of two logins that read the list at once, each would otherwise
+	// end the other's session (both answered 200, both dead). This way the newest survives every
+	// such race, and the next login restores the bound if a race left it exceeded.
+	older := func(a, b *Session) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
 		}
-		if bytes.Equal(s.ID, keep) {
-			continue
+		return bytes.Compare(a.ID, b.ID)
+	}
+	slices.SortFunc(list, older)
+	for _, s := range list {
+		if excess == 0 || bytes.Equal(s.ID, keep.ID) || older(s, keep) >= 0 {
+			break
 		}
 		m.end(ctx, s, goneLimit, evLimitEvicted, auditRec{client: client})
 		excess--
