@@ -8,7 +8,7 @@
 //
 // or, for Redis Cluster, Sentinel or a client you configure yourself:
 //
-//	st := redisstore.New(redis.NewClusterClient(&redis.ClusterOptions{...}), nil)
+//	st := redisstore.New(redis.NewClusterClient(&redis.ClusterOptions{MaxRetries: -1, ...}), nil)
 //
 // It needs Redis 6.2 or later (SET ... PXAT) with Lua scripting. It does not implement
 // [server.Sweeper]: every key carries a TTL, so Redis itself removes what has ended, and there
@@ -111,7 +111,14 @@
 // local copy of a record to fall back on. When Redis is back, go-redis reconnects and the same
 // Store works again; scripts missing from a restarted Redis are loaded again by themselves.
 //
-// go-redis retries a command after a network error; a retried script that had already run
-// answers as a second call would (Seen: ErrReplay; Create: ErrExists): a refusal, never a false
-// acceptance.
+// A command whose reply is lost (a network blip, a proxy restart) may have run in Redis. go-redis
+// would retry it by default, and a script that runs twice answers as a second call would: a
+// first use of a nonce refused as a replay and counted against the client, a first use of a
+// ticket refused as reuse and logged as an attack. So [Open] turns retries off (give [New] a
+// client with MaxRetries: -1), and the lost reply fails the call: the Manager answers 503
+// store_unavailable. What the script did stands: a nonce so consumed only costs that request
+// (the next one is signed anew), a ticket so used costs the page a retry of its join (a new
+// worker, a new ticket), a session so created is an orphan until its idle timeout, and a re-key
+// whose deletion of the old session so ran ends both sessions (fail closed: the user logs in
+// again), since the Manager cannot tell that from a concurrent re-key that won.
 package redisstore

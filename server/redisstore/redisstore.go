@@ -59,6 +59,8 @@ const linger = time.Minute
 // New returns a Store on client: a *redis.Client, a *redis.ClusterClient, a failover client or
 // a *redis.Ring (a Ring spreads keys without regard to hash tags; the scripts stay correct, as
 // each touches one key). The caller keeps ownership of client: [Store.Close] does not close it.
+// Configure it with MaxRetries: -1 (see [Open]): a retried script whose first reply was lost
+// runs twice.
 func New(client redis.UniversalClient, opts *Options) *Store {
 	if opts == nil {
 		opts = &Options{}
@@ -75,17 +77,22 @@ func New(client redis.UniversalClient, opts *Options) *Store {
 
 // Open connects to the Redis at url, in the form go-redis's ParseURL reads:
 // redis://[user:password@]host[:port][/db], rediss:// for TLS, unix:///path?db=N, with options as
-// query parameters (dial_timeout, pool_size, max_retries, ...). It does not wait for Redis: a
-// Store whose Redis is down fails each call and recovers by itself. Unlike go-redis's default
-// (5 dial attempts 100 ms apart per try, 4 tries), a connection is dialed once per try, so that
-// with Redis down a call fails within about 0.1 s rather than seconds. [Store.Close] closes the
-// connections.
+// query parameters (dial_timeout, pool_size, ...). It does not wait for Redis: a Store whose
+// Redis is down fails each call and recovers by itself. Unlike go-redis's defaults, a connection
+// is dialed once (not 5 times 100 ms apart), so that with Redis down a call fails within about
+// 0.1 s rather than seconds, and a command is never retried (max_retries in the URL is
+// overridden): the store's scripts are not idempotent, and go-redis retries a command whose
+// reply was lost after Redis ran it, so a retry would refuse a first use of a nonce as a replay
+// or a first use of a ticket as reuse. A lost reply fails the call instead (503
+// store_unavailable, fail closed). Give [New] a client with MaxRetries: -1 for the same reason.
+// [Store.Close] closes the connections.
 func Open(url string, opts *Options) (*Store, error) {
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: %w", err)
 	}
 	o.DialerRetries, o.DialerRetryTimeout = 1, time.Millisecond
+	o.MaxRetries = -1
 	st := New(redis.NewClient(o), opts)
 	st.owned = true
 	return st, nil
