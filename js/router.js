@@ -446,7 +446,7 @@ export class Router {
     const p = msg.policy === undefined ? {} : msg.policy;
     if (!isPlain(p)) fail("bad_input", "policy must be a plain object");
     for (const k of Object.keys(p)) {
-      if (!["origins", "prefixes", "methods"].includes(k)) fail("bad_input", "unknown policy field");
+      if (!["origins", "prefixes", "methods"].includes(k)) fail("bad_input", "unknown policy field " + JSON.stringify(k.slice(0, 40)) + " (the fields are origins, prefixes, methods)");
     }
     // Default: the boot script's directory, where the Manager serves it ({prefix}worker.js).
     const prefix = msg.prefix !== undefined ? msg.prefix : this.reserved && PREFIX.test(this.reserved) ? this.reserved : "/sv/";
