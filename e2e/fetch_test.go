@@ -106,12 +106,18 @@ func TestVaultFetchTakesWhatFetchTakes(t *testing.T) {
 
 	// Abort: in flight, and before sending.
 	before := hits.Load()
-	got := Eval[string](tb, `(async () => {
+	Eval[bool](tb, `(() => {
 	  const c = new AbortController();
-	  const p = vault.fetch("/echo/slow", {signal: c.signal});
-	  setTimeout(() => c.abort(), 500);
-	  try { await p; return "resolved"; } catch (e) { return e.name; }
+	  window.abortSlow = () => c.abort();
+	  window.slowResult = vault.fetch("/echo/slow", {signal: c.signal}).then(() => "resolved", (e) => e.name);
+	  return true;
 	})()`)
+	// Aborted once the server has the request (not after a fixed wait, which a loaded machine
+	// may spend before the request leaves).
+	for deadline := time.Now().Add(10 * time.Second); hits.Load() == before && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := Eval[string](tb, `(window.abortSlow(), window.slowResult)`)
 	if got != "AbortError" {
 		t.Errorf("aborted in flight: %s, want AbortError", got)
 	}

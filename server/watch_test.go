@@ -120,7 +120,8 @@ func TestSessionContextEndsWithTheSession(t *testing.T) {
 	wantOK(t, c.get("/api/me"))
 
 	// Its absolute timeout, however busy the user.
-	short := newEnv(t, realClock, func(c *server.Config) { c.AbsoluteTimeout, c.IdleTimeout = time.Second, 900*time.Millisecond })
+	// (Seconds, not less: each request here may take a while on a loaded machine under -race.)
+	short := newEnv(t, realClock, func(c *server.Config) { c.AbsoluteTimeout, c.IdleTimeout = 3*time.Second, 2700*time.Millisecond })
 	c = short.newClient()
 	c.login("erin")
 	s = holdStream(t, short, c.sign("GET", "/stream/e", nil), nil)
@@ -146,12 +147,12 @@ func TestSessionContextEndsWithTheSession(t *testing.T) {
 	waitFor(t, 5*time.Second, "no watch left", func() bool { return server.WatchCount(e.mgr) == 0 })
 
 	// Its idle timeout: requests keep the session (and the stream) alive; without them it ends.
-	idle := newEnv(t, realClock, func(c *server.Config) { c.IdleTimeout, c.AbsoluteTimeout = 1500*time.Millisecond, time.Minute })
+	idle := newEnv(t, realClock, func(c *server.Config) { c.IdleTimeout, c.AbsoluteTimeout = 3*time.Second, time.Minute })
 	c = idle.newClient()
 	c.login("grace")
 	s = holdStream(t, idle, c.sign("GET", "/stream/g", nil), nil)
-	for range 10 { // 2 s (past the idle timeout) of a user who keeps working
-		time.Sleep(200 * time.Millisecond)
+	for range 12 { // 3.6 s (past the idle timeout) of a user who keeps working
+		time.Sleep(300 * time.Millisecond)
 		wantOK(t, c.get("/api/me"))
 	}
 	select {

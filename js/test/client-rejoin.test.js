@@ -157,3 +157,40 @@ test("create() gives up after timeoutMs and terminates its worker", async () => 
   assert.ok(Date.now() - t0 < 1000);
   assert.equal(workers[0].terminated, true);
 });
+
+// SECURITY.md: a login notice is unauthenticated (any script of the origin can post it), so all
+// it may cause is what a reload causes, only in a vault with no session, at most once every 2 s.
+test("a login notice to a vault that holds a session starts no worker", async () => {
+  reset();
+  const v = await Vault.create({ workerURL: "/sv/worker.js" });
+  await v.login({ user: "bob" });
+  const other = new BroadcastChannel(CHANNEL);
+  try {
+    for (let i = 0; i < 3; i++) other.postMessage({ type: "login" });
+    await tick(100);
+    assert.equal(workers.length, 1, "a worker was started for a vault with a session");
+  } finally {
+    other.close(); v.terminate();
+  }
+});
+
+test("login notices start at most one worker every 2 s, and a later notice is still followed", async () => {
+  reset();
+  const v = await Vault.create({ workerURL: "/sv/worker.js" });
+  const other = new BroadcastChannel(CHANNEL);
+  const started = [];
+  FakeWorker.onCreate = () => started.push(Date.now());
+  try {
+    for (let i = 0; i < 5; i++) {
+      other.postMessage({ type: "login" });
+      await tick(20);
+    }
+    await tick(300);
+    assert.equal(started.length, 1, "notices within 2 s started " + started.length + " workers");
+    await tick(2000); // the coalesced notices are followed once the 2 s are up: none is lost
+    assert.equal(started.length, 2, "the notices after the first were dropped, or followed more than once");
+    assert.ok(started[1] - started[0] >= 1900, "second worker " + (started[1] - started[0]) + " ms after the first");
+  } finally {
+    other.close(); v.terminate();
+  }
+});

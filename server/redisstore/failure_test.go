@@ -199,7 +199,11 @@ func TestRestartUnderLoad(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Load running before the kill: some calls accepted (not a fixed wait, which a loaded
+	// machine may spend before the first call returns).
+	for deadline := time.Now().Add(10 * time.Second); okBefore.Load() < 50 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	p.kill()
 	down.Store(true)
 	time.Sleep(2 * time.Second)

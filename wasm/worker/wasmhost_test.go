@@ -293,7 +293,23 @@ func (in *instance) Call(req []byte) ([]byte, error) {
 	if _, err := in.free.Call(ctx, uint64(p)); err != nil {
 		return nil, in.trapped(err)
 	}
+	if err := in.zeroedLocked(p, uint32(len(req)), "request"); err != nil {
+		return nil, err
+	}
 	return reply, nil
+}
+
+// zeroedLocked checks that free left nothing of a buffer in memory (SECURITY.md: every ABI
+// buffer is zeroed on free, since requests and replies carry key-derived bytes).
+func (in *instance) zeroedLocked(p, n uint32, what string) error {
+	b, ok := in.mem.Read(p, n)
+	if !ok {
+		return in.trapped(errors.New(what + " buffer outside memory"))
+	}
+	if !bytes.Equal(b, make([]byte, n)) {
+		return errors.New("free left the " + what + " in memory")
+	}
+	return nil
 }
 
 // rawCallLocked calls the module on [p, p+n), copies the reply out and frees it.
@@ -311,6 +327,9 @@ func (in *instance) rawCallLocked(p, n uint32) ([]byte, error) {
 	reply := append([]byte(nil), b...) // copy out before the next call can grow memory
 	if _, err := in.free.Call(ctx, uint64(rp)); err != nil {
 		return nil, in.trapped(err)
+	}
+	if err := in.zeroedLocked(rp, rn, "reply"); err != nil {
+		return nil, err
 	}
 	return reply, nil
 }

@@ -741,7 +741,10 @@ func TestResync(t *testing.T) {
 }
 
 func TestKeepalive(t *testing.T) {
-	f := newFixture(t, Config{PingInterval: 50 * time.Millisecond, PongWait: 200 * time.Millisecond})
+	// The mute client goes at PongWait; the one that answers pings is then past PongWait too,
+	// kept by its pongs. (PongWait in seconds: a reader stalled on a loaded machine is no pong
+	// failure.)
+	f := newFixture(t, Config{PingInterval: 100 * time.Millisecond, PongWait: 2 * time.Second})
 	lane := testLane(1)
 	alive := f.connect(t, lane) // reads, so gorilla answers pings
 	go func() {
@@ -754,7 +757,6 @@ func TestKeepalive(t *testing.T) {
 	mute := f.connect(t, testLane(2)) // never reads: no pongs
 	_ = mute
 	waitCount(t, f.h, 2)
-	time.Sleep(600 * time.Millisecond)
 	waitCount(t, f.h, 1)
 	if f.h.Send(lane, seal(t, lane, 1)) != 1 {
 		t.Fatal("the client answering pings was dropped")
