@@ -103,7 +103,10 @@ func (m *Manager) checkDeadline(ctx context.Context, cancel context.CancelCauseF
 	defer done()
 	sess, _, err := m.store.Session(rctx, sid)
 	now := m.now()
+	var gone *GoneError
 	switch {
+	case errors.As(err, &gone):
+		cancel(&EndedError{Reason: refusalOf(gone.Reason)}) // ended meanwhile, its notice missed
 	case errors.Is(err, ErrNotFound):
 		cancel(&EndedError{Reason: reasonExpired}) // swept: a revocation would have said so
 	case err != nil:

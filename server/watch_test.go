@@ -204,6 +204,26 @@ func TestRedisSessionContextAfterResync(t *testing.T) {
 	s.wantEnded(t, "revoked")
 }
 
+// Found by review: a stream on a node that missed the revocation (its subscription still down)
+// ends at the session's idle deadline, when it asks the store, with the revocation's reason (it
+// was reported as expired).
+func TestRedisSessionContextAtDeadlineAfterMissedRevocation(t *testing.T) {
+	srv := redistest.Own(t, false)
+	bURL, deafen, _ := deafNode(t, srv)
+	idle := func(c *server.Config) { c.IdleTimeout = 2 * time.Second }
+	a := newEnv(t, onStore(redisStore(t, srv.URL(), "ev:"), nil), realClock, idle)
+	b := newEnv(t, onStore(redisStore(t, bURL, "ev:"), nil), realClock, idle)
+	c := a.newClient()
+	c.login("alice")
+	s := holdStream(t, b, c.sign("GET", "/stream/a", nil), nil)
+	deafen()
+	waitFor(t, 10*time.Second, "B notices the loss", func() bool { return !server.FanoutReady(b.mgr) })
+	if err := a.mgr.Revoke(t.Context(), "alice", handleOf(t, a, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	s.wantEnded(t, "revoked")
+}
+
 // Found by review: Close (and EndStreams, which http.Server.Shutdown can run) end the streams,
 // with ErrShutdown, and the session goes on; otherwise Shutdown, which waits for handlers, waited
 // for them until their sessions ended.
