@@ -8,7 +8,7 @@
 //
 // or, for Redis Cluster, Sentinel or a client you configure yourself:
 //
-//	st := redisstore.New(redis.NewClusterClient(&redis.ClusterOptions{MaxRetries: -1, ...}), nil)
+//	st := redisstore.New(redis.NewClusterClient(&redis.ClusterOptions{...}), nil)
 //
 // It needs Redis 6.2 or later (SET ... PXAT) with Lua scripting. It does not implement
 // [server.Sweeper]: every key carries a TTL, so Redis itself removes what has ended, and there
@@ -115,8 +115,11 @@
 // would retry it by default, and a script that runs twice answers as a second call would: a
 // first use of a nonce refused as a replay and counted against the client, a first use of a
 // ticket refused as reuse and logged as an attack. So [Open] turns retries off (give [New] a
-// client with MaxRetries: -1), and the lost reply fails the call: the Manager answers 503
-// store_unavailable. What the script did stands: a nonce so consumed only costs that request
+// *redis.Client or failover client with MaxRetries: -1), and the lost reply fails the call: the
+// Manager answers 503 store_unavailable. A *redis.ClusterClient cannot be told so: it sends a
+// command again after a network error within its MaxRedirects loop, which MOVED and ASK
+// redirects need, so on a cluster a lost reply may still turn into such a refusal (a refusal,
+// never a false acceptance). What the script did stands: a nonce so consumed only costs that request
 // (the next one is signed anew), a ticket so used costs the page a retry of its join (a new
 // worker, a new ticket), a session so created is an orphan until its idle timeout, and a re-key
 // whose deletion of the old session so ran ends both sessions (fail closed: the user logs in

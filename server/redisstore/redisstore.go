@@ -59,8 +59,9 @@ const linger = time.Minute
 // New returns a Store on client: a *redis.Client, a *redis.ClusterClient, a failover client or
 // a *redis.Ring (a Ring spreads keys without regard to hash tags; the scripts stay correct, as
 // each touches one key). The caller keeps ownership of client: [Store.Close] does not close it.
-// Configure it with MaxRetries: -1 (see [Open]): a retried script whose first reply was lost
-// runs twice.
+// Configure a *redis.Client or failover client with MaxRetries: -1 (see [Open]): a retried script
+// whose first reply was lost runs twice. A cluster client retries within its redirect handling
+// whatever its options (see the package documentation, Errors).
 func New(client redis.UniversalClient, opts *Options) *Store {
 	if opts == nil {
 		opts = &Options{}
