@@ -112,8 +112,9 @@ type Config struct {
 	// their lane ended) until the client answers the close. Past it the address's upgrades get
 	// 429 rate_limited, and its workers retry with backoff. It keeps one address, with or
 	// without an account, from taking every slot and so every other worker's revocation push.
-	// An honest client holds a few for milliseconds; raise it only if more workers than this
-	// reconnect at the same instant from behind one address. If zero, 64.
+	// An honest worker holds one for a round trip and its authentication; when more than this
+	// reconnect at once from behind one address (a node restart), the rest are refused and get
+	// in on their backoff a few seconds later. Raise it for large NATs. If zero, 64.
 	MaxPendingEventConns int
 	// ExpiringBefore is how long before a session's idle or absolute deadline its event sockets
 	// get an expiring event. If zero, 2 minutes or a quarter of IdleTimeout, whichever is less.

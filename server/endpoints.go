@@ -159,6 +159,11 @@ func (m *Manager) login(w http.ResponseWriter, r *http.Request) {
 		h := sha256.Sum256([]byte(r.UserAgent()))
 		ua = h[:]
 	}
+	// The session's creation is now, after the Authenticator (which may take seconds: a password
+	// hash, a directory): creation order is then the order in which logins finish, which the
+	// session limit relies on (a login ends only older sessions; a slow one that began first
+	// must not count as older than one that finished before it).
+	now = m.now()
 	sess, lane, reply, reason, err := m.issue(ctx, protocol.HandshakeLogin, clientPub, nil, userID, maps.Clone(claims), now, now.Add(m.absolute), ua, now)
 	if err != nil {
 		m.audit(ctx, slog.LevelError, auditRec{event: evStoreError, user: userID, client: client, reason: "login", cause: err})

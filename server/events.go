@@ -108,8 +108,9 @@ func (m *Manager) newHub(cfg *Config) {
 		Authority:    m.authorityOf,
 		MaxConns:     cfg.MaxEventConns,
 		MaxUnsettled: cfg.MaxPendingEventConns,
-		// No answer, or a malformed one: counted like a refused signature, so that an address
-		// that keeps opening sockets it never authenticates is throttled (429 at the upgrade).
+		// A malformed answer: counted like a refused signature (429 at the upgrade past the
+		// threshold). Sockets that never answer are not counted (an honest page may freeze);
+		// MaxPendingEventConns bounds them per address.
 		Failed: func(ctx context.Context, client string) { m.count(ctx, client, evSocketRefused) },
 		Logger: m.log,
 	})

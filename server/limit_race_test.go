@@ -2,10 +2,13 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sessionvault/sessionvault/internal/protocol"
 	"github.com/sessionvault/sessionvault/server"
 )
 
@@ -87,5 +90,54 @@ func TestConcurrentLoginsKeepTheNewest(t *testing.T) {
 	list, err := e.mgr.Sessions(t.Context(), "alice")
 	if err != nil || len(list) != 1 {
 		t.Fatalf("alice's live sessions: %d %v, want 1", len(list), err)
+	}
+}
+
+// TestSlowLoginCountsAsTheNewest (found by review): login A begins first but its Authenticator
+// is slow (a password hash, a directory); login B begins later and finishes first. A's session
+// is created when A finishes, so it is the newest and ends B's; with its creation taken at the
+// request's start it counted as older than B, ended nothing, and both sessions lived past
+// MaxSessionsPerUser until the user's next login.
+func TestSlowLoginCountsAsTheNewest(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	e := newEnv(t, func(c *server.Config) {
+		c.MaxSessionsPerUser = 1
+		c.Authenticator = server.AuthenticatorFunc(func(ctx context.Context, r *http.Request, cred json.RawMessage) (string, map[string]string, error) {
+			var cr struct{ User, Password string }
+			json.Unmarshal(cred, &cr)
+			if cr.Password == "slow" {
+				close(entered)
+				<-release
+			}
+			return cr.User, nil, nil
+		})
+	})
+	a, b := e.newClient(), e.newClient()
+	pubA, _ := a.v.Begin(protocol.HandshakeLogin)
+	done := make(chan int)
+	go func() { done <- a.loginRaw(pubA, "alice", "slow").Code }()
+	<-entered
+	e.clock.Add(time.Second)
+	pubB, _ := b.v.Begin(protocol.HandshakeLogin)
+	if w := b.loginRaw(pubB, "alice", "x"); w.Code != 200 {
+		t.Fatalf("login B: %d", w.Code)
+	}
+	e.clock.Add(time.Second) // A's authenticator returns a second after B's login
+	close(release)
+	if code := <-done; code != 200 {
+		t.Fatalf("login A: %d", code)
+	}
+	e.clock.Add(time.Minute)
+	list, err := e.mgr.Sessions(t.Context(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) > 1 {
+		t.Errorf("alice has %d live sessions with MaxSessionsPerUser=1 (both logins answered 200; no later login will fix it)", len(list))
+	}
+	// The survivor is the login that finished last.
+	if len(list) == 1 && !list[0].Created.Equal(e.clock.Now().Add(-time.Minute)) {
+		t.Errorf("the session kept was created at %v, want the slow login's, which finished last", list[0].Created)
 	}
 }

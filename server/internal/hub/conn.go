@@ -132,8 +132,11 @@ func (c *conn) authenticate(reqCtx context.Context) bool {
 	if err != nil {
 		if isTimeout(err) {
 			h.record(reqCtx, slog.LevelInfo, "socket_refused", c.addr, nil, reasonTimeout, nil)
+			// Not reported as a failure: an honest worker misses the answer window when its page
+			// is frozen or its network drops mid-exchange, and behind one address (an office NAT,
+			// a carrier's CGNAT) such misses would throttle everyone's logins. Silent sockets are
+			// bounded per address by MaxUnsettled instead.
 			c.closeNow(websocket.ClosePolicyViolation, "auth timeout")
-			c.failed(reqCtx)
 			return false
 		}
 		if c.readFailed(reqCtx, err) {

@@ -118,15 +118,16 @@ type Config struct {
 	// it one address could hold every slot of the node, with no account (answering no
 	// challenge, AuthTimeout per slot) or with one (a lane's connections replacing each other,
 	// never answering the close), and no other worker would hear its revocation. An honest
-	// client holds a few for milliseconds; keep it above the workers that reconnect at once
-	// from behind one address (an office NAT after a node restart: they retry with backoff).
-	// If zero, 64.
+	// client holds one for a round trip and its authentication; workers that reconnect together
+	// from behind one address (an office NAT after a node restart) past it are refused and
+	// retry with backoff. If zero, 64.
 	MaxUnsettled int
 
-	// Failed, if set, is called (in the upgrade's goroutine) when a client fails the challenge
-	// exchange by its own doing: no answer within AuthTimeout, a binary or malformed answer,
-	// or a frame over ReadLimit. Refusals by Authenticate are its own to count. ctx is the
-	// upgrade request's context.
+	// Failed, if set, is called (in the upgrade's goroutine) when a client breaks the challenge
+	// exchange in a way no honest client does: a binary or malformed answer, a frame over
+	// ReadLimit, a framing error. Not for no answer within AuthTimeout (a frozen page or a lost
+	// network does that; MaxUnsettled bounds it). Refusals by Authenticate are its own to count.
+	// ctx is the upgrade request's context.
 	Failed func(ctx context.Context, client string)
 
 	// Logger receives the hub's records (message "sessionvault", attribute event). No record
