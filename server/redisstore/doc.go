@@ -116,10 +116,14 @@
 // first use of a nonce refused as a replay and counted against the client, a first use of a
 // ticket refused as reuse and logged as an attack. So [Open] turns retries off (give [New] a
 // *redis.Client or failover client with MaxRetries: -1), and the lost reply fails the call: the
-// Manager answers 503 store_unavailable. A *redis.ClusterClient cannot be told so: it sends a
-// command again after a network error within its MaxRedirects loop, which MOVED and ASK
-// redirects need, so on a cluster a lost reply may still turn into such a refusal (a refusal,
-// never a false acceptance). What the script did stands: a nonce so consumed only costs that request
+// Manager answers 503 store_unavailable. A *redis.ClusterClient sends a command again after a
+// network error within its MaxRedirects loop (MaxRetries does not govern it), so on a cluster a
+// lost reply may still turn into such a refusal (a refusal, never a false acceptance), unless
+// the client has MaxRedirects: -1, which also fails (503) a call that meets a MOVED or ASK
+// redirect while slots move. The price of no retries: after a Redis restart or failover, each
+// idle pooled connection fails its next call once (503) where go-redis would have retried on a
+// new one; over plain TCP go-redis finds most dead connections before use, over TLS (rediss://)
+// it cannot, so expect up to the pool's size of 503s then. What the script did stands: a nonce so consumed only costs that request
 // (the next one is signed anew), a ticket so used costs the page a retry of its join (a new
 // worker, a new ticket), a session so created is an orphan until its idle timeout, and a re-key
 // whose deletion of the old session so ran ends both sessions (fail closed: the user logs in
