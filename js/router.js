@@ -25,6 +25,8 @@ const ABORT_SETTLE_MS = 1000;
 // Resends of a request refused 503 restarted (resendAfter): at most this many, for waits this short.
 const RESTART_RETRIES = 2;
 const RESTART_MAX_WAIT_S = 10;
+// Resends of a rotation left half done (rotate()): 1 s doubling to 30 s, about 90 s in all.
+const ROTATE_RETRIES = 8;
 
 // A session endpoint prefix: one or more non-empty segments, none "." or "..": "/../" would leave
 // the prefix and "//host/" would send login (credentials included) to another origin.
@@ -239,8 +241,14 @@ export class Router {
     this.prefix = null; // bound by init, with the policy
     this.tokens = LIMITS.burst;
     this.last = this.now();
+    // The rotation and re-key in flight, each with the token of its run (a wipe detaches both),
+    // and the state of a half-done rotation's resends.
     this.rotating = null;
+    this.rotateRun = null;
+    this.rotateTries = 0;
+    this.rotateTimer = null;
     this.rekeying = null;
+    this.rekeyRun = null;
     this.WebSocket = o.WebSocket === undefined ? globalThis.WebSocket : o.WebSocket;
     this.channel = null;
     // Why the router last wiped the key ("expired", "revoked", ...): the module's wipe op takes
@@ -804,27 +812,51 @@ export class Router {
     fail("network", "the response body was cut off");
   }
 
-  /** Runs one rotation at a time; a failed attempt is retried with the same key by the next hint. */
+  /**
+   * Runs one rotation at a time; an attempt that left the lane half rotated is sent again with
+   * the same key, by the next hint or by itself after a backoff.
+   */
   rotate() {
     if (this.loggingOut) return Promise.reject(new VaultError("bad_state", "logging out"));
     if (!this.rotating) {
-      this.rotating = (async () => {
+      const gen = this.gen;
+      const run = (this.rotateRun = {});
+      const p = (async () => {
         try {
           const pub = this.vault.call(OP.rotateBegin).get(1);
           const url = new URL(this.endpoint("rotate"));
           const body = new TextEncoder().encode('{"pub":"' + b64url.encode(pub) + '"}');
           const h = new Headers({ "Content-Type": "application/json" });
           const reply = await this.json(await this.send("POST", url, h, body, "omit", null, true));
+          if (this.gen !== gen) fail("no_session", "the lane changed");
           const r = this.vault.call(OP.rotateFinish, [
             [1, b64url.decode(reply.pub, 32)],
             [2, this.int(reply.epoch)],
             [3, b64url.decode(reply.confirm, 32)],
           ]);
+          this.rotateTries = 0;
           this.emit("rotated", { epoch: num(r.get(2)) });
+        } catch (e) {
+          // Left half done (no answer, a 5xx, a 429): the server may have rotated already, and it
+          // hints nothing to requests signed under the previous epoch and seals its events under
+          // the new one, so no hint would come; past the grace it would take the previous key's
+          // next use for a copy (reuse_detected). Send it again soon, with the same key (the
+          // server answers that as it did the first time): 1 s doubling to 30 s, 8 times.
+          if (this.gen === gen && this.status().state === "rotating" && this.rotateTries < ROTATE_RETRIES) {
+            this.rotateTries++;
+            clearTimeout(this.rotateTimer);
+            this.rotateTimer = setTimeout(() => {
+              this.rotateTimer = null;
+              if (this.gen === gen) this.rotate().catch(() => {});
+            }, Math.min(30_000, 500 * 2 ** this.rotateTries));
+          }
+          throw e;
         } finally {
-          this.rotating = null;
+          if (this.rotateRun === run) this.rotateRun = this.rotating = null;
         }
       })();
+      if (this.rotateRun === run) this.rotating = p;
+      return p;
     }
     return this.rotating;
   }
@@ -833,9 +865,12 @@ export class Router {
     if (this.loggingOut) return Promise.reject(new VaultError("bad_state", "logging out"));
     if (!this.rekeying) {
       this.laneGone = null;
-      this.rekeying = (async () => {
+      const gen = this.gen;
+      const run = (this.rekeyRun = {});
+      const p = (async () => {
         try {
           if (this.rotating) await this.rotating.catch(() => {});
+          if (this.gen !== gen) fail("no_session", "the lane changed");
           // A rotation left half done (its request failed) first: a re-key needs an active lane.
           if (this.status().state === "rotating") await this.rotate();
           // A logout that began meanwhile aborts only requests already sent: start none.
@@ -846,10 +881,12 @@ export class Router {
           const body = new TextEncoder().encode('{"pub":"' + b64url.encode(pub) + '"' + grant + "}");
           const h = new Headers({ "Content-Type": "application/json" });
           const reply = await this.abortable(async (signal) => this.json(await this.send("POST", url, h, body, "same-origin", signal)));
+          if (this.gen !== gen) fail("no_session", "the lane changed");
           this.finish(reply);
           this.startChannel();
           this.emit("rekeyed", {});
         } catch (e) {
+          if (this.gen !== gen) throw e; // wiped or replaced meanwhile: nothing of it applies to the lane now
           if (this.laneGone) {
             // The server ended the old lane (for this re-key or another) and this one did not
             // complete: no key is usable any more.
@@ -869,10 +906,14 @@ export class Router {
           }
           throw e;
         } finally {
-          this.rekeying = null;
-          this.laneGone = null;
+          if (this.rekeyRun === run) {
+            this.rekeyRun = this.rekeying = this.laneGone = null;
+          }
         }
       })();
+      // Not if it settled already (a synchronous refusal): a settled promise here would be kept.
+      if (this.rekeyRun === run) this.rekeying = p;
+      return p;
     }
     return this.rekeying;
   }
@@ -895,6 +936,11 @@ export class Router {
     this.vault.call(OP.wipe);
     this.gen++;
     this.wipedFor = reason;
+    // A re-key or rotation of the lane that ended changes nothing of the next one.
+    this.rekeyRun = this.rekeying = this.rotateRun = this.rotating = this.laneGone = null;
+    clearTimeout(this.rotateTimer);
+    this.rotateTimer = null;
+    this.rotateTries = 0;
   }
 
   async logout() {
@@ -936,12 +982,12 @@ export class Router {
     try {
       let res = null;
       if (st.state === "active" || st.state === "rotating") {
-        res = await this.send("POST", new URL(this.endpoint("logout")), new Headers(), new Uint8Array(0), "same-origin", null, true);
+        res = await this.send("POST", new URL(this.endpoint("logout")), new Headers(), new Uint8Array(0), "same-origin", AbortSignal.timeout(this.logoutWaitMs), true);
       } else if (this.prefix !== null) {
         // No key to sign with (a login aborted above, a lane evicted or wiped, a tab that never
         // logged in): an unsigned logout with the join cookie, which ends the cookie's session
         // (the browser's other tabs too, as any logout does) and drops the cookie (PROTOCOL.md 3.2).
-        res = await this.net(this.endpoint("logout"), { method: "POST", credentials: "same-origin", redirect: "error", cache: "no-store", referrerPolicy: "no-referrer" });
+        res = await this.net(this.endpoint("logout"), { method: "POST", credentials: "same-origin", redirect: "error", cache: "no-store", referrerPolicy: "no-referrer", signal: AbortSignal.timeout(this.logoutWaitMs) });
       }
       // Read the (small) answer to its end: an unread body holds the connection until GC.
       if (res) await res.arrayBuffer();
@@ -949,7 +995,7 @@ export class Router {
       // The key is wiped below whatever the network says; the server's idle timeout ends a
       // session whose logout did not arrive.
     }
-    const told = this.gen !== gen && this.wipedFor === "logout";
+    const told = this.gen !== gen;
     this.wipeLane("logout");
     st = this.status();
     if (!told) this.emit("revoked", { reason: "logout" });

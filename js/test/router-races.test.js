@@ -1,0 +1,180 @@
+// Interleavings of the router's own operations (rotation, re-key, logout, wipe), each found by a
+// review as a bug and reproduced here first: the real module, the fake session server of
+// helpers.js, its answers held and released in a chosen order.
+import test from "node:test";
+import assert from "node:assert/strict";
+import { Router } from "../router.js";
+import { fakeSessionServer, newInstance } from "./helpers.js";
+
+const ORIGIN = "https://app.example";
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+function gate() { let open; const p = new Promise((r) => (open = r)); return { p, open }; }
+
+async function setup(opts = {}) {
+  const srv = fakeSessionServer();
+  const posted = [];
+  const holds = {}; // path -> gate: the request reaches the server only when opened
+  const sent = [];
+  const router = new Router({
+    instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/", ...opts,
+    fetch: async (u, init) => {
+      const p = new URL(u).pathname;
+      sent.push(p);
+      if (holds[p]) {
+        // As a browser's fetch: an abort of the request's signal rejects it.
+        await new Promise((resolve, reject) => {
+          holds[p].p.then(resolve);
+          init.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")), { once: true });
+        });
+      }
+      return srv.fetch(u, init);
+    },
+  });
+  await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  return { srv, posted, router, holds, sent };
+}
+const revokeAll = (srv, why = "revoked") => { for (const s of srv.sessions.values()) if (s.live) { s.live = false; s.gone = why; } };
+const events = (posted) => posted.filter((m) => m.event).map((m) => m.event + (m.detail.reason ? ":" + m.detail.reason : m.detail.code ? ":" + m.detail.code : ""));
+
+test("a re-key of a revoked lane that fails after the next login changes nothing of the new lane", async () => {
+  const { srv, posted, router, holds } = await setup();
+  holds["/sv/rekey"] = gate();
+  srv.action = "rekey";
+  await router.onMessage({ id: 3, op: "fetch", url: "/api/x" }); // hint: re-key A (its request held)
+  srv.action = null;
+  revokeAll(srv); // admin revokes A
+  await router.onMessage({ id: 4, op: "fetch", url: "/api/x" }); // 401 revoked: wiped, page told
+  await router.onMessage({ id: 5, op: "login", credentials: { password: "pw" } }); // user logs in: lane B
+  assert.ok(posted.find((m) => m.id === 5).ok);
+  holds["/sv/rekey"].open(); // A's re-key is refused 401 revoked
+  await sleep(20);
+  // B's application asks for a step-up.
+  const before = srv.rekeyGrants.length;
+  srv.action = "rekey";
+  await router.onMessage({ id: 6, op: "fetch", url: "/api/elevate", method: "POST" });
+  srv.action = null;
+  await sleep(20);
+      assert.ok(!events(posted).includes("rekey_failed:revoked"), "lane A's re-key failure reached lane B's page");
+  assert.equal(srv.rekeyGrants.length - before, 1, "lane B's re-key hint was ignored");
+});
+
+test("a re-key queued behind a hung rotation of lane A does not re-key lane B (the next login's session)", async () => {
+  const { srv, posted, router, holds, sent } = await setup();
+  holds["/sv/rotate"] = gate();
+  srv.action = "rotate";
+  await router.onMessage({ id: 3, op: "fetch", url: "/api/x" }); // rotation of A: request held
+  srv.action = "rekey";
+  await router.onMessage({ id: 4, op: "fetch", url: "/api/x" }); // re-key of A: waits for the rotation
+  srv.action = null;
+  revokeAll(srv);
+  await router.onMessage({ id: 5, op: "fetch", url: "/api/x" }); // 401 revoked: A wiped
+  await router.onMessage({ id: 6, op: "login", credentials: { password: "pw" } }); // lane B
+  const B = [...srv.sessions.values()].find((s) => s.live);
+  holds["/sv/rotate"].open(); // A's rotation: 401 revoked
+  await sleep(30);
+    assert.ok(B.live, "lane B's session was re-keyed (" + B.gone + ") by lane A's hint");
+});
+
+test("a stale re-key of lane A does not keep lane B's end (rekeyed by another tab) from wiping and telling the page", async () => {
+  const { srv, posted, router, holds } = await setup();
+  holds["/sv/rekey"] = gate();
+  srv.action = "rekey";
+  await router.onMessage({ id: 3, op: "fetch", url: "/api/x" }); // re-key of A, held
+  srv.action = null;
+  revokeAll(srv);
+  await router.onMessage({ id: 4, op: "fetch", url: "/api/x" }); // A wiped
+  await router.onMessage({ id: 5, op: "login", credentials: { password: "pw" } }); // lane B
+  revokeAll(srv, "rekeyed"); // another tab of B's session re-keyed it: B is gone
+  const n = events(posted).length;
+  await router.onMessage({ id: 6, op: "fetch", url: "/api/x" }); // 401 rekeyed
+  const st = router.status();
+  holds["/sv/rekey"].open();
+  await sleep(20);
+  assert.equal(st.state, "wiped", "B's lane was not wiped on 401 rekeyed, the page was not told, while A's re-key was in flight");
+});
+
+test("a logout whose request gets no answer resolves after its bound and wipes the key", async () => {
+  const { srv, posted, router, holds } = await setup({ logoutWaitMs: 200 });
+  holds["/sv/logout"] = gate(); // the server (or a proxy) never answers
+  router.onMessage({ id: 3, op: "logout" });
+  await sleep(1000); // well past the logout's bound (logoutWaitMs)
+  const reply = posted.find((m) => m.id === 3);
+  await router.onMessage({ id: 4, op: "login", credentials: { password: "pw" } });
+  holds["/sv/logout"].open();
+  assert.ok(reply, "no answer to the logout: the page's logout() hangs, the key stays in the worker (state " + router.status().state + ")");
+});
+
+test("a logout after a revocation the worker had not heard of tells the page revoked once", async () => {
+  const { srv, posted, router } = await setup();
+  revokeAll(srv); // admin revoke; the event socket is down
+  await router.onMessage({ id: 3, op: "logout" }); // signed logout: 401 revoked
+    assert.equal(events(posted).filter((e) => e.startsWith("revoked")).length, 1);
+});
+
+test("a rotation hint during a re-key does not switch rotation off for the rest of the worker's life", async () => {
+  const srv = fakeSessionServer();
+  const posted = [];
+  const sent = [];
+  let openRekey; const rekeyGate = new Promise((r) => (openRekey = r));
+  const router = new Router({
+    instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/",
+    fetch: async (u, init) => { const p = new URL(u).pathname; sent.push(p); if (p === "/sv/rekey") await rekeyGate; return srv.fetch(u, init); },
+  });
+  await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  srv.action = "rekey";
+  await router.onMessage({ id: 3, op: "fetch", url: "/api/x" }); // re-key in flight
+  srv.action = "rotate"; // the lane's rotation falls due meanwhile
+  await router.onMessage({ id: 4, op: "fetch", url: "/api/x" });
+  srv.action = null;
+  openRekey();
+  while (router.rekeying) await router.rekeying.catch(() => {});
+  // The new lane is asked to rotate, and asked again.
+  srv.action = "rotate";
+  for (let i = 0; i < 3; i++) { await router.onMessage({ id: 10 + i, op: "fetch", url: "/api/x" }); await sleep(10); }
+  srv.action = null;
+  // Even a logout and a new login do not bring rotation back.
+  await router.onMessage({ id: 20, op: "logout" });
+  await router.onMessage({ id: 21, op: "login", credentials: { password: "pw" } });
+  srv.action = "rotate";
+  await router.onMessage({ id: 22, op: "fetch", url: "/api/x" }); await sleep(10);
+  srv.action = null;
+  assert.ok(sent.includes("/sv/rotate"), "no rotation request was ever sent again");
+});
+
+test("a rotation whose reply was lost is sent again (same key) until it completes", async () => {
+  // The server rotated; its answer never came. It sends no hint to requests signed under the
+  // previous epoch, and seals events under the new one: without a retry the lane stays half
+  // rotated until the grace ends and the server revokes it as reuse_detected.
+  const srv = fakeSessionServer();
+  const posted = [];
+  const sent = [];
+  let lost = null; // the committed answer, which a retry with the same key gets again
+  const router = new Router({
+    instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/",
+    fetch: async (u, init) => {
+      const p = new URL(u).pathname;
+      sent.push(p);
+      if (p === "/sv/rotate") {
+        if (lost === null) {
+          lost = await (await srv.fetch(u, init)).text();
+          throw new TypeError("network error"); // the connection dropped before the answer
+        }
+        return new Response(lost, { status: 200, headers: { "Content-Type": "application/json" } });
+      }
+      return srv.fetch(u, init);
+    },
+  });
+  await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  srv.action = "rotate";
+  await router.onMessage({ id: 3, op: "fetch", url: "/api/x" });
+  srv.action = null;
+  await sleep(50);
+  assert.equal(router.status().state, "rotating", "half rotated after the lost answer");
+  for (let i = 0; i < 60 && router.status().state !== "active"; i++) await sleep(50);
+  assert.deepEqual(sent.filter((p) => p === "/sv/rotate").length, 2, "the rotation was not sent again");
+  assert.deepEqual(router.status(), { state: "active", epoch: 1, expires: router.status().expires });
+  assert.ok(posted.some((m) => m.event === "rotated" && m.detail.epoch === 1));
+});
