@@ -25,7 +25,7 @@ const ABORT_SETTLE_MS = 1000;
 // Resends of a request refused 503 restarted (resendAfter): at most this many, for waits this short.
 const RESTART_RETRIES = 2;
 const RESTART_MAX_WAIT_S = 10;
-// Resends of a rotation left half done (rotate()): 1 s doubling to 30 s, about 90 s in all.
+// Resends of a rotation left half done (rotate()): 1 s doubling to 30 s, about 2 minutes in all.
 const ROTATE_RETRIES = 8;
 
 // A session endpoint prefix: one or more non-empty segments, none "." or "..": "/../" would leave
@@ -673,7 +673,10 @@ export class Router {
 
   /**
    * Signs and sends; reacts to Sv-Action and Sv-Error. Signed API calls go without cookies; the
-   * session endpoints that change the join cookie (rekey, logout) pass "same-origin".
+   * session endpoints that change the join cookie (rekey, logout) pass "same-origin". signal is
+   * an AbortSignal for the whole (the page's abort, which also ends a wait for Retry-After), or
+   * a function that makes one for each attempt (a bound on each wait for an answer, not on the
+   * server's Retry-After: the logout's).
    */
   async send(method, url, headers, body, credentials = "omit", signal = null, own = false) {
     const fields = [
@@ -684,7 +687,11 @@ export class Router {
     if (url.search.length > 1) fields.push([4, url.search.slice(1)]);
     if (body !== null) fields.push([5, body]);
     const first = this.gen;
+    // A function: a fresh signal for each attempt (a bound on each wait for an answer, not on
+    // the server's Retry-After).
+    const perAttempt = typeof signal === "function" ? signal : null;
     for (let attempt = 0; ; attempt++) {
+      if (perAttempt) signal = perAttempt();
       const gen = this.gen;
       const sig = this.vault.call(OP.sign, fields);
       headers.set("Signature-Input", str(sig.get(1)));
@@ -711,7 +718,7 @@ export class Router {
       // Signed again below with a new nonce and time; a lane wiped meanwhile refuses to sign
       // (no_session), a page abort ends the wait.
       await res.arrayBuffer().catch(() => {});
-      if (wait > 0) await delay(wait * 1000, signal);
+      if (wait > 0) await delay(wait * 1000, perAttempt ? null : signal);
       // Not under a lane other than the one the page's request was made under (a logout, or a
       // logout and another user's login, during the wait), nor once a logout has begun.
       if (this.gen !== first || (this.loggingOut && !own)) fail("no_session", "the session ended while the request waited to be sent again");
@@ -835,6 +842,8 @@ export class Router {
             [3, b64url.decode(reply.confirm, 32)],
           ]);
           this.rotateTries = 0;
+          clearTimeout(this.rotateTimer);
+          this.rotateTimer = null;
           this.emit("rotated", { epoch: num(r.get(2)) });
         } catch (e) {
           // Left half done (no answer, a 5xx, a 429): the server may have rotated already, and it
@@ -847,7 +856,8 @@ export class Router {
             clearTimeout(this.rotateTimer);
             this.rotateTimer = setTimeout(() => {
               this.rotateTimer = null;
-              if (this.gen === gen) this.rotate().catch(() => {});
+              // Not if a hint's rotation (or a re-key's) completed it meanwhile.
+              if (this.gen === gen && this.status().state === "rotating") this.rotate().catch(() => {});
             }, Math.min(30_000, 500 * 2 ** this.rotateTries));
           }
           throw e;
@@ -982,7 +992,7 @@ export class Router {
     try {
       let res = null;
       if (st.state === "active" || st.state === "rotating") {
-        res = await this.send("POST", new URL(this.endpoint("logout")), new Headers(), new Uint8Array(0), "same-origin", AbortSignal.timeout(this.logoutWaitMs), true);
+        res = await this.send("POST", new URL(this.endpoint("logout")), new Headers(), new Uint8Array(0), "same-origin", () => AbortSignal.timeout(this.logoutWaitMs), true);
       } else if (this.prefix !== null) {
         // No key to sign with (a login aborted above, a lane evicted or wiped, a tab that never
         // logged in): an unsigned logout with the join cookie, which ends the cookie's session

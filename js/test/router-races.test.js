@@ -178,3 +178,55 @@ test("a rotation whose reply was lost is sent again (same key) until it complete
   assert.deepEqual(router.status(), { state: "active", epoch: 1, expires: router.status().expires });
   assert.ok(posted.some((m) => m.event === "rotated" && m.detail.epoch === 1));
 });
+
+// A second review, of the fixes above.
+async function setupWrapped(fetchWrap, opts = {}) {
+  const srv = fakeSessionServer();
+  const posted = [];
+  const sent = [];
+  const router = new Router({
+    instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/", ...opts,
+    fetch: async (u, init) => { const p = new URL(u).pathname; sent.push(p); return fetchWrap(p, u, init, srv); },
+  });
+  await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
+  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
+  return { srv, posted, sent, router };
+}
+
+test("a resend timer left by a failed rotation starts no rotation after a hint completed it", async () => {
+  let dropFirst = true;
+  const { srv, sent, router } = await setupWrapped(async (p, u, init, srv) => {
+    if (p === "/sv/rotate" && dropFirst) { dropFirst = false; throw new TypeError("network error"); } // never reached the server
+    return srv.fetch(u, init);
+  });
+  srv.action = "rotate";
+  await router.onMessage({ id: 3, op: "fetch", url: "/api/x" }); // hint: rotation 0->1, request lost
+  srv.action = null;
+  await sleep(20);
+  assert.equal(router.status().state, "rotating");
+  srv.action = "rotate"; // the server did not rotate, so it hints again on the next answer
+  await router.onMessage({ id: 4, op: "fetch", url: "/api/x" });
+  srv.action = null;
+  await sleep(50);
+  assert.deepEqual([router.status().state, router.status().epoch], ["active", 1], "the hint completed the rotation");
+  await sleep(1200); // past the 1 s resend timer set by the failed attempt
+  assert.equal([...srv.sessions.values()][0].epoch, 1, "an unhinted second rotation ran");
+  assert.equal(sent.filter((p) => p === "/sv/rotate").length, 2);
+});
+
+test("a signed logout refused 503 restarted with a Retry-After past the logout's bound is still sent again", async () => {
+  // Right after a node restart the wait is about 6 s, over the 5 s bound: the bound is on each
+  // wait for an answer, not on the server's Retry-After (else the session and its cookie live on).
+  let first = true;
+  const { srv, sent, router } = await setupWrapped(async (p, u, init, srv) => {
+    if (p === "/sv/logout" && first) {
+      first = false;
+      return new Response('{"error":"restarted"}', { status: 503, headers: { "Content-Type": "application/json", "Sv-Error": "restarted", "Retry-After": "2" } });
+    }
+    return srv.fetch(u, init);
+  }, { logoutWaitMs: 1000 });
+  await router.onMessage({ id: 3, op: "logout" });
+  assert.equal(sent.filter((p) => p === "/sv/logout").length, 2, "the logout was not sent again");
+  assert.equal([...srv.sessions.values()][0].live, false, "the logout never reached the server");
+  assert.equal(router.status().state, "wiped");
+});
