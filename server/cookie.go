@@ -124,8 +124,9 @@ func (m *Manager) setCookie(w http.ResponseWriter, r *http.Request, sess *Sessio
 	w.Header().Add("Set-Cookie", b.String())
 }
 
-// clearCookie tells the browser to drop the join cookie (at logout, and whenever a request
-// brings one whose session is gone).
+// clearCookie tells the browser to drop the join cookie: at logout, and when a request brings
+// one that does not open (it never will). Not for a cookie whose session has ended: the clear
+// would land after, and delete, the cookie of a login made meanwhile in another tab (bootTicket).
 func (m *Manager) clearCookie(w http.ResponseWriter) {
 	if m.join.disabled {
 		return

@@ -276,10 +276,13 @@ func (m *Manager) bootTicket(w http.ResponseWriter, r *http.Request) string {
 		return refuse(slog.LevelWarn, RefusedBadCookie, auditRec{})
 	}
 	rec := auditRec{handle: protocol.SessionHandle(sid)}
+	// An ended session's cookie is not cleared here (nor at join): the browser applies a
+	// response's Set-Cookie when it arrives, by name, so a clear answering this request would
+	// delete the cookie of a login made in another tab meanwhile (a user who sees "log in again"
+	// in one tab while another reloads). The dead cookie costs a store read per fresh worker.
 	sess, _, err := m.store.Session(ctx, sid)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			m.clearCookie(w)
 			return refuse(slog.LevelInfo, RefusedSessionGone, rec)
 		}
 		rec.cause = err
@@ -287,7 +290,6 @@ func (m *Manager) bootTicket(w http.ResponseWriter, r *http.Request) string {
 	}
 	rec.user = sess.UserID
 	if !m.liveAt(sess, now) {
-		m.clearCookie(w)
 		return refuse(slog.LevelInfo, RefusedSessionGone, rec)
 	}
 	if !m.sameUA(sess, r) {
@@ -405,8 +407,7 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	sess, lanes, err := m.store.Session(ctx, sid)
 	if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			m.clearCookie(w)
+		if errors.Is(err, ErrNotFound) { // the cookie is left as it is: see bootTicket
 			rec.reason = goneReason(err)
 			m.audit(ctx, slog.LevelInfo, rec)
 			m.refuse(w, rec.reason)
@@ -417,7 +418,6 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.user = sess.UserID
 	if !m.liveAt(sess, now) {
-		m.clearCookie(w)
 		rec.reason = reasonExpired
 		m.audit(ctx, slog.LevelInfo, rec)
 		m.refuse(w, reasonExpired)
@@ -436,7 +436,6 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 	lane, reply, reason, err := m.addLane(ctx, sess, clientPub, ticket, now)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			m.clearCookie(w)
 			rec.reason = reason
 			m.audit(ctx, slog.LevelInfo, rec)
 			m.refuse(w, reason)

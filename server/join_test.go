@@ -389,13 +389,14 @@ func TestJoinLogoutEndsEveryLane(t *testing.T) {
 		t.Errorf("Clear-Site-Data %q with ClearSiteData set", got)
 	}
 	wantRefused(t, c.get("/api/me"), 401, "logout")
-	// The old cookie gets no ticket, and the response clears it.
+	// The old cookie gets no ticket, and the response leaves the cookie alone: a clear would
+	// land after, and delete, the cookie of a login made meanwhile in another tab.
 	bw, tk := c.boot(ck, "worker", "same-origin", "same-origin")
 	if tk != "" {
 		t.Fatal("a ticket for a logged-out session")
 	}
-	if joinCookie(t, bw).MaxAge >= 0 {
-		t.Error("the boot script did not clear the cookie of an ended session")
+	if sc := bw.Header().Values("Set-Cookie"); len(sc) != 0 {
+		t.Errorf("the boot script answered an ended session's cookie with Set-Cookie %q", sc)
 	}
 	if e.mgr.TicketRefusals()[server.RefusedSessionGone] != 1 {
 		t.Errorf("refusals: %v", e.mgr.TicketRefusals())
@@ -738,5 +739,28 @@ func TestBootScriptSaysStoreDown(t *testing.T) {
 	fs.fail.Store(false)
 	if _, ticket := c.boot(ck, "worker", "same-origin", "same-origin"); len(ticket) != 43 {
 		t.Errorf("with the store back: %q, want a ticket", ticket)
+	}
+}
+
+// TestStaleJoinLeavesTheNewCookie (found by review): tab B's join goes out with the cookie of a
+// session that tab A re-keys meanwhile. Its refusal must not clear the cookie: the browser
+// applies the clear when the answer arrives, after the re-key's reply set the new session's
+// cookie, and would drop that (no reload or new tab of the live session could join).
+func TestStaleJoinLeavesTheNewCookie(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient()
+	ck := c.loginCookie("alice")
+	ticket := c.workerTicket(ck) // tab B's fresh worker got its ticket with the old cookie
+	pub, err := c.v.Begin(protocol.HandshakeRekey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, c.do(c.sign("POST", "/sv/rekey", pubBody(pub)))) // tab A re-keys
+	_, jw := c.join(ck, ticket)                                // tab B's join, with the old cookie
+	if jw.Code != 401 || jw.Header().Get("Sv-Error") != "rekeyed" {
+		t.Fatalf("stale join: %d %q, want 401 rekeyed", jw.Code, jw.Header().Get("Sv-Error"))
+	}
+	if sc := jw.Header().Values("Set-Cookie"); len(sc) != 0 {
+		t.Fatalf("the stale join's refusal set a cookie: %q", sc)
 	}
 }
