@@ -442,11 +442,10 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if errors.Is(err, protocol.ErrKeyAgreement) {
-			m.refuse(w, reasonBadRequest)
-			return
-		}
-		if errors.Is(err, protocol.ErrKeyAgreement) {
-			m.refuse(w, reasonBadRequest)
+			// A low-order public key: never our module's; the ticket is spent. Audited and
+			// counted like any other hostile join.
+			rec.reason = "bad public key"
+			m.refusedAs(ctx, w, rec, reasonBadRequest)
 			return
 		}
 		rec.event, rec.reason, rec.cause = evStoreError, "join", err

@@ -764,3 +764,24 @@ func TestStaleJoinLeavesTheNewCookie(t *testing.T) {
 		t.Fatalf("the stale join's refusal set a cookie: %q", sc)
 	}
 }
+
+// TestJoinWithALowOrderKeyIsAudited: a join whose public key is of low order (never our
+// module's: X25519 with it gives no shared secret) is refused 400, audited as join_refused and
+// counted against the address, and its ticket is spent.
+func TestJoinWithALowOrderKeyIsAudited(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient()
+	ck := c.loginCookie("alice")
+	ticket := c.workerTicket(ck)
+	w := c.do(c.joinRequest(ck, joinBody([32]byte{}, ticket)))
+	if w.Code != 400 || w.Header().Get("Sv-Error") != "bad_request" {
+		t.Fatalf("join with the zero key: %d %q, want 400 bad_request", w.Code, w.Header().Get("Sv-Error"))
+	}
+	recs := e.logs.events("join_refused")
+	if len(recs) != 1 || recs[0]["reason"] != "bad public key" {
+		t.Fatalf("join_refused records: %v", recs)
+	}
+	if _, w := c.join(ck, ticket); w.Code != 401 || w.Header().Get("Sv-Error") != "ticket_reuse" {
+		t.Fatalf("the ticket again: %d %q, want 401 ticket_reuse", w.Code, w.Header().Get("Sv-Error"))
+	}
+}
