@@ -687,8 +687,6 @@ export class Router {
     if (url.search.length > 1) fields.push([4, url.search.slice(1)]);
     if (body !== null) fields.push([5, body]);
     const first = this.gen;
-    // A function: a fresh signal for each attempt (a bound on each wait for an answer, not on
-    // the server's Retry-After).
     const perAttempt = typeof signal === "function" ? signal : null;
     for (let attempt = 0; ; attempt++) {
       if (perAttempt) signal = perAttempt();
@@ -841,9 +839,7 @@ export class Router {
             [2, this.int(reply.epoch)],
             [3, b64url.decode(reply.confirm, 32)],
           ]);
-          this.rotateTries = 0;
-          clearTimeout(this.rotateTimer);
-          this.rotateTimer = null;
+          this.stopRotateResends();
           this.emit("rotated", { epoch: num(r.get(2)) });
         } catch (e) {
           // Left half done (no answer, a 5xx, a 429): the server may have rotated already, and it
@@ -948,6 +944,11 @@ export class Router {
     this.wipedFor = reason;
     // A re-key or rotation of the lane that ended changes nothing of the next one.
     this.rekeyRun = this.rekeying = this.rotateRun = this.rotating = this.laneGone = null;
+    this.stopRotateResends();
+  }
+
+  /** Forgets a half-done rotation's resends: it completed, or its lane ended. */
+  stopRotateResends() {
     clearTimeout(this.rotateTimer);
     this.rotateTimer = null;
     this.rotateTries = 0;

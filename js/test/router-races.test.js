@@ -10,29 +10,37 @@ const ORIGIN = "https://app.example";
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 function gate() { let open; const p = new Promise((r) => (open = r)); return { p, open }; }
 
-async function setup(opts = {}) {
+/**
+ * A logged-in router on the fake server. fetchWrap(path, url, init, srv) stands between them (the
+ * default passes through); sent lists the paths requested.
+ */
+async function setupWrapped(fetchWrap = (p, u, init, srv) => srv.fetch(u, init), opts = {}) {
   const srv = fakeSessionServer();
   const posted = [];
-  const holds = {}; // path -> gate: the request reaches the server only when opened
   const sent = [];
   const router = new Router({
     instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/", ...opts,
-    fetch: async (u, init) => {
-      const p = new URL(u).pathname;
-      sent.push(p);
-      if (holds[p]) {
-        // As a browser's fetch: an abort of the request's signal rejects it.
-        await new Promise((resolve, reject) => {
-          holds[p].p.then(resolve);
-          init.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")), { once: true });
-        });
-      }
-      return srv.fetch(u, init);
-    },
+    fetch: async (u, init) => { const p = new URL(u).pathname; sent.push(p); return fetchWrap(p, u, init, srv); },
   });
   await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
   await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
-  return { srv, posted, router, holds, sent };
+  return { srv, posted, sent, router };
+}
+
+/** setupWrapped whose requests for a path in holds reach the server only once its gate opens. */
+async function setup(opts = {}) {
+  const holds = {};
+  const r = await setupWrapped(async (p, u, init, srv) => {
+    if (holds[p]) {
+      // As a browser's fetch: an abort of the request's signal rejects it.
+      await new Promise((resolve, reject) => {
+        holds[p].p.then(resolve);
+        init.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")), { once: true });
+      });
+    }
+    return srv.fetch(u, init);
+  }, opts);
+  return { ...r, holds };
 }
 const revokeAll = (srv, why = "revoked") => { for (const s of srv.sessions.values()) if (s.live) { s.live = false; s.gone = why; } };
 const events = (posted) => posted.filter((m) => m.event).map((m) => m.event + (m.detail.reason ? ":" + m.detail.reason : m.detail.code ? ":" + m.detail.code : ""));
@@ -147,27 +155,17 @@ test("a rotation whose reply was lost is sent again (same key) until it complete
   // The server rotated; its answer never came. It sends no hint to requests signed under the
   // previous epoch, and seals events under the new one: without a retry the lane stays half
   // rotated until the grace ends and the server revokes it as reuse_detected.
-  const srv = fakeSessionServer();
-  const posted = [];
-  const sent = [];
   let lost = null; // the committed answer, which a retry with the same key gets again
-  const router = new Router({
-    instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/",
-    fetch: async (u, init) => {
-      const p = new URL(u).pathname;
-      sent.push(p);
-      if (p === "/sv/rotate") {
-        if (lost === null) {
-          lost = await (await srv.fetch(u, init)).text();
-          throw new TypeError("network error"); // the connection dropped before the answer
-        }
-        return new Response(lost, { status: 200, headers: { "Content-Type": "application/json" } });
+  const { srv, posted, sent, router } = await setupWrapped(async (p, u, init, srv) => {
+    if (p === "/sv/rotate") {
+      if (lost === null) {
+        lost = await (await srv.fetch(u, init)).text();
+        throw new TypeError("network error"); // the connection dropped before the answer
       }
-      return srv.fetch(u, init);
-    },
+      return new Response(lost, { status: 200, headers: { "Content-Type": "application/json" } });
+    }
+    return srv.fetch(u, init);
   });
-  await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
-  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
   srv.action = "rotate";
   await router.onMessage({ id: 3, op: "fetch", url: "/api/x" });
   srv.action = null;
@@ -180,19 +178,6 @@ test("a rotation whose reply was lost is sent again (same key) until it complete
 });
 
 // A second review, of the fixes above.
-async function setupWrapped(fetchWrap, opts = {}) {
-  const srv = fakeSessionServer();
-  const posted = [];
-  const sent = [];
-  const router = new Router({
-    instance: await newInstance(), post: (m) => posted.push(m), origin: ORIGIN, WebSocket: null, reserved: "/sv/", ...opts,
-    fetch: async (u, init) => { const p = new URL(u).pathname; sent.push(p); return fetchWrap(p, u, init, srv); },
-  });
-  await router.onMessage({ id: 1, op: "init", policy: { prefixes: ["/api/"] } });
-  await router.onMessage({ id: 2, op: "login", credentials: { password: "pw" } });
-  return { srv, posted, sent, router };
-}
-
 test("a resend timer left by a failed rotation starts no rotation after a hint completed it", async () => {
   let dropFirst = true;
   const { srv, sent, router } = await setupWrapped(async (p, u, init, srv) => {

@@ -84,12 +84,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	addr := h.clientAddr(r)
 	c := &conn{h: h, addr: addr, key: throttle.Key(addr), unsettled: true, done: make(chan struct{})}
 	if status := h.admit(c.key); status != 0 {
-		reason := reasonUnavail
-		if status == http.StatusTooManyRequests {
-			reason = reasonRateLimited
-		}
+		reason := httpRefuse(w, status)
 		h.record(r.Context(), slog.LevelWarn, "socket_refused", addr, nil, reason, nil)
-		httpRefuse(w, status)
 		return
 	}
 	ws, err := h.up.Upgrade(w, r, nil)

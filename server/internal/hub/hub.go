@@ -287,9 +287,10 @@ func sameOrigin(r *http.Request) bool {
 	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
 }
 
-// httpRefuse answers a request that is not upgraded, in the server's refusal format.
-func httpRefuse(w http.ResponseWriter, status int) {
-	reason := reasonBadRequest
+// httpRefuse answers a request that is not upgraded, in the server's refusal format, and
+// returns the reason it sent.
+func httpRefuse(w http.ResponseWriter, status int) (reason string) {
+	reason = reasonBadRequest
 	switch status {
 	case http.StatusForbidden:
 		reason = "cross_site"
@@ -311,6 +312,7 @@ func httpRefuse(w http.ResponseWriter, status int) {
 	hd["Sec-Websocket-Version"] = []string{"13"}
 	w.WriteHeader(status)
 	w.Write([]byte(`{"error":"` + reason + `"}` + "\n"))
+	return reason
 }
 
 func (h *Hub) shard(lane protocol.LaneID) *shard {
