@@ -1,8 +1,6 @@
 package protocol
 
-import (
-	"crypto/subtle"
-)
+import ()
 
 // EventType is the kind of a server-to-worker event.
 type EventType uint8
@@ -131,7 +129,7 @@ func OpenEvent(eventKey *Key, b []byte) (Event, error) {
 	}
 	body, tag := b[:len(b)-TagSize], b[len(b)-TagSize:]
 	want := eventTag(eventKey, body)
-	if subtle.ConstantTimeCompare(want[:], tag) != 1 {
+	if !ctEqual(want[:], tag) {
 		return Event{}, &parseError{what: "event: tag does not verify", class: ErrBadSignature}
 	}
 	return e, nil

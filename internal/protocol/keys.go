@@ -1,8 +1,6 @@
 package protocol
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding"
 	"encoding/base64"
 	"hash"
@@ -59,7 +57,7 @@ func (k *Key) Wipe() { clear(k[:]) }
 // IsZero reports whether k holds no key.
 func (k *Key) IsZero() bool {
 	var z Key
-	return subtle.ConstantTimeCompare(k[:], z[:]) == 1
+	return ctEqual(k[:], z[:])
 }
 
 // Ephemeral is one X25519 key pair used for a single handshake or rotation. Wipe zeroes the
@@ -114,7 +112,7 @@ func (e *Ephemeral) shared(peer []byte) ([]byte, error) {
 //
 //	label || 0x00 || client public || server public || lane ID || SHA-256(ticket)   (join only)
 func HandshakeTranscript(kind int, clientPub, serverPub [PublicKeySize]byte, lane LaneID, ticket []byte) [32]byte {
-	h := sha256.New()
+	h := newSHA256()
 	switch kind {
 	case HandshakeJoin:
 		h.Write([]byte(labelJoin))
@@ -128,7 +126,7 @@ func HandshakeTranscript(kind int, clientPub, serverPub [PublicKeySize]byte, lan
 	h.Write(serverPub[:])
 	h.Write(lane[:])
 	if kind == HandshakeJoin {
-		t := sha256.Sum256(append([]byte(labelTicket), ticket...))
+		t := sum256(append([]byte(labelTicket), ticket...))
 		h.Write(t[:])
 	}
 	var out [32]byte
@@ -138,7 +136,7 @@ func HandshakeTranscript(kind int, clientPub, serverPub [PublicKeySize]byte, lan
 
 // RotateTranscript is SHA-256(label || 0x00 || lane || u32be(newEpoch) || client public || server public).
 func RotateTranscript(lane LaneID, newEpoch uint32, clientPub, serverPub [PublicKeySize]byte) [32]byte {
-	h := sha256.New()
+	h := newSHA256()
 	h.Write([]byte(labelRotate))
 	h.Write([]byte{0})
 	h.Write(lane[:])
@@ -261,7 +259,7 @@ func Confirm(k *Key, transcript [32]byte) [TagSize]byte {
 // CheckConfirm compares a received confirmation with the expected one in constant time.
 func CheckConfirm(k *Key, transcript [32]byte, got []byte) error {
 	want := Confirm(k, transcript)
-	if subtle.ConstantTimeCompare(want[:], got) != 1 {
+	if !ctEqual(want[:], got) {
 		return &parseError{what: "key confirmation does not match", class: ErrBadSignature}
 	}
 	return nil
@@ -278,7 +276,7 @@ func SocketAuth(signKey *Key, lane LaneID, epoch uint32, challenge []byte) [TagS
 // SessionHandle is a non-reversible, non-secret name for a session ID, fit for logs and admin
 // views: base64url(SHA-256(label || id))[:16]. The raw ID never appears in a log line.
 func SessionHandle(id []byte) string {
-	s := sha256.Sum256(append([]byte(labelSessionHandle), id...))
+	s := sum256(append([]byte(labelSessionHandle), id...))
 	return base64.RawURLEncoding.EncodeToString(s[:12])
 }
 
@@ -293,7 +291,7 @@ func deriveSub(k *Key, label string) Key {
 type MAC struct {
 	inner, outer           stateHash // no type assertion per use: it costs an itab lookup
 	innerState, outerState []byte
-	sum                    [sha256.Size]byte
+	sum                    [sha256Size]byte
 }
 
 type stateHash interface {
@@ -304,16 +302,16 @@ type stateHash interface {
 
 // NewMAC returns a MAC keyed with key (any length; RFC 2104 rules).
 func NewMAC(key []byte) *MAC {
-	var pad [sha256.BlockSize]byte
+	var pad [sha256BlockSize]byte
 	defer clear(pad[:])
-	if len(key) > sha256.BlockSize {
-		s := sha256.Sum256(key)
+	if len(key) > sha256BlockSize {
+		s := sum256(key)
 		copy(pad[:], s[:])
 		clear(s[:])
 	} else {
 		copy(pad[:], key)
 	}
-	m := &MAC{inner: sha256.New().(stateHash), outer: sha256.New().(stateHash)}
+	m := &MAC{inner: newSHA256(), outer: newSHA256()}
 	for i := range pad {
 		pad[i] ^= 0x36
 	}
@@ -357,7 +355,7 @@ func (m *MAC) Sum() *[TagSize]byte {
 }
 
 // Equal reports, in constant time, whether the last Sum equals tag.
-func (m *MAC) Equal(tag []byte) bool { return subtle.ConstantTimeCompare(m.sum[:], tag) == 1 }
+func (m *MAC) Equal(tag []byte) bool { return ctEqual(m.sum[:], tag) }
 
 // Wipe zeroes every key-derived byte; m must not be used afterwards.
 func (m *MAC) Wipe() {
@@ -374,7 +372,7 @@ func (m *MAC) Wipe() {
 // hash keeps the last inner digest (key-derived): a 1-byte write then a 63-byte write copy 64
 // zero bytes into the buffer (a lone 64-byte write would bypass it), and Reset restores the rest.
 func scrubHash(h hash.Hash) {
-	var zero [sha256.BlockSize]byte
+	var zero [sha256BlockSize]byte
 	h.Reset()
 	h.Write(zero[:1])
 	h.Write(zero[1:])

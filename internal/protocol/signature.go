@@ -1,8 +1,6 @@
 package protocol
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"time"
 )
@@ -487,12 +485,12 @@ func SignatureBase(r *Request, p *Params) (string, error) {
 
 // ContentDigest returns the RFC 9530 Content-Digest field value for body: "sha-256=:<base64>:".
 func ContentDigest(body []byte) string {
-	sum := sha256.Sum256(body)
+	sum := sum256(body)
 	return DigestValue(&sum)
 }
 
 // DigestValue formats a SHA-256 sum as a Content-Digest field value.
-func DigestValue(sum *[sha256.Size]byte) string {
+func DigestValue(sum *[sha256Size]byte) string {
 	b := make([]byte, 0, 54)
 	b = append(b, "sha-256=:"...)
 	b = base64.StdEncoding.AppendEncode(b, sum[:])
@@ -502,17 +500,17 @@ func DigestValue(sum *[sha256.Size]byte) string {
 // CheckContentDigest checks a Content-Digest field value against the SHA-256 of the body as read.
 // The field must be a canonical dictionary with a sha-256 member of 32 bytes; other algorithms are
 // ignored (RFC 9530 section 2) but do not satisfy the check.
-func CheckContentDigest(field string, sum *[sha256.Size]byte) error {
+func CheckContentDigest(field string, sum *[sha256Size]byte) error {
 	var buf [2]Member
 	d, err := parseDictionaryInto(field, buf[:0], false)
 	if err != nil {
 		return err
 	}
 	m, ok := d.Get("sha-256")
-	if !ok || m.IsInner || m.Item.Kind != KindBytes || len(m.Item.Bytes) != sha256.Size {
+	if !ok || m.IsInner || m.Item.Kind != KindBytes || len(m.Item.Bytes) != sha256Size {
 		return &parseError{what: "content-digest has no sha-256 member", input: field, class: ErrDigest}
 	}
-	if subtle.ConstantTimeCompare(m.Item.Bytes, sum[:]) != 1 {
+	if !ctEqual(m.Item.Bytes, sum[:]) {
 		return &parseError{what: "content-digest does not match the body", class: ErrDigest}
 	}
 	return nil

@@ -61,3 +61,31 @@ func TestABIVersionExport(t *testing.T) {
 		t.Fatalf("vault.ABIExport %q, want %q", vault.ABIExport, want)
 	}
 }
+
+// TestModuleLinksNoHeavyPackages keeps out of the module the standard packages we replaced to
+// keep it small (RATIONALE.md: "Why our own X25519...", "Why our own SHA-256...", "Why not
+// crypto/rand and encoding/binary..."): each costs every worker start its size in reading and
+// compiling. crypto/... would bring back the FIPS 140 module (278 KB), fmt and reflect 100-250 KB.
+func TestModuleLinksNoHeavyPackages(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go not on PATH: %v", err)
+	}
+	cmd := exec.Command(goBin, "list", "-deps", "./wasm/worker")
+	cmd.Dir = filepath.Join("..", "..")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list listed only %q", deps)
+	}
+	for _, p := range deps {
+		if p == "crypto" || strings.HasPrefix(p, "crypto/") || p == "fmt" || p == "reflect" ||
+			p == "encoding/binary" || p == "math/big" || p == "os" {
+			t.Errorf("the module links %s", p)
+		}
+	}
+}
