@@ -146,3 +146,53 @@ func TestUncleanRestartAsksToSignAgain(t *testing.T) {
 	e.clock.Add(time.Second)
 	wantOK(t, e.serve(c.signRaw(raw, "GET", "/api/me", nil)))
 }
+
+// TestCleanRestartAfterCrashRefusesPreCrashReplay: a request accepted before a crash must not be
+// accepted again after the crash, even when the process that came up after the crash was then
+// restarted cleanly (a deploy right after a crash). That process's saved windows hold only what
+// it saw, from its floor on; the store that restores them must keep that floor.
+func TestCleanRestartAfterCrashRefusesPreCrashReplay(t *testing.T) {
+	dir := t.TempDir()
+	path, crash := filepath.Join(dir, "sv.db"), filepath.Join(dir, "crash.db")
+	st := openBolt(t, path)
+	e := newEnv(t, func(c *server.Config) { c.Store = st })
+	e.clock.t = time.Now() // after st's floor: no floor check for this session here
+	c := e.newClient()
+	c.login("alice")
+	captured := c.sign("GET", "/api/me", nil)
+	wantOK(t, e.serve(captured.Clone(captured.Context()))) // accepted, and seen by an observer
+	// The file as a kill -9 leaves it: every commit is in it, the clean mark is not.
+	file, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(crash, file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Up after the crash: the floor asks for a new signature, which is accepted.
+	st2 := openBolt(t, crash)
+	if st2.ReplayFloor().IsZero() {
+		t.Fatal("positive control: no floor after a crash")
+	}
+	wantRefused(t, newEnv(t, func(c *server.Config) { c.Store = st2 }).serve(captured.Clone(captured.Context())), 503, "restarted")
+	e2 := newEnv(t, func(c *server.Config) { c.Store = st2 })
+	e2.clock.t = time.Now().Add(server.DefaultSkew + 2*time.Second)
+	e.clock.t = e2.clock.t // the vault's clock
+	c2 := e2.newClient()
+	c2.v = c.v
+	wantOK(t, c2.get("/api/me"))
+	e2.mgr.Close()
+	if err := st2.Close(); err != nil { // clean
+		t.Fatal(err)
+	}
+
+	// Restarted cleanly, within the captured request's signature-age window.
+	st3 := openBolt(t, crash)
+	defer st3.Close()
+	e3 := newEnv(t, func(c *server.Config) { c.Store = st3 })
+	e3.clock.t = e2.clock.Now()
+	if w := e3.serve(captured); w.Code == 200 {
+		t.Fatalf("a request accepted before the crash was accepted again after a clean restart that followed it (floor %v)", st3.ReplayFloor())
+	}
+}

@@ -38,6 +38,10 @@ var (
 	// transaction, so after a crash (no keyClean) the replay floor applies instead.
 	bucketReplay = []byte("replay")
 	keyClean     = []byte("clean")
+	// keyFloor in bucketMeta is the replay floor of the store that closed cleanly, if it had
+	// one (Unix ns, u64be): the windows it saved hold only what was seen since that floor, so
+	// the next Open keeps it. Taken (and removed) with keyClean.
+	keyFloor = []byte("floor")
 )
 
 // fileFormat is the layout version in meta/format; Open refuses any other.
@@ -96,13 +100,16 @@ func Open(path string, opts *Options) (*Store, error) {
 }
 
 func (s *Store) init() error {
-	var saved map[protocol.LaneID]*server.ReplayWindow
+	var (
+		saved      map[protocol.LaneID]*server.ReplayWindow
+		savedFloor time.Time
+	)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
 		}
-		if saved, err = takeWindows(tx, meta); err != nil {
+		if saved, savedFloor, err = takeWindows(tx, meta); err != nil {
 			return err
 		}
 		switch v := meta.Get(keyFormat); {
@@ -123,8 +130,10 @@ func (s *Store) init() error {
 	if err != nil {
 		return fmt.Errorf("boltstore: init: %w", err)
 	}
-	if saved != nil { // a clean Close saved every window: nothing needs the floor
-		s.floor = time.Time{}
+	if saved != nil {
+		// A clean Close saved every window: they hold all that was accepted since the floor
+		// of the store that saved them (zero unless it started after a crash), which stays.
+		s.floor = savedFloor
 	}
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketLanes).ForEach(func(k, _ []byte) error {
@@ -140,12 +149,25 @@ func (s *Store) init() error {
 // windowSize is a saved window's encoding: Top u64be || Bits as u64be words.
 const windowSize = 8 + 8*len(server.ReplayWindow{}.Bits)
 
-// takeWindows loads and removes the windows a clean Close saved. It returns nil (and removes
-// any partial save) when the last Close was not clean.
-func takeWindows(tx *bolt.Tx, meta *bolt.Bucket) (map[protocol.LaneID]*server.ReplayWindow, error) {
+// takeWindows loads and removes the windows a clean Close saved, with the replay floor of the
+// store that saved them (zero if it had none). It returns nil (and removes any partial save)
+// when the last Close was not clean.
+func takeWindows(tx *bolt.Tx, meta *bolt.Bucket) (map[protocol.LaneID]*server.ReplayWindow, time.Time, error) {
 	clean := meta.Get(keyClean) != nil
 	b := tx.Bucket(bucketReplay)
-	var out map[protocol.LaneID]*server.ReplayWindow
+	var (
+		out   map[protocol.LaneID]*server.ReplayWindow
+		floor time.Time
+	)
+	if v := meta.Get(keyFloor); v != nil {
+		if len(v) != 8 {
+			return nil, time.Time{}, corrupt("replay floor", "bad size")
+		}
+		floor = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+		if err := meta.Delete(keyFloor); err != nil {
+			return nil, time.Time{}, err
+		}
+	}
 	if clean {
 		out = make(map[protocol.LaneID]*server.ReplayWindow)
 		if b != nil {
@@ -161,24 +183,27 @@ func takeWindows(tx *bolt.Tx, meta *bolt.Bucket) (map[protocol.LaneID]*server.Re
 				return nil
 			})
 			if err != nil {
-				return nil, err
+				return nil, time.Time{}, err
 			}
 		}
 		if err := meta.Delete(keyClean); err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
+	} else {
+		floor = time.Time{} // a crash since: the floor is this Open's
 	}
 	if b != nil {
 		if err := tx.DeleteBucket(bucketReplay); err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 	}
-	return out, nil
+	return out, floor, nil
 }
 
 // Close saves the replay windows, marks the file closed cleanly and closes it. The Store must
-// not be used afterwards (methods return an error). A restart after a clean Close needs no
-// replay floor: the next Open restores every window. If saving fails, the file is closed all
+// not be used afterwards (methods return an error). A restart after a clean Close needs no new
+// replay floor: the next Open restores every window, and keeps this Store's floor (zero unless
+// this Store started after a crash: its windows hold nothing from before it). If saving fails, the file is closed all
 // the same and the next Open applies the floor, as after a crash.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -208,7 +233,13 @@ func (s *Store) Close() error {
 				return err
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keyClean, []byte{1})
+		meta := tx.Bucket(bucketMeta)
+		if !s.floor.IsZero() {
+			if err := meta.Put(keyFloor, binary.BigEndian.AppendUint64(nil, uint64(s.floor.UnixNano()))); err != nil {
+				return err
+			}
+		}
+		return meta.Put(keyClean, []byte{1})
 	})
 	if cerr := s.db.Close(); err == nil {
 		err = cerr
@@ -217,9 +248,10 @@ func (s *Store) Close() error {
 }
 
 // ReplayFloor implements [server.ReplayFloor]. Replay windows live in process memory; a clean
-// Close saves them and the next Open restores them, and then the floor is the zero time. After
-// a crash they start empty, and the floor is the time Open was called: a request signed before
-// then must be refused.
+// Close saves them and the next Open restores them, with the floor of the Store that saved them
+// (the zero time if it had none). After a crash they start empty, and the floor is the time
+// Open was called: a request signed before then must be refused, and still after any number of
+// clean restarts, since no window holds what the crashed process accepted.
 func (s *Store) ReplayFloor() time.Time { return s.floor }
 
 // update runs fn in a write transaction, durable (fsync) when it returns nil. It gives up if ctx
