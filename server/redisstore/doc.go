@@ -56,7 +56,8 @@
 // The verify path cannot be one round trip in all: Seen must come after the HMAC, or anyone who
 // knows a lane ID (it travels in every signature's keyid) could burn its nonces.
 //
-// Round trips: Create 1 (a pipeline: lane index SET NX, session script, user index script);
+// Round trips: Create 2 (a pipeline: lane index SET NX, session script; then the user index
+// script, once the session exists: see [Store.Create]);
 // AddLane 2; Lane 1 (2 on first sight); Seen 1 (2 on first sight); UpdateLane 1; Touch 1;
 // Delete 2; DeleteLane 1 (2 on first sight); Session 1; UserSessions 2.
 //

@@ -293,9 +293,14 @@ func (st *Store) cleanup(ctx context.Context, fn func(context.Context, redis.Pip
 	_, _ = st.c.Pipelined(ctx, func(p redis.Pipeliner) error { fn(ctx, p); return nil })
 }
 
-// Create implements [server.Store] in one round trip: a pipeline of the lane index claim (SET
-// NX), the session hash (a script that refuses an existing key) and the user index entry. If
-// either ID is taken, what the others did is undone and Create returns ErrExists.
+// Create implements [server.Store] in two round trips: a pipeline of the lane index claim (SET
+// NX) and the session hash (a script that refuses an existing key), then the user index entry.
+// If either ID is taken, what the other did is undone and Create returns ErrExists. The entry
+// comes only once the session exists: UserSessions drops an entry whose session it does not
+// find, and in a cluster (the index and the hash on different masters, a pipeline's commands
+// run on each master in parallel, or the hash's script rerun after NOSCRIPT) an entry written
+// with the session could be seen, and dropped, before it: the session would then be missing
+// from every later UserSessions, so from a revocation of all the user's sessions.
 func (st *Store) Create(ctx context.Context, s *server.Session, l *server.Lane) error {
 	if err := ctx.Err(); err != nil {
 		return unavailable("create", err)
@@ -312,15 +317,12 @@ func (st *Store) Create(ctx context.Context, s *server.Session, l *server.Lane) 
 	member := userMember(s.Created, s.ID)
 	sargs := []any{encodeSession(s), encodeSeen(s.LastSeen), ms(s.Expires), abs, laneField(l.ID), encodeLane(l),
 		st.idleDeadline(abs, s.LastSeen, now)}
-	uargs := []any{member, abs, ms(now)}
 
 	pipe := st.c.Pipeline()
 	ic := pipe.Do(ctx, "set", lkey, s.ID, "pxat", abs, "nx")
 	cc := scriptCreate.EvalSha(ctx, pipe, []string{skey}, sargs...)
-	uc := scriptUserAdd.EvalSha(ctx, pipe, []string{ukey}, uargs...)
 	_, _ = pipe.Exec(ctx) // each command's own error is read below
 	cc = st.rerun(ctx, cc, scriptCreate, skey, sargs)
-	uc = st.rerun(ctx, uc, scriptUserAdd, ukey, uargs)
 
 	claimed, created, added := ic.Err() == nil, false, false
 	var err error
@@ -332,14 +334,13 @@ func (st *Store) Create(ctx context.Context, s *server.Session, l *server.Lane) 
 	} else {
 		created = code == codeOK
 	}
-	if n, e := uc.Int64(); e != nil {
-		err = firstErr(err, e)
-	} else {
-		added = n == 1
-	}
 	if err == nil && claimed && created {
-		st.lanes.put(l.ID, &laneRef{sid: string(s.ID), key: skey})
-		return nil
+		e := scriptUserAdd.Run(ctx, st.c, []string{ukey}, member, abs, ms(time.Now())).Err()
+		if e == nil {
+			st.lanes.put(l.ID, &laneRef{sid: string(s.ID), key: skey})
+			return nil
+		}
+		err, added = e, true // its reply may be what was lost: remove the entry too
 	}
 	st.cleanup(ctx, func(ctx context.Context, p redis.Pipeliner) {
 		if claimed {

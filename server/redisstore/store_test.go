@@ -340,7 +340,7 @@ func TestRoundTrips(t *testing.T) {
 	}
 	s := storetest.NewSession("alice", time.Now())
 	l := storetest.NewLane(s)
-	count(rtA, "Create", 1, func() error { return a.Create(ctx, s, l) })
+	count(rtA, "Create", 2, func() error { return a.Create(ctx, s, l) })
 	count(rtA, "Lane (node A, created here)", 1, func() error { _, _, err := a.Lane(ctx, l.ID); return err })
 	count(rtA, "Seen (node A)", 1, func() error { return a.Seen(ctx, l.ID, 1) })
 	count(rtB, "Lane (node B, first sight)", 2, func() error { _, _, err := b.Lane(ctx, l.ID); return err })
