@@ -7,7 +7,9 @@
 // [Run] checks the contract written on [server.Store]: creation and lookup, ErrExists,
 // compare-and-swap updates under concurrency, Touch, Delete and its tombstones, DeleteLane (one
 // lane of a live session) and its tombstone under concurrency, the per-user
-// index, replay windows under concurrency, single-use join tickets under concurrency, exact round trips of every field, copy semantics,
+// index, replay windows under concurrency (kept across rotations), single-use join tickets under
+// concurrency, a deletion racing joins, rotations, Touch and Seen (nothing comes back), the end
+// of tombstones at the session's expiry, exact round trips of every field, copy semantics,
 // context cancellation and, when the store implements it, [server.Sweeper].
 //
 // The suite relies on the store's wall clock only for tombstone lifetimes, which it sets an hour
@@ -64,6 +66,11 @@ func Run(t *testing.T, newStore func(t *testing.T) server.Store) {
 		{"Ticket", testTicket},
 		{"TicketConcurrentTake", testTicketConcurrentTake},
 		{"TicketExpiry", testTicketExpiry},
+		{"UpdateLaneKeepsWindow", testUpdateLaneKeepsWindow},
+		{"TouchDeleted", testTouchDeleted},
+		{"DeleteConcurrent", testDeleteConcurrent},
+		{"TombstoneEnds", testTombstoneEnds},
+		{"TicketUsedStaysTaken", testTicketUsedStaysTaken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
