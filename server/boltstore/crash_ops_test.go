@@ -51,14 +51,25 @@ func TestCrashRotateRevoke(t *testing.T) {
 		}
 		var lines []string
 		done := make(chan struct{})
+		started := make(chan struct{}) // the first revocation is acknowledged (under -race a start takes a while)
+		var once sync.Once
 		go func() {
 			defer close(done)
 			sc := bufio.NewScanner(out)
 			for sc.Scan() {
 				lines = append(lines, sc.Text())
+				if strings.HasPrefix(sc.Text(), "sessgone ") {
+					once.Do(func() { close(started) })
+				}
 			}
 		}()
-		time.Sleep(time.Duration(50+rand.IntN(400)) * time.Millisecond)
+		select {
+		case <-started:
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the child acknowledged no revocation within 20 s")
+		}
+		time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
 		if err := cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
