@@ -79,7 +79,6 @@ var errClosed = errors.New("boltstore: store is closed")
 // Open opens (creating if needed) the store at path, a file readable only by its owner. Only one
 // process may have a file open; Open waits opts.LockTimeout for it and then fails.
 func Open(path string, opts *Options) (*Store, error) {
-	floor := time.Now().Round(0)
 	timeout := time.Second
 	if opts != nil && opts.LockTimeout > 0 {
 		timeout = opts.LockTimeout
@@ -91,6 +90,9 @@ func Open(path string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
+	// The floor is read once the file is ours: a process that had it until now (Open waited
+	// for its lock) accepted requests until then.
+	floor := time.Now().Round(0)
 	s := &Store{db: db, floor: floor, live: make(map[protocol.LaneID]*server.ReplayWindow)}
 	if err := s.init(); err != nil {
 		db.Close()
@@ -250,8 +252,9 @@ func (s *Store) Close() error {
 // ReplayFloor implements [server.ReplayFloor]. Replay windows live in process memory; a clean
 // Close saves them and the next Open restores them, with the floor of the Store that saved them
 // (the zero time if it had none). After a crash they start empty, and the floor is the time
-// Open was called: a request signed before then must be refused, and still after any number of
-// clean restarts, since no window holds what the crashed process accepted.
+// Open got the file (after waiting for its lock): a request signed before then must be refused,
+// and still after any number of clean restarts, since no window holds what the crashed process
+// accepted.
 func (s *Store) ReplayFloor() time.Time { return s.floor }
 
 // update runs fn in a write transaction, durable (fsync) when it returns nil. It gives up if ctx

@@ -34,10 +34,10 @@
 // process memory; a clean [Store.Close] saves them all in one transaction with a "clean" mark,
 // and the next Open restores them and removes both, so a restart (a deploy) loses nothing and
 // needs no new floor. After a crash (no mark) they start empty, and the Store implements
-// [server.ReplayFloor] with the time Open was called, so the Manager refuses signatures made
-// before it and a crash cannot reopen a window. A clean Close saves that floor with the windows
-// (meta "floor") and the next Open keeps it: the windows saved after a crash hold nothing the
-// crashed process accepted.
+// [server.ReplayFloor] with the time Open got the file (its lock, which the crashed process
+// held until it died), so the Manager refuses signatures made before it and a crash cannot
+// reopen a window. A clean Close saves that floor with the windows (meta "floor") and the next
+// Open keeps it: the windows saved after a crash hold nothing the crashed process accepted.
 //
 // Join tickets are not in the file either: they live seconds and are used once, so the Store
 // keeps them in process memory (a restart forgets them: a worker that got a ticket just before

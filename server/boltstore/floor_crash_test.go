@@ -128,3 +128,97 @@ func TestCrashFloorChild(t *testing.T) {
 	time.Sleep(10 * time.Second) // killed long before
 	os.Exit(1)
 }
+
+const floorWaitChildEnv = "SESSIONVAULT_FLOOR_WAIT_CHILD_DB"
+
+// TestFloorAfterLockWait: Open waits up to Options.LockTimeout for a process that still has the
+// file (a server shutting down, draining its requests). That process keeps accepting requests
+// while Open waits, and if it is then killed (its shutdown timed out), the windows of those
+// requests are lost too: the floor must be the time Open got the file, not the time it began
+// to wait for it, or a request accepted during the wait (signed after the earlier floor plus
+// the skew) could be replayed once to the new process.
+func TestFloorAfterLockWait(t *testing.T) {
+	if testing.Short() {
+		t.Skip("re-executes the test binary")
+	}
+	path := filepath.Join(t.TempDir(), "wait.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFloorWaitChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), floorWaitChildEnv+"="+path)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(out)
+	expect := func(what string) {
+		t.Helper()
+		if !sc.Scan() || sc.Text() != what {
+			t.Fatalf("child said %q, want %q", sc.Text(), what)
+		}
+	}
+	expect("open")
+
+	type opened struct {
+		st  *Store
+		err error
+	}
+	got := make(chan opened, 1)
+	go func() {
+		st, err := Open(path, &Options{LockTimeout: 20 * time.Second})
+		got <- opened{st, err}
+	}()
+	time.Sleep(1500 * time.Millisecond) // Open is waiting for the lock
+	fmt.Fprintln(in, "seen")            // the old process accepts a request meanwhile
+	expect("seen")
+	accepted := time.Now()
+	if err := cmd.Process.Kill(); err != nil { // and is killed before a clean Close
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	o := <-got
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	defer o.st.Close()
+	if f := o.st.ReplayFloor(); f.Before(accepted.Add(-50 * time.Millisecond)) {
+		t.Errorf("ReplayFloor = %v, %v before the killed process last accepted a request: its window is lost, and the floor does not cover it",
+			f, accepted.Sub(f).Round(time.Millisecond))
+	}
+}
+
+// TestFloorWaitChild holds the file for TestFloorAfterLockWait and accepts a nonce when told.
+func TestFloorWaitChild(t *testing.T) {
+	path := os.Getenv(floorWaitChildEnv)
+	if path == "" {
+		t.Skip("run by TestFloorAfterLockWait")
+	}
+	st, err := Open(path, nil)
+	if err != nil {
+		fmt.Printf("fail open: %v\n", err)
+		os.Exit(1)
+	}
+	s := storetest.NewSession("wait", time.Now())
+	l := storetest.NewLane(s)
+	if err := st.Create(t.Context(), s, l); err != nil {
+		fmt.Printf("fail create: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Println("open")
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		if err := st.Seen(t.Context(), l.ID, 5); err != nil {
+			fmt.Printf("fail seen: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Println("seen")
+	}
+	os.Exit(1) // killed before
+}
