@@ -84,10 +84,14 @@
 // TLS off the loopback. No error message carries a session ID. Notices carry lane IDs and a
 // reason, never a session ID.
 //
-// Replay windows are as durable as Redis: with appendfsync always nothing acknowledged is lost;
-// with everysec (or a failover to an asynchronous replica), up to a second of accepted nonces
-// can be forgotten, and a request captured in that second replayed once within the Manager's
-// signature-age window. A Redis that restarts empty loses the sessions too, which then answer
+// Everything the Store acknowledges is as durable as Redis: with appendfsync always nothing
+// acknowledged is lost. With everysec (or a failover to an asynchronous replica) up to a second
+// of writes can be forgotten, and not only accepted nonces (a request captured in that second
+// replayed once within the Manager's signature-age window): a revocation, rotation or re-key
+// acknowledged in that second can be undone (the revoked session verifies again, although its
+// workers were told to wipe their keys), and a ticket used in that second can be used once
+// more within its 10-second life. Run Redis with appendfsync always where revocation must hold
+// across a Redis crash. A Redis that restarts empty loses the sessions too, which then answer
 // ErrNotFound: fail closed.
 //
 // # Concurrency
