@@ -374,7 +374,12 @@ func (m *Manager) serveJoin(w http.ResponseWriter, r *http.Request) {
 	clientPub, ok := decodePub(req.Pub)
 	ticket := make([]byte, ticketSize)
 	defer clear(ticket)
-	if n, err := b64.Strict().Decode(ticket, []byte(req.Ticket)); !ok || err != nil || n != ticketSize || len(req.Ticket) != b64.EncodedLen(ticketSize) {
+	// The length first: Decode writes past a destination shorter than the input decodes to.
+	if !ok || len(req.Ticket) != b64.EncodedLen(ticketSize) {
+		m.refuse(w, reasonBadRequest)
+		return
+	}
+	if n, err := b64.Strict().Decode(ticket, []byte(req.Ticket)); err != nil || n != ticketSize {
 		m.refuse(w, reasonBadRequest)
 		return
 	}

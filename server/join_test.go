@@ -785,3 +785,20 @@ func TestJoinWithALowOrderKeyIsAudited(t *testing.T) {
 		t.Fatalf("the ticket again: %d %q, want 401 ticket_reuse", w.Code, w.Header().Get("Sv-Error"))
 	}
 }
+
+// TestJoinLongTicketIsABadRequest: a ticket longer than 43 characters is a malformed join
+// (400 bad_request), not a panic of the decoder (which answered 503 unavailable, audited an
+// internal error, and did not count the refusal against the address).
+func TestJoinLongTicketIsABadRequest(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient()
+	ck := c.loginCookie("alice")
+	pub := [32]byte{9}
+	for _, ticket := range []string{strings.Repeat("A", 44), strings.Repeat("A", 100), c.workerTicket(ck) + "AAAA"} {
+		w := e.serve(c.joinRequest(ck, joinBody(pub, ticket)))
+		wantRefused(t, w, 400, "bad_request")
+	}
+	if got := e.logs.events("internal_error"); len(got) != 0 {
+		t.Fatalf("malformed tickets were audited as internal errors: %v", got)
+	}
+}
