@@ -36,7 +36,14 @@ type sha256Digest struct {
 	len uint64
 }
 
-const sha256StateSize = 8*4 + sha256BlockSize + 1 + 8
+// The saved state is crypto/sha256's: a magic, the chaining value, the buffered bytes padded
+// with zeros to a block, and the length, from which the buffered count follows. A state that
+// does not start with the magic is refused: MAC.Wipe zeroes the saved pad states, and a zeroed
+// state must not restore (an all-zero chaining value would make a MAC that needs no key).
+const (
+	sha256Magic     = "sha\x03"
+	sha256StateSize = len(sha256Magic) + 8*4 + sha256BlockSize + 8
+)
 
 func newSHA256Generic() stateHash {
 	d := new(sha256Digest)
@@ -106,26 +113,28 @@ func (d *sha256Digest) checkSum() [sha256Size]byte {
 
 func (d *sha256Digest) MarshalBinary() ([]byte, error) {
 	b := make([]byte, 0, sha256StateSize)
+	b = append(b, sha256Magic...)
 	for _, v := range d.h {
 		b = appendU32(b, v)
 	}
-	b = append(b, d.x[:]...)
-	b = append(b, byte(d.nx))
+	b = append(b, d.x[:d.nx]...)
+	b = append(b, make([]byte, sha256BlockSize-d.nx)...)
 	return appendU64(b, d.len), nil
 }
 
 var errSHA256State = errors.New("protocol: invalid sha256 state")
 
 func (d *sha256Digest) UnmarshalBinary(b []byte) error {
-	if len(b) != sha256StateSize || int(b[8*4+sha256BlockSize]) >= sha256BlockSize {
+	if len(b) != sha256StateSize || string(b[:len(sha256Magic)]) != sha256Magic {
 		return errSHA256State
 	}
+	b = b[len(sha256Magic):]
 	for i := range d.h {
 		d.h[i] = getU32(b[i*4:])
 	}
 	copy(d.x[:], b[32:])
-	d.nx = int(b[32+sha256BlockSize])
-	d.len = getU64(b[32+sha256BlockSize+1:])
+	d.len = getU64(b[32+sha256BlockSize:])
+	d.nx = int(d.len % sha256BlockSize)
 	return nil
 }
 

@@ -2,8 +2,10 @@ package protocol
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -85,10 +87,78 @@ func TestSHA256GenericStateRoundTrip(t *testing.T) {
 			t.Errorf("state of %d bytes accepted", len(bad))
 		}
 	}
-	overfull := bytes.Clone(good)
-	overfull[8*4+sha256BlockSize] = sha256BlockSize // buffered count must stay under a block
-	if err := h.UnmarshalBinary(overfull); err == nil {
-		t.Error("state with a full buffer accepted")
+	if err := h.UnmarshalBinary(make([]byte, len(good))); err == nil {
+		t.Error("an all-zero state (what MAC.Wipe leaves) accepted")
+	}
+}
+
+// TestSHA256GenericStateIsStdlibs: the saved state is crypto/sha256's, byte for byte, and each
+// restores the other's. In particular a state without its magic is refused, as crypto/sha256
+// refuses it.
+func TestSHA256GenericStateIsStdlibs(t *testing.T) {
+	msg := []byte(strings.Repeat("sessionvault ", 20))
+	want := sha256.Sum256(msg)
+	for cut := 0; cut <= len(msg); cut += 5 {
+		g, s := newSHA256Generic(), sha256.New()
+		g.Write(msg[:cut])
+		s.Write(msg[:cut])
+		gs, _ := g.MarshalBinary()
+		ss, _ := s.(stateHash).MarshalBinary()
+		if !bytes.Equal(gs, ss) {
+			t.Fatalf("state at %d:\n%x\ncrypto/sha256:\n%x", cut, gs, ss)
+		}
+		g2 := newSHA256Generic()
+		if err := g2.UnmarshalBinary(ss); err != nil {
+			t.Fatal(err)
+		}
+		g2.Write(msg[cut:])
+		if got := g2.Sum(nil); !bytes.Equal(got, want[:]) {
+			t.Fatalf("restored from crypto/sha256's state at %d: %x, want %x", cut, got, want)
+		}
+	}
+	zero := make([]byte, sha256StateSize)
+	if sha256.New().(stateHash).UnmarshalBinary(zero) == nil {
+		t.Fatal("test bug: crypto/sha256 accepts a zeroed state")
+	}
+	if newSHA256Generic().UnmarshalBinary(zero) == nil {
+		t.Fatal("a zeroed state restores")
+	}
+}
+
+// TestMACGenericSHA256 is TestMAC and TestMACWipe on the wasm build's SHA-256: the same tags as
+// crypto/hmac, every hash state as fresh after Wipe, and a wiped MAC refuses to be used again
+// (it panics; with a zeroed state restored it would MAC under no key at all).
+func TestMACGenericSHA256(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	fresh := memoryOf(t, newSHA256Generic())
+	for _, kl := range []int{0, 32, 64, 65, 100} {
+		key := randBytes(rng, kl)
+		m := newMAC(key, newSHA256Generic)
+		for _, n := range []int{0, 10, 64, 100, 300} {
+			msg := randBytes(rng, n)
+			m.Reset()
+			m.Write(msg)
+			got := m.Sum()
+			ref := hmac.New(sha256.New, key)
+			ref.Write(msg)
+			if want := ref.Sum(nil); !bytes.Equal(got[:], want) {
+				t.Fatalf("key %d bytes, msg %d bytes: %x, want %x", kl, n, got, want)
+			}
+		}
+		m.Wipe()
+		for name, h := range map[string]hash.Hash{"inner": m.inner, "outer": m.outer} {
+			if mem := memoryOf(t, h); !bytes.Equal(mem, fresh) {
+				t.Fatalf("key %d bytes: %s state after Wipe:\n%x\nfresh:\n%x", kl, name, mem, fresh)
+			}
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Fatalf("key %d bytes: a wiped MAC can be reused", kl)
+				}
+			}()
+			m.Reset()
+		}()
 	}
 }
 
