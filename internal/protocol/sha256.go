@@ -118,7 +118,8 @@ func (d *sha256Digest) MarshalBinary() ([]byte, error) {
 		b = appendU32(b, v)
 	}
 	b = append(b, d.x[:d.nx]...)
-	b = append(b, make([]byte, sha256BlockSize-d.nx)...)
+	var zero [sha256BlockSize]byte
+	b = append(b, zero[:sha256BlockSize-d.nx]...)
 	return appendU64(b, d.len), nil
 }
 
