@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -31,6 +32,14 @@ const recheckEvery = time.Minute
 type liveLanes struct {
 	mu sync.Mutex
 	m  map[LaneID]*liveLane
+	// ending makes the paths that end one lane on this node take turns (lanesGone): one lock
+	// per shard of lanes, as the hub's. Taken before mu and any liveLane's mu.
+	ending [64]sync.Mutex
+}
+
+// endLock is the lock that serializes the end of lane id.
+func (s *liveLanes) endLock(id LaneID) *sync.Mutex {
+	return &s.ending[binary.LittleEndian.Uint64(id[:8])%uint64(len(s.ending))]
 }
 
 // liveLane is what this node keeps for one lane's connections. Its fields are guarded by mu;
@@ -399,6 +408,16 @@ func (m *Manager) deadline(sess *Session) time.Time {
 // lanesGone applies, on this node, the end of lanes deleted for reason (by this node or, through
 // a store's notices, by another): their cached verifiers are dropped and wiped, and every event
 // connection this node holds for them gets a sealed revoked (or expired) event and is closed.
+//
+// Several paths may apply one deletion at once: the deleting call or the store's notice, a
+// re-check that finds the lane gone in the store (its timer, a resync, the connect's resync).
+// Per lane they take turns (endLock): the first takes the lane's live entry and ends its
+// connections with the event sealed under the entry's key; a later one finds none left to end.
+// Without the turns, a path that found no entry closed the connections while the
+// one that had taken it was still sealing, and the event then found none: the refusal alone.
+// The event and the close are one step in the hub (End), so a connection that registers
+// meanwhile gets both, or is refused in place of "ready" (its Authenticate began before the end,
+// and the hub remembers the lane's end for that).
 func (m *Manager) lanesGone(lanes []LaneID, reason string) {
 	m.verifiers.drop(lanes...)
 	m.watches.end(lanes, &EndedError{Reason: refusalOf(reason)})
@@ -412,17 +431,21 @@ func (m *Manager) lanesGone(lanes []LaneID, reason string) {
 	}
 	now := m.now()
 	for _, id := range lanes {
+		mu := m.live.endLock(id)
+		mu.Lock()
+		var sealed []byte
 		if ll := m.live.take(id); ll != nil {
 			ll.mu.Lock()
 			if !ll.dead {
-				for _, b := range m.appendEvent(nil, ll, t, reason, time.Time{}, now) {
-					m.hub.Send(id, b)
+				if out := m.appendEvent(nil, ll, t, reason, time.Time{}, now); len(out) > 0 {
+					sealed = out[0]
 				}
 				ll.kill()
 			}
 			ll.mu.Unlock()
 		}
-		m.hub.Close(id, reason)
+		m.hub.End(id, sealed, reason)
+		mu.Unlock()
 	}
 }
 

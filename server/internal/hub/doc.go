@@ -4,14 +4,14 @@
 //
 // A [Hub] is an [http.Handler] for the event endpoint. The owner (the server's Manager) gives it
 // an Authenticate function that checks a lane's answer, sends events with [Hub.Send], ends a
-// lane's connections with [Hub.Close] and stops it with [Hub.Shutdown]:
+// lane's connections with [Hub.End] (the event that says so, then the refusal) and stops it
+// with [Hub.Shutdown]:
 //
 //	h := hub.New(hub.Config{Authenticate: m.socketAuth, Logger: log})
 //	mux.Handle("/sv/events", h)
 //	...
 //	sealed, _ := protocol.SealEvent(&eventKey, &protocol.Event{Type: protocol.EventRevoked, ...})
-//	h.Send(lane, sealed)
-//	h.Close(lane, "revoked")
+//	h.End(lane, sealed, "revoked")
 //
 // # Messages
 //
@@ -39,14 +39,15 @@
 // of [a-z0-9_]: during authentication it is the reason Authenticate named ([RefusedError]:
 // revoked, logout, expired, reuse_detected, rekeyed, limit_evicted, lane_evicted, unknown_session,
 // bad_signature, ...), "refused" for any other error, "bad_request" for a malformed auth
-// message, "unavailable" without an Authenticate. After "ready" it comes from [Hub.Close],
-// after the events queued before it. A worker receiving a refusal whose reason ends the
-// session wipes its key, as it would on the same refusal of an HTTP request.
+// message, "unavailable" without an Authenticate. After "ready" it comes from [Hub.End] or
+// [Hub.Close], after the events queued before it (End's own last). A worker receiving a refusal
+// whose reason ends the session wipes its key, as it would on the same refusal of an HTTP
+// request.
 //
-// Close codes: 1000 after [Hub.Close]; 1001 at [Hub.Shutdown] (the client reconnects later);
-// 1008 (policy violation) for a refusal, an auth timeout, a binary auth message, a malformed
-// auth message or any data message after "ready"; 1009 for a message over Config.ReadLimit;
-// 1002 for a framing error. A client too slow to take its events (its queue of
+// Close codes: 1000 after [Hub.End] or [Hub.Close]; 1001 at [Hub.Shutdown] (the client
+// reconnects later); 1008 (policy violation) for a refusal, an auth timeout, a binary auth
+// message, a malformed auth message or any data message after "ready"; 1009 for a message over
+// Config.ReadLimit; 1002 for a framing error. A client too slow to take its events (its queue of
 // Config.SendQueue frames is full) is disconnected without a close frame.
 //
 // Before the upgrade: a cross-origin request gets 403, a request that is not a WebSocket
@@ -61,9 +62,9 @@
 // WebSocket hijacking); requests without Origin are not from a browser and are admitted, since
 // they still have to answer the challenge. Unauthenticated connections count against
 // Config.MaxConns and live at most Config.AuthTimeout. A connection of a lane that
-// authenticates while [Hub.Close] ends the lane is refused too (the hub remembers closed lanes
-// for AuthTimeout). Log records hold the event name, the public lane ID, the peer address and a
-// reason word; never message content, a challenge, a tag or a keyid.
+// authenticates while [Hub.End] or [Hub.Close] ends the lane is refused too (the hub remembers
+// closed lanes for AuthTimeout). Log records hold the event name, the public lane ID, the peer
+// address and a reason word; never message content, a challenge, a tag or a keyid.
 //
 // # Concurrency
 //

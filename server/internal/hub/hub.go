@@ -65,9 +65,9 @@ type Config struct {
 
 	// Ended, if set, is called (outside the hub's locks, once) for every connection whose
 	// Authenticate succeeded, when that connection is over: closed by either side, by
-	// [Hub.Close] or [Hub.Shutdown], or refused after Authenticate (its lane was closed
-	// meanwhile). The owner can count a lane's connections with it and forget what it keeps for
-	// a lane when the count falls to zero.
+	// [Hub.End], [Hub.Close] or [Hub.Shutdown], or refused after Authenticate (its lane was
+	// closed meanwhile). The owner can count a lane's connections with it and forget what it
+	// keeps for a lane when the count falls to zero.
 	Ended func(lane protocol.LaneID)
 
 	// CheckOrigin reports whether the upgrade request's Origin is allowed; refused requests get
@@ -199,8 +199,8 @@ const shardCount = 64
 type shard struct {
 	mu    sync.Mutex
 	lanes map[protocol.LaneID][]*conn
-	// tombs remembers lanes ended by Close for AuthTimeout, so that a connection whose
-	// Authenticate call began before the Close cannot register afterwards.
+	// tombs remembers lanes ended by End or Close for AuthTimeout, so that a connection whose
+	// Authenticate call began before the end cannot register afterwards.
 	tombs map[protocol.LaneID]tomb
 	_     [40]byte // keep neighbouring shards' locks on separate cache lines
 }
@@ -341,11 +341,22 @@ func (h *Hub) Send(lane protocol.LaneID, sealed []byte) int {
 
 // Close ends every connection of lane: each gets {"type":"refused","reason":reason} after the
 // events already queued for it, then a close frame (1000). A connection of lane that is
-// authenticating while Close runs is refused with the same reason. Call it when the lane ends
-// (revoked, logged out, expired, ...), after sending the event that says so. reason must be 1
-// to 64 characters of [a-z0-9_]; anything else is sent as "refused". It returns the number of
-// connections closed.
+// authenticating while Close runs is refused with the same reason. reason must be 1 to 64
+// characters of [a-z0-9_]; anything else is sent as "refused". It returns the number of
+// connections closed. To end a lane with the event that says so, use [Hub.End].
 func (h *Hub) Close(lane protocol.LaneID, reason string) int {
+	return h.End(lane, nil, reason)
+}
+
+// End is [Hub.Close] with a last event: each connection of lane gets sealed (a
+// [protocol.SealEvent] output; none if empty) after the events already queued for it, then the
+// refusal with reason and a close frame. Call it when the lane ends (revoked, logged out,
+// expired, ...), with the sealed event that says so. The event and the close are one step for
+// the lane's registrations: a connection registers either before End, and gets both, or after,
+// and is then refused in place of "ready" if its Authenticate call began before End (Send then
+// Close would let a connection that registers between them get the refusal without the event).
+// End keeps sealed; the caller must not modify it afterwards.
+func (h *Hub) End(lane protocol.LaneID, sealed []byte, reason string) int {
 	if !validReason(reason) {
 		reason = reasonRefused
 	}
@@ -365,6 +376,9 @@ func (h *Hub) Close(lane protocol.LaneID, reason string) int {
 	for _, c := range cs {
 		c.registered = false
 		h.unsettleLocked(c)
+		if len(sealed) > 0 {
+			c.queue(sealed) // a full queue kills c: its worker reconnects and is refused
+		}
 		c.closeWith(websocket.CloseNormalClosure, reason, true)
 	}
 	h.mu.Unlock()
