@@ -14,8 +14,9 @@ import (
 // deleted session (or one lane deleted alone), a resync, or (locally) the loss of the
 // subscription.
 //
-// Notices are hints, never authority: a node re-reads the store before it accepts anything, so
-// a lost notice costs latency and a forged one costs a lookup.
+// Notices are hints, never authority: a node re-reads the store before it accepts anything, and
+// before it ends a lane a notice names (Manager.noticedGone), so a lost notice costs latency and
+// a forged one costs a lookup.
 type Notice struct {
 	// Lanes are the lanes the notice is about: every lane of a deleted session, or the one lane
 	// of [Store.DeleteLane].
@@ -155,16 +156,39 @@ func (m *Manager) notice(n Notice) {
 	case n.Resync:
 		// Before the node accepts requests again: whatever was missed is re-read.
 		m.resyncLive()
-		if len(n.Lanes) > 0 {
-			m.lanesGone(n.Lanes, n.Reason)
-		}
+		m.noticedGone(n.Lanes, n.Reason)
 		if !m.fan.ready.Swap(true) {
 			m.log.LogAttrs(ctx, slog.LevelInfo, "sessionvault", slog.String("event", "notices_resynced"))
 		}
 	default:
-		m.lanesGone(n.Lanes, n.Reason)
+		m.noticedGone(n.Lanes, n.Reason)
 	}
 }
+
+// noticedGone ends on this node the lanes a notice names, each only once the store confirms it
+// is gone (with the store's reason), so that a notice forged by whoever may PUBLISH on the
+// store's channel cannot end a live lane's event connections, make its worker wipe its key or
+// end its streams. A store that does not answer within noticeReadTimeout is taken at the
+// notice's word: failing closed costs the worker a join, a missed revocation would cost more.
+func (m *Manager) noticedGone(lanes []LaneID, reason string) {
+	for _, id := range lanes {
+		ctx, cancel := context.WithTimeout(context.Background(), noticeReadTimeout)
+		_, _, err := m.store.Lane(ctx, id)
+		cancel()
+		var gone *GoneError
+		switch {
+		case err == nil:
+			// Live: a forged or stale notice. Nothing of the lane is ended or dropped.
+		case errors.As(err, &gone):
+			m.lanesGone([]LaneID{id}, gone.Reason)
+		default: // gone without a tombstone's reason (ErrNotFound), or the store is down
+			m.lanesGone([]LaneID{id}, reason)
+		}
+	}
+}
+
+// noticeReadTimeout bounds noticedGone's store read of one lane.
+const noticeReadTimeout = 2 * time.Second
 
 // fanoutReady reports whether this node receives every other node's revocations; when it does
 // not, it answers 503 store_unavailable and reports false. A Manager whose store is not a

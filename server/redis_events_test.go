@@ -139,3 +139,39 @@ func TestRedisRevocationLatency(t *testing.T) {
 	t.Logf("revocation across two nodes (Revoke on A -> sealed event read on B), %d trials: p50 %v, p99 %v, max %v",
 		trials, q(0.50), q(0.99), lat[len(lat)-1])
 }
+
+// TestRedisForgedNoticeEndsNothing: a notice that names a live lane, published by someone who
+// may PUBLISH on the store's channel but deleted nothing (here a third Store on the same
+// prefix), ends nothing on node B: the lane's socket gets no event and its session still
+// verifies. Notices reach B in the order they were published, so once a later real revocation
+// (of another user) has reached B's socket for that user, B has handled the forged one; and the
+// first thing alice's socket reads after her own real revocation is that revocation.
+func TestRedisForgedNoticeEndsNothing(t *testing.T) {
+	srv := redistest.Own(t, false)
+	ctx := t.Context()
+	a := newEnv(t, onStore(redisStore(t, srv.URL(), "fn:"), nil), realClock)
+	b := newEnv(t, onStore(redisStore(t, srv.URL(), "fn:"), nil), realClock)
+	forger := redisStore(t, srv.URL(), "fn:")
+	srvB := serveEnv(t, b)
+	c := a.newClient()
+	alice := c.rawLogin("alice")
+	sa := dialEvents(t, srvB, alice)
+	bob := c.rawLogin("bob")
+	sb := dialEvents(t, srvB, bob)
+
+	// "expired" so that an event it caused could not pass for the real revocation below.
+	if err := forger.Publish(ctx, server.Notice{Lanes: []protocol.LaneID{alice.lane}, Reason: "expired"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.mgr.Revoke(ctx, "bob", handleOf(t, a, "bob")); err != nil {
+		t.Fatal(err)
+	}
+	sb.wantEnd(protocol.EventRevoked, "revoked")
+	if w := b.serve(c.signRaw(alice, "GET", "/api/me", nil)); w.Code != 200 {
+		t.Fatalf("alice on B after the forged notice: %d %s", w.Code, w.Body)
+	}
+	if err := a.mgr.Revoke(ctx, "alice", handleOf(t, a, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	sa.wantEnd(protocol.EventRevoked, "revoked")
+}
