@@ -33,6 +33,11 @@ type laneVerifiers struct {
 	// read them every time.
 	facts atomic.Pointer[laneFacts]
 
+	// verified is set once a request's signature has verified under one of the entry's slots:
+	// only such a lane lets a throttled address through (Manager.cachedLane). An entry exists
+	// as soon as a request names a live lane, before its HMAC is checked.
+	verified atomic.Bool
+
 	mu    sync.Mutex
 	dead  bool // dropped from the cache and wiped
 	slots [2]*verifySlot
@@ -176,9 +181,16 @@ func (e *laneVerifiers) kill() {
 
 // verify runs fn with the slot of epoch, made by mk (from the sealed key) when the entry has
 // none. Calls for one lane are serialized.
-func (e *laneVerifiers) verify(epoch uint32, mk func() (*verifySlot, error), fn func(*verifySlot) error) error {
+func (e *laneVerifiers) verify(epoch uint32, mk func() (*verifySlot, error), check func(*verifySlot) error) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	fn := func(s *verifySlot) error {
+		err := check(s)
+		if err == nil && !e.verified.Load() {
+			e.verified.Store(true)
+		}
+		return err
+	}
 	for _, s := range e.slots {
 		if s != nil && s.epoch == epoch {
 			return fn(s)

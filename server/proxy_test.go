@@ -217,6 +217,31 @@ func TestThrottledAddressKeepsCachedLanes(t *testing.T) {
 	})), 401, "bad_signature")
 }
 
+// TestThrottledAddressNamingAnUnverifiedLane: what lets a throttled address through is a lane
+// this node has verified a request of, not one a request merely named (a cache entry exists
+// from the first request that names a live lane, before its HMAC is checked): forged
+// signatures that name someone else's lane are answered 429 once the address is throttled,
+// until that lane's own worker has made a valid request here.
+func TestThrottledAddressNamingAnUnverifiedLane(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.ThrottleThreshold = 3 })
+	victim := e.newClient()
+	victim.remote = "192.0.2.77:4000"
+	l := victim.rawLogin("alice")
+	attacker := e.newClient()
+	forged := l.copy()
+	forged.key = protocol.Key{}
+	for range 3 {
+		wantRefused(t, attacker.do(attacker.signRaw(forged, "GET", "/api/x", nil)), 401, "bad_signature")
+	}
+	wantRefused(t, attacker.do(attacker.signRaw(forged, "GET", "/api/x", nil)), 429, "rate_limited")
+	// Once alice's worker has a request verified here, her lane is one the address may name
+	// (neighbours behind one NAT keep working); a forgery on it is still refused as such.
+	if w := e.serve(victim.signRaw(l, "GET", "/api/x", nil)); w.Code != 200 {
+		t.Fatalf("alice: %d %s", w.Code, w.Body)
+	}
+	wantRefused(t, attacker.do(attacker.signRaw(forged, "GET", "/api/x", nil)), 401, "bad_signature")
+}
+
 // TestPlainHTTPLoginWarnsOnce: a login over plain HTTP to a host browsers do not treat as
 // secure gets a cookie they drop (Secure, __Host-), so reloads would silently lose sessions:
 // the server says so once per process. Over TLS, behind a TLS proxy (X-Forwarded-Proto), or

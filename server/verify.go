@@ -563,16 +563,19 @@ func target(r *http.Request) (path, query string) {
 
 var errBodyTooLarge = errors.New("server: body too large")
 
-// readBody reads the whole body, at most max bytes.
 // cachedLane reports whether r carries one well-formed signature (the worker's exact form) for
-// a lane whose verifiers this node caches.
+// a lane whose verifiers this node caches and under which a request has verified here.
 func (m *Manager) cachedLane(r *http.Request) bool {
 	sigIn, sig := r.Header["Signature-Input"], r.Header["Signature"]
 	if len(sigIn) != 1 || len(sig) != 1 || len(sigIn[0]) > maxSigInputLen || len(sig[0]) > maxSigLen {
 		return false
 	}
 	var fs fastsig.Signed
-	return fastsig.Parse(sigIn[0], sig[0], &fs) && m.verifiers.lookup(fs.Params.KeyID.Lane) != nil
+	if !fastsig.Parse(sigIn[0], sig[0], &fs) {
+		return false
+	}
+	e := m.verifiers.lookup(fs.Params.KeyID.Lane)
+	return e != nil && e.verified.Load()
 }
 
 // admit answers a throttled client 429 and reports false; otherwise it runs a sweep that is due.
