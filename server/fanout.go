@@ -168,7 +168,7 @@ func (m *Manager) notice(n Notice) {
 // noticedGone ends on this node the lanes a notice names, each only once the store confirms it
 // is gone (with the store's reason), so that a notice forged by whoever may PUBLISH on the
 // store's channel cannot end a live lane's event connections, make its worker wipe its key or
-// end its streams. A store that does not answer within noticeReadTimeout is taken at the
+// end its streams: it costs a lookup, and a re-read of the lane a second later. A store that does not answer within noticeReadTimeout is taken at the
 // notice's word: failing closed costs the worker a join, a missed revocation would cost more.
 func (m *Manager) noticedGone(lanes []LaneID, reason string) {
 	for _, id := range lanes {
@@ -178,7 +178,13 @@ func (m *Manager) noticedGone(lanes []LaneID, reason string) {
 		var gone *GoneError
 		switch {
 		case err == nil:
-			// Live: a forged or stale notice. Nothing of the lane is ended or dropped.
+			// Live: a forged notice, or a read that reached a replica behind its master. Nothing
+			// of the lane ends; its cached verifiers go (a store read on its next request) and
+			// its event connections' lane is read again in a second.
+			m.verifiers.drop(id)
+			if ll := m.live.get(id); ll != nil {
+				m.armLive(ll, m.now().Add(time.Second))
+			}
 		case errors.As(err, &gone):
 			m.lanesGone([]LaneID{id}, gone.Reason)
 		default: // gone without a tombstone's reason (ErrNotFound), or the store is down
