@@ -1,13 +1,10 @@
 package boltstore
 
 import (
-	"bufio"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -39,42 +36,14 @@ func TestCrashRotateRevoke(t *testing.T) {
 	sessGone := map[string]string{} // session -> acknowledged Delete reason
 	deleting := map[string]bool{}   // sessions or lanes whose deletion started
 	for round := range 5 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashOpsChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashOpsEnv+"="+path)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var lines []string
-		done := make(chan struct{})
-		started := make(chan struct{}) // the first revocation is acknowledged (under -race a start takes a while)
-		var once sync.Once
-		go func() {
-			defer close(done)
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				lines = append(lines, sc.Text())
-				if strings.HasPrefix(sc.Text(), "sessgone ") {
-					once.Do(func() { close(started) })
-				}
-			}
-		}()
-		select {
-		case <-started:
-		case <-done:
-		case <-time.After(20 * time.Second):
+		proc := startChild(t, "TestCrashOpsChild", crashOpsEnv, path)
+		// Wait for the first acknowledged revocation or the child's end (under -race a start takes a while).
+		revoked := func(line string) bool { return strings.HasPrefix(line, "sessgone ") }
+		if _, timedOut := proc.await(revoked, 20*time.Second); timedOut {
 			t.Fatal("the child acknowledged no revocation within 20 s")
 		}
 		time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
-		if err := cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		<-done
-		cmd.Wait()
+		lines := proc.kill()
 		acks := 0
 		for _, line := range lines {
 			f := strings.Fields(line)
@@ -160,25 +129,7 @@ func must[T any](v T, err error) T {
 // TestCrashOpsChild is the writer TestCrashRotateRevoke kills. Each line it prints is written
 // after the call it reports returned ("deleting" before a deletion starts).
 func TestCrashOpsChild(t *testing.T) {
-	path := os.Getenv(crashOpsEnv)
-	if path == "" {
-		t.Skip("run by TestCrashRotateRevoke")
-	}
-	st, err := Open(path, &Options{LockTimeout: 5 * time.Second})
-	if err != nil {
-		fmt.Printf("fail open: %v\n", err)
-		os.Exit(1)
-	}
-	var mu sync.Mutex
-	say := func(format string, args ...any) {
-		mu.Lock()
-		fmt.Fprintf(os.Stdout, format+"\n", args...)
-		mu.Unlock()
-	}
-	fail := func(what string, err error) {
-		say("fail %s: %v", what, err)
-		os.Exit(1)
-	}
+	st, say, fail := childStore(t, crashOpsEnv, "TestCrashRotateRevoke", &Options{LockTimeout: 5 * time.Second})
 	h := func(b []byte) string { return hex.EncodeToString(b) }
 	deadline := time.Now().Add(10 * time.Second)
 	var wg sync.WaitGroup

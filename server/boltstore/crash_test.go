@@ -1,13 +1,9 @@
 package boltstore
 
 import (
-	"bufio"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,32 +33,10 @@ func TestCrash(t *testing.T) {
 	deleting := map[string]bool{} // deletes started (acknowledged or not)
 	deleted := map[string]bool{}  // acknowledged deletes
 	for round := range 5 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashEnv+"="+path)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var lines []string
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				lines = append(lines, sc.Text())
-			}
-		}()
+		proc := startChild(t, "TestCrashChild", crashEnv, path)
 		delay := time.Duration(50+rand.IntN(451)) * time.Millisecond
 		time.Sleep(delay)
-		if err := cmd.Process.Kill(); err != nil { // SIGKILL
-			t.Fatal(err)
-		}
-		<-done
-		cmd.Wait()
+		lines := proc.kill()
 
 		acks := 0
 		for _, line := range lines {
@@ -140,21 +114,7 @@ func checkCrashFile(t *testing.T, path string, created, deleting, deleted map[st
 // goroutines create sessions and delete every third one; each prints "ack ..." only after the
 // call returned, and "delete <id>" before it starts a Delete.
 func TestCrashChild(t *testing.T) {
-	path := os.Getenv(crashEnv)
-	if path == "" {
-		t.Skip("run by TestCrash")
-	}
-	st, err := Open(path, &Options{LockTimeout: 5 * time.Second})
-	if err != nil {
-		fmt.Printf("fail open: %v\n", err)
-		os.Exit(1)
-	}
-	var mu sync.Mutex // one line per write(2)
-	say := func(format string, args ...any) {
-		mu.Lock()
-		fmt.Fprintf(os.Stdout, format+"\n", args...)
-		mu.Unlock()
-	}
+	st, say, fail := childStore(t, crashEnv, "TestCrash", &Options{LockTimeout: 5 * time.Second})
 	deadline := time.Now().Add(10 * time.Second) // in case the parent is gone
 	var wg sync.WaitGroup
 	for range 2 {
@@ -165,16 +125,14 @@ func TestCrashChild(t *testing.T) {
 				s.Expires = time.Now().Add(24 * time.Hour)
 				l := storetest.NewLane(s)
 				if err := st.Create(ctx, s, l); err != nil {
-					say("fail create: %v", err)
-					os.Exit(1)
+					fail("create", err)
 				}
 				id := hex.EncodeToString(s.ID)
 				say("ack create %s", id)
 				if i%3 == 2 {
 					say("delete %s", id)
 					if _, err := st.Delete(ctx, s.ID, "logout"); err != nil {
-						say("fail delete: %v", err)
-						os.Exit(1)
+						fail("delete", err)
 					}
 					say("ack delete %s", id)
 				}

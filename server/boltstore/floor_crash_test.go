@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,38 +27,22 @@ func TestCrashThenCleanCloseKeepsFloor(t *testing.T) {
 	}
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "floor.db")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashFloorChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), floorChildEnv+"="+path)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	proc := startChild(t, "TestCrashFloorChild", floorChildEnv, path)
+	line, _ := proc.await(func(line string) bool {
+		f := strings.Fields(line)
+		return len(f) == 2 && f[0] == "ack" || len(f) > 0 && f[0] == "fail"
+	}, 0)
+	f := strings.Fields(line)
+	if len(f) > 0 && f[0] == "fail" {
+		t.Fatalf("child: %s", line)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(out)
-	var lane protocol.LaneID
-	acked := false
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 && f[0] == "ack" {
-			raw, _ := hex.DecodeString(f[1])
-			copy(lane[:], raw)
-			acked = true
-			break
-		}
-		if len(f) > 0 && f[0] == "fail" {
-			t.Fatalf("child: %s", sc.Text())
-		}
-	}
-	if !acked {
+	if len(f) == 0 {
 		t.Fatal("the child acknowledged nothing")
 	}
-	if err := cmd.Process.Kill(); err != nil { // SIGKILL, with the file open
-		t.Fatal(err)
-	}
-	cmd.Wait()
+	var lane protocol.LaneID
+	raw, _ := hex.DecodeString(f[1])
+	copy(lane[:], raw)
+	proc.kill() // SIGKILL, with the file open
 
 	b, err := Open(path, nil)
 	if err != nil {
@@ -104,27 +87,17 @@ func TestCrashThenCleanCloseKeepsFloor(t *testing.T) {
 // TestCrashFloorChild is the process TestCrashThenCleanCloseKeepsFloor kills: it makes a
 // session, accepts nonce 5 of its lane, says so, and waits.
 func TestCrashFloorChild(t *testing.T) {
-	path := os.Getenv(floorChildEnv)
-	if path == "" {
-		t.Skip("run by TestCrashThenCleanCloseKeepsFloor")
-	}
-	st, err := Open(path, &Options{LockTimeout: 5 * time.Second})
-	if err != nil {
-		fmt.Printf("fail open: %v\n", err)
-		os.Exit(1)
-	}
+	st, say, fail := childStore(t, floorChildEnv, "TestCrashThenCleanCloseKeepsFloor", &Options{LockTimeout: 5 * time.Second})
 	s := storetest.NewSession("crash", time.Now())
 	s.Expires = time.Now().Add(time.Hour)
 	l := storetest.NewLane(s)
 	if err := st.Create(t.Context(), s, l); err != nil {
-		fmt.Printf("fail create: %v\n", err)
-		os.Exit(1)
+		fail("create", err)
 	}
 	if err := st.Seen(t.Context(), l.ID, 5); err != nil {
-		fmt.Printf("fail seen: %v\n", err)
-		os.Exit(1)
+		fail("seen", err)
 	}
-	fmt.Printf("ack %s\n", hex.EncodeToString(l.ID[:]))
+	say("ack %s", hex.EncodeToString(l.ID[:]))
 	time.Sleep(10 * time.Second) // killed long before
 	os.Exit(1)
 }
@@ -142,26 +115,11 @@ func TestFloorAfterLockWait(t *testing.T) {
 		t.Skip("re-executes the test binary")
 	}
 	path := filepath.Join(t.TempDir(), "wait.db")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFloorWaitChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), floorWaitChildEnv+"="+path)
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	sc := bufio.NewScanner(out)
+	proc := startChild(t, "TestFloorWaitChild", floorWaitChildEnv, path)
 	expect := func(what string) {
 		t.Helper()
-		if !sc.Scan() || sc.Text() != what {
-			t.Fatalf("child said %q, want %q", sc.Text(), what)
+		if line, _ := proc.await(func(string) bool { return true }, 0); line != what {
+			t.Fatalf("child said %q, want %q", line, what)
 		}
 	}
 	expect("open")
@@ -176,13 +134,10 @@ func TestFloorAfterLockWait(t *testing.T) {
 		got <- opened{st, err}
 	}()
 	time.Sleep(1500 * time.Millisecond) // Open is waiting for the lock
-	fmt.Fprintln(in, "seen")            // the old process accepts a request meanwhile
+	fmt.Fprintln(proc.in, "seen")       // the old process accepts a request meanwhile
 	expect("seen")
 	accepted := time.Now()
-	if err := cmd.Process.Kill(); err != nil { // and is killed before a clean Close
-		t.Fatal(err)
-	}
-	cmd.Wait()
+	proc.kill() // and is killed before a clean Close
 	o := <-got
 	if o.err != nil {
 		t.Fatal(o.err)
@@ -196,29 +151,19 @@ func TestFloorAfterLockWait(t *testing.T) {
 
 // TestFloorWaitChild holds the file for TestFloorAfterLockWait and accepts a nonce when told.
 func TestFloorWaitChild(t *testing.T) {
-	path := os.Getenv(floorWaitChildEnv)
-	if path == "" {
-		t.Skip("run by TestFloorAfterLockWait")
-	}
-	st, err := Open(path, nil)
-	if err != nil {
-		fmt.Printf("fail open: %v\n", err)
-		os.Exit(1)
-	}
+	st, say, fail := childStore(t, floorWaitChildEnv, "TestFloorAfterLockWait", nil)
 	s := storetest.NewSession("wait", time.Now())
 	l := storetest.NewLane(s)
 	if err := st.Create(t.Context(), s, l); err != nil {
-		fmt.Printf("fail create: %v\n", err)
-		os.Exit(1)
+		fail("create", err)
 	}
-	fmt.Println("open")
+	say("open")
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		if err := st.Seen(t.Context(), l.ID, 5); err != nil {
-			fmt.Printf("fail seen: %v\n", err)
-			os.Exit(1)
+			fail("seen", err)
 		}
-		fmt.Println("seen")
+		say("seen")
 	}
 	os.Exit(1) // killed before
 }

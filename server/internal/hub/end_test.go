@@ -63,18 +63,7 @@ func TestEndWhileResync(t *testing.T) {
 		return [][]byte{resynced}
 	}})
 	ws := f.dial(t, nil)
-	got := make(chan map[string]string, 1)
-	go func() {
-		c := challenge(t, ws)
-		k := testKey(lane)
-		tag := protocol.SocketAuth(&k, lane, 3, c)
-		ws.WriteMessage(websocket.TextMessage, authMsg(lane, 3, tag[:], 0))
-		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, b, _ := ws.ReadMessage()
-		var m map[string]string
-		json.Unmarshal(b, &m)
-		got <- m
-	}()
+	got := answerLater(t, ws, lane)
 	<-entered
 	last := seal(t, lane, 2)
 	if n := f.h.End(lane, last, "logout"); n != 1 {

@@ -186,6 +186,24 @@ func answer(t *testing.T, ws *websocket.Conn, lane protocol.LaneID, bad bool) ma
 	return readControl(t, ws)
 }
 
+// answerLater answers the challenge for lane in a goroutine (for a test whose hook holds the
+// answer back) and sends the reply it reads on the channel it returns (nil if it reads none).
+func answerLater(t *testing.T, ws *websocket.Conn, lane protocol.LaneID) <-chan map[string]string {
+	got := make(chan map[string]string, 1)
+	go func() {
+		c := challenge(t, ws)
+		k := testKey(lane)
+		tag := protocol.SocketAuth(&k, lane, 3, c)
+		ws.WriteMessage(websocket.TextMessage, authMsg(lane, 3, tag[:], 0))
+		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, b, _ := ws.ReadMessage()
+		var m map[string]string
+		json.Unmarshal(b, &m)
+		got <- m
+	}()
+	return got
+}
+
 func readControl(t *testing.T, ws *websocket.Conn) map[string]string {
 	t.Helper()
 	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -687,18 +705,7 @@ func TestCloseDuringAuthenticate(t *testing.T) {
 		return testAuthenticate(ctx, keyid, c, tag)
 	}})
 	ws := f.dial(t, nil)
-	done := make(chan map[string]string, 1)
-	go func() {
-		c := challenge(t, ws)
-		k := testKey(lane)
-		tag := protocol.SocketAuth(&k, lane, 3, c)
-		ws.WriteMessage(websocket.TextMessage, authMsg(lane, 3, tag[:], 0))
-		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, b, _ := ws.ReadMessage()
-		var m map[string]string
-		json.Unmarshal(b, &m)
-		done <- m
-	}()
+	done := answerLater(t, ws, lane)
 	<-entered
 	f.h.Close(lane, "logout")
 	close(release)
