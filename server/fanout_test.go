@@ -87,11 +87,26 @@ func TestFanoutLostAndResync(t *testing.T) {
 	}
 	wantOK(t, c.get("/api/3"))
 
-	// Another node's deletion: the notice drops this node's cache of the lane (the store, shared
-	// in real life, is what refuses the lane).
+	// A notice of a lane the store still has (forged, or stale): a hint, not authority. Nothing
+	// of the lane is dropped (Manager.noticedGone reads the store first).
+	sn.send(server.Notice{Lanes: []protocol.LaneID{lane}, Reason: "revoked"})
+	if !server.HasVerifier(e.mgr, lane) {
+		t.Error("a notice of a live lane dropped its cached verifiers")
+	}
+	wantOK(t, c.get("/api/4"))
+
+	// Another node's deletion (in the store, shared in real life), then its notice: this node
+	// drops its cache of the lane, and the store refuses it.
+	_, sess, err := sn.Store.Lane(t.Context(), lane)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Store.Delete(t.Context(), sess.ID, "revoked"); err != nil {
+		t.Fatal(err)
+	}
 	sn.send(server.Notice{Lanes: []protocol.LaneID{lane}, Reason: "revoked"})
 	if server.HasVerifier(e.mgr, lane) {
-		t.Error("a notice of the lane kept its cached verifiers")
+		t.Error("a notice of a deleted lane kept its cached verifiers")
 	}
-	wantOK(t, c.get("/api/4")) // not deleted in this store: a notice is a hint, not authority
+	wantRefused(t, c.get("/api/5"), 401, "revoked")
 }
