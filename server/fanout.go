@@ -16,7 +16,8 @@ import (
 //
 // Notices are hints, never authority: a node re-reads the store before it accepts anything, and
 // before it ends a lane a notice names (Manager.noticedGone), so a lost notice costs latency and
-// a forged one costs a lookup.
+// a forged one a store read per lane it names, on every node (unless the store does not answer
+// that read within 2 s: the node then ends the lane, failing closed).
 type Notice struct {
 	// Lanes are the lanes the notice is about: every lane of a deleted session, or the one lane
 	// of [Store.DeleteLane].
@@ -168,33 +169,59 @@ func (m *Manager) notice(n Notice) {
 // noticedGone ends on this node the lanes a notice names, each only once the store confirms it
 // is gone (with the store's reason), so that a notice forged by whoever may PUBLISH on the
 // store's channel cannot end a live lane's event connections, make its worker wipe its key or
-// end its streams: it costs a lookup, and a re-read of the lane a second later. A store that does not answer within noticeReadTimeout is taken at the
-// notice's word: failing closed costs the worker a join, a missed revocation would cost more.
+// end its streams: it costs a store read per lane it names, and a re-read a second later of
+// those this node holds event connections of. A store that does not answer within
+// noticeReadTimeout is taken at the notice's word: failing closed costs the worker a join, a
+// missed revocation would cost more.
+//
+// The lanes are read together (at most noticeReads at a time): a notice names all the lanes of
+// a deleted session, and one read after the other made the last of them wait for the sum of the
+// reads, and every later notice behind it. It returns once every lane is applied, so notices
+// still take effect in order.
 func (m *Manager) noticedGone(lanes []LaneID, reason string) {
+	if len(lanes) == 1 {
+		m.noticedLaneGone(lanes[0], reason)
+		return
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, noticeReads)
 	for _, id := range lanes {
-		ctx, cancel := context.WithTimeout(context.Background(), noticeReadTimeout)
-		_, _, err := m.store.Lane(ctx, id)
-		cancel()
-		var gone *GoneError
-		switch {
-		case err == nil:
-			// Live: a forged notice, or a read that reached a replica behind its master. Nothing
-			// of the lane ends; its cached verifiers go (a store read on its next request) and
-			// its event connections' lane is read again in a second.
-			m.verifiers.drop(id)
-			if ll := m.live.get(id); ll != nil {
-				m.armLive(ll, m.now().Add(time.Second))
-			}
-		case errors.As(err, &gone):
-			m.lanesGone([]LaneID{id}, gone.Reason)
-		default: // gone without a tombstone's reason (ErrNotFound), or the store is down
-			m.lanesGone([]LaneID{id}, reason)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			m.noticedLaneGone(id, reason)
+		})
+	}
+	wg.Wait()
+}
+
+// noticedLaneGone is noticedGone of one lane.
+func (m *Manager) noticedLaneGone(id LaneID, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), noticeReadTimeout)
+	_, _, err := m.store.Lane(ctx, id)
+	cancel()
+	var gone *GoneError
+	switch {
+	case err == nil:
+		// Live: a forged notice, or a read that reached a replica behind its master. Nothing of
+		// the lane ends or is dropped; its event connections' lane is read again in a second.
+		if ll := m.live.get(id); ll != nil {
+			m.armLive(ll, m.now().Add(time.Second))
 		}
+	case errors.As(err, &gone):
+		m.lanesGone([]LaneID{id}, gone.Reason)
+	default: // gone without a tombstone's reason (ErrNotFound), or the store is down
+		m.lanesGone([]LaneID{id}, reason)
 	}
 }
 
-// noticeReadTimeout bounds noticedGone's store read of one lane.
-const noticeReadTimeout = 2 * time.Second
+const (
+	// noticeReadTimeout bounds noticedGone's store read of one lane.
+	noticeReadTimeout = 2 * time.Second
+	// noticeReads bounds the store reads one notice makes at once: a session's lanes
+	// (DefaultMaxLanesPerSession) in one round.
+	noticeReads = 16
+)
 
 // fanoutReady reports whether this node receives every other node's revocations; when it does
 // not, it answers 503 store_unavailable and reports false. A Manager whose store is not a

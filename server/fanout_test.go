@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -109,4 +110,66 @@ func TestFanoutLostAndResync(t *testing.T) {
 		t.Error("a notice of a deleted lane kept its cached verifiers")
 	}
 	wantRefused(t, c.get("/api/5"), 401, "revoked")
+}
+
+// slowLaneStore is a store whose Lane reads take delay while it is set (a loaded or distant
+// store), as seen by every caller.
+type slowLaneStore struct {
+	server.Store
+	delay atomic.Int64 // time.Duration
+	reads atomic.Int64
+}
+
+func (s *slowLaneStore) Lane(ctx context.Context, id protocol.LaneID) (*server.Lane, *server.Session, error) {
+	if d := time.Duration(s.delay.Load()); d > 0 {
+		s.reads.Add(1)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+	return s.Store.Lane(ctx, id)
+}
+
+// TestNoticeOfManyLanesReadsThemTogether: a notice names many lanes (a session's, up to
+// MaxLanesPerSession of them, or several sessions'); the node confirms each in the store before
+// it ends it. Was: one read after the other, so the last lane's workers heard their revocation
+// after the sum of the reads (here 8 x 150 ms; with a store that answers in just under the 2 s
+// bound, 16 lanes took 32 s), and every later notice waited behind.
+func TestNoticeOfManyLanesReadsThemTogether(t *testing.T) {
+	const lanes, delay = 8, 150 * time.Millisecond
+	slow := &slowLaneStore{Store: memstore.New()}
+	sn := &scriptedNotifier{Store: slow}
+	e := newEnv(t, realClock, func(c *server.Config) { c.Store = sn })
+	srv := serveEnv(t, e)
+	c := e.newClient()
+	var (
+		ids   []protocol.LaneID
+		socks []*eventSock
+	)
+	for i := range lanes {
+		l := c.rawLogin(fmt.Sprintf("user%d", i))
+		socks = append(socks, dialEvents(t, srv, l))
+		ids = append(ids, l.lane)
+		// Deleted by another node: in the store, not through this Manager.
+		_, sess, err := slow.Store.Lane(t.Context(), l.lane)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := slow.Store.Delete(t.Context(), sess.ID, "revoked"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow.delay.Store(int64(delay))
+	start := time.Now()
+	sn.send(server.Notice{Lanes: ids, Reason: "revoked"})
+	took := time.Since(start)
+	slow.delay.Store(0)
+	for _, s := range socks {
+		s.wantEnd(protocol.EventRevoked, "revoked")
+	}
+	if took > 4*delay {
+		t.Fatalf("the notice of %d lanes took %v to apply, with store reads of %v", lanes, took, delay)
+	}
 }
