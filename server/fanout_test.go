@@ -118,9 +118,13 @@ type slowLaneStore struct {
 	server.Store
 	delay atomic.Int64 // time.Duration
 	reads atomic.Int64
+	down  atomic.Bool // Lane fails as a store that is down
 }
 
 func (s *slowLaneStore) Lane(ctx context.Context, id protocol.LaneID) (*server.Lane, *server.Session, error) {
+	if s.down.Load() {
+		return nil, nil, errDown
+	}
 	if d := time.Duration(s.delay.Load()); d > 0 {
 		s.reads.Add(1)
 		select {
@@ -172,4 +176,20 @@ func TestNoticeOfManyLanesReadsThemTogether(t *testing.T) {
 	if took > 4*delay {
 		t.Fatalf("the notice of %d lanes took %v to apply, with store reads of %v", lanes, took, delay)
 	}
+}
+
+// TestNoticeWithTheStoreDownEndsTheLane: a notice arrives while this node's read of the lane
+// fails (the store down): the node takes the notice at its word and ends the lane with the
+// notice's reason (fail closed), as before notices were confirmed in the store.
+func TestNoticeWithTheStoreDownEndsTheLane(t *testing.T) {
+	slow := &slowLaneStore{Store: memstore.New()}
+	sn := &scriptedNotifier{Store: slow}
+	e := newEnv(t, realClock, func(c *server.Config) { c.Store = sn })
+	srv := serveEnv(t, e)
+	l := e.newClient().rawLogin("alice")
+	s := dialEvents(t, srv, l)
+	slow.down.Store(true)
+	sn.send(server.Notice{Lanes: []protocol.LaneID{l.lane}, Reason: "revoked"})
+	slow.down.Store(false)
+	s.wantEnd(protocol.EventRevoked, "revoked")
 }
