@@ -70,7 +70,7 @@ func newAssets(module []byte) (*assets, error) {
 }
 
 // assetCache holds the assets of each module a Manager of this process was given, by SHA-256:
-// they never change, and compressing 2.7 MB at the best level takes a noticeable fraction of a
+// they never change, and compressing 2.4 MB at the best level takes a noticeable fraction of a
 // second, which Managers made again and again (tests, a reloading server) need not pay twice.
 var assetCache sync.Map // [sha256.Size]byte -> *assets
 

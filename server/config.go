@@ -80,8 +80,9 @@ type Config struct {
 	// ThrottleThreshold is how many refused requests (bad or malformed signatures, unknown
 	// sessions, replays, failed logins) one client address may cause within ThrottleWindow before
 	// every request from it is answered 429 for the rest of the window, except signed requests
-	// for lanes this node has verified lately (whose verifiers it caches: no store read), so that
-	// users sharing the address keep working. If zero, 30; if negative, no throttling.
+	// for lanes this node has verified a request of (and still caches the verifiers of: no store
+	// read; a lane a request merely named does not count), so that users sharing the address
+	// keep working. If zero, 30; if negative, no throttling.
 	ThrottleThreshold int
 	// ThrottleWindow is the counting window of ThrottleThreshold. If zero, one minute.
 	ThrottleWindow time.Duration

@@ -61,8 +61,9 @@
 // Refused requests from one client address (malformed or bad signatures, unknown sessions,
 // replays, failed logins) are counted in a bounded table; past Config.ThrottleThreshold within
 // Config.ThrottleWindow every request from that address is answered 429 for the rest of the
-// window (except signed requests for lanes this node has verified lately, so that users sharing
-// the address keep working), and brute_force_suspected is logged once. IPv6 addresses count per /64. Login refuses
+// window (except signed requests for lanes this node has verified a request of and still caches
+// the verifiers of, so that users sharing the address keep working), and brute_force_suspected
+// is logged once. IPv6 addresses count per /64. Login refuses
 // bodies that are not application/json and requests with Sec-Fetch-Site: cross-site (login CSRF).
 //
 // Audit events are log/slog records with message "sessionvault" and the attribute event set to
@@ -103,8 +104,9 @@
 //
 // Nodes sharing a store (server/redisstore) share sessions and replay windows, so a request
 // accepted by one node is a replay on every other. When the Store is a [Notifier], New starts one
-// goroutine that subscribes to the deletions made on every node ([Notice]) and applies them here:
-// cached verifiers dropped, event connections sent a sealed revoked event and closed. Pub/sub
+// goroutine that subscribes to the deletions made on every node ([Notice]) and applies them here,
+// each lane once a store read confirms it gone: cached verifiers dropped, event connections sent a
+// sealed revoked (or expired) event and closed. Pub/sub
 // delivers at most once, so a node whose subscription is down (from the loss until it is back and
 // has re-checked its cache and connections) answers signed requests 503 store_unavailable rather
 // than risk serving a session revoked meanwhile; [Manager.Close] ends the subscription. Every

@@ -16,8 +16,9 @@ import (
 //
 // Notices are hints, never authority: a node re-reads the store before it accepts anything, and
 // before it ends a lane a notice names (Manager.noticedGone), so a lost notice costs latency and
-// a forged one a store read per lane it names, on every node (unless the store does not answer
-// that read within 2 s: the node then ends the lane, failing closed).
+// a forged one a store read per lane it names, on every node, and one more a second later on a
+// node that holds the lane's event connections (unless that read fails or gets no answer within
+// 2 s: the node then ends the lane, failing closed).
 type Notice struct {
 	// Lanes are the lanes the notice is about: every lane of a deleted session, or the one lane
 	// of [Store.DeleteLane].
@@ -170,8 +171,9 @@ func (m *Manager) notice(n Notice) {
 // is gone (with the store's reason), so that a notice forged by whoever may PUBLISH on the
 // store's channel cannot end a live lane's event connections, make its worker wipe its key or
 // end its streams: it costs a store read per lane it names, and a re-read a second later of
-// those this node holds event connections of. A store that does not answer within
-// noticeReadTimeout is taken at the notice's word: failing closed costs the worker a join, a
+// those this node holds event connections of. A read that fails or gets no answer within
+// noticeReadTimeout is taken at the notice's word, and so is a lane the store does not know
+// (ErrNotFound): both end with the notice's reason. Failing closed costs the worker a join, a
 // missed revocation would cost more.
 //
 // The lanes are read together (at most noticeReads at a time): a notice names all the lanes of

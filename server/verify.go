@@ -143,8 +143,8 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 	ctx := r.Context()
 	now := m.now()
 	client := m.clientAddr(r)
-	// A throttled address still gets through for a lane this node has verified lately (its
-	// verifiers are cached: no store read), so that users who share an address with whoever
+	// A throttled address still gets through for a lane this node has verified a request of (its
+	// verifiers are still cached: no store read), so that users who share an address with whoever
 	// caused the refusals (a NAT, a proxy without ClientAddr) keep working; anything else from it
 	// is answered 429 before any store read.
 	if m.limiter.Blocked(client, now) && !m.cachedLane(r) {
