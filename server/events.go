@@ -54,6 +54,7 @@ type liveLane struct {
 	asked     bool      // a rotate event was sent for epoch
 	warned    time.Time // the deadline an expiring event announced
 	timer     *time.Timer
+	due       time.Time // when timer fires
 	dead      bool
 }
 
@@ -362,11 +363,24 @@ func (m *Manager) armLiveLocked(ll *liveLane, at time.Time) {
 	if ll.dead || m.closed.Load() {
 		return
 	}
-	d := max(at.Sub(m.now()), 10*time.Millisecond)
+	now := m.now()
+	d := max(at.Sub(now), 10*time.Millisecond)
 	if ll.timer != nil {
 		ll.timer.Stop()
 	}
+	ll.due = now.Add(d)
 	ll.timer = time.AfterFunc(d, func() { m.tickLive(ll) })
+}
+
+// armLiveBy makes the lane's timer fire at at, unless it fires sooner: a re-read asked for by
+// something outside the lane (a notice) never postpones its due events.
+func (m *Manager) armLiveBy(ll *liveLane, at time.Time) {
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	if ll.timer != nil && !ll.due.After(at) {
+		return
+	}
+	m.armLiveLocked(ll, at)
 }
 
 // tickLive is a lane timer's work: send what fell due to the lane's connections.

@@ -16,8 +16,8 @@ import (
 //
 // Notices are hints, never authority: a node re-reads the store before it accepts anything, and
 // before it ends a lane a notice names (Manager.noticedGone), so a lost notice costs latency and
-// a forged one a store read per lane it names, on every node, and one more a second later on a
-// node that holds the lane's event connections (unless that read fails or gets no answer within
+// a forged one a store read per lane it names, on every node, and one more within a second on a
+// node that holds the lane's event connections (never later than that lane's timer was due) (unless that read fails or gets no answer within
 // 2 s: the node then ends the lane, failing closed).
 type Notice struct {
 	// Lanes are the lanes the notice is about: every lane of a deleted session, or the one lane
@@ -170,8 +170,8 @@ func (m *Manager) notice(n Notice) {
 // noticedGone ends on this node the lanes a notice names, each only once the store confirms it
 // is gone (with the store's reason), so that a notice forged by whoever may PUBLISH on the
 // store's channel cannot end a live lane's event connections, make its worker wipe its key or
-// end its streams: it costs a store read per lane it names, and a re-read a second later of
-// those this node holds event connections of. A read that fails or gets no answer within
+// end its streams: it costs a store read per lane it names, and a re-read within a second
+// (never postponing its timer) of those this node holds event connections of. A read that fails or gets no answer within
 // noticeReadTimeout is taken at the notice's word, and so is a lane the store does not know
 // (ErrNotFound): both end with the notice's reason. Failing closed costs the worker a join, a
 // missed revocation would cost more.
@@ -206,9 +206,10 @@ func (m *Manager) noticedLaneGone(id LaneID, reason string) {
 	switch {
 	case err == nil:
 		// Live: a forged notice, or a read that reached a replica behind its master. Nothing of
-		// the lane ends or is dropped; its event connections' lane is read again in a second.
+		// the lane ends or is dropped; its event connections' lane is read again within a second
+		// (armLiveBy: resent notices cannot postpone the lane's due events).
 		if ll := m.live.get(id); ll != nil {
-			m.armLive(ll, m.now().Add(time.Second))
+			m.armLiveBy(ll, m.now().Add(time.Second))
 		}
 	case errors.As(err, &gone):
 		m.lanesGone([]LaneID{id}, gone.Reason)

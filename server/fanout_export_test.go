@@ -1,6 +1,10 @@
 package server
 
-import "github.com/sessionvault/sessionvault/internal/protocol"
+import (
+	"time"
+
+	"github.com/sessionvault/sessionvault/internal/protocol"
+)
 
 // Hooks for the external tests of the fan-out (redis_test.go).
 
@@ -23,4 +27,15 @@ func WatchCount(m *Manager) int {
 		n += len(set)
 	}
 	return n
+}
+
+// LiveDue is when the event timer of lane fires on m (zero if m holds no event connection of it).
+func LiveDue(m *Manager, lane protocol.LaneID) time.Time {
+	ll := m.live.get(lane)
+	if ll == nil {
+		return time.Time{}
+	}
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	return ll.due
 }

@@ -193,3 +193,32 @@ func TestNoticeWithTheStoreDownEndsTheLane(t *testing.T) {
 	slow.down.Store(false)
 	s.wantEnd(protocol.EventRevoked, "revoked")
 }
+
+// TestForgedNoticesDoNotPostponeTheLaneTimer: a notice naming a live lane makes the node read
+// the lane again within a second, never later than its timer was already due: notices resent
+// faster than that (a forger who may PUBLISH) must not keep the timer, and with it the lane's
+// rotate, expiring and expired events, from ever firing.
+func TestForgedNoticesDoNotPostponeTheLaneTimer(t *testing.T) {
+	sn := &scriptedNotifier{Store: memstore.New()}
+	e := newEnv(t, func(c *server.Config) { c.Store = sn })
+	srv := serveEnv(t, e)
+	l := e.newClient().rawLogin("alice")
+	dialEvents(t, srv, l)
+	due0 := server.LiveDue(e.mgr, l.lane)
+	if due0.IsZero() {
+		t.Fatal("no event timer for the lane")
+	}
+	notice := server.Notice{Lanes: []protocol.LaneID{l.lane}, Reason: "revoked"}
+	sn.send(notice)
+	due1 := server.LiveDue(e.mgr, l.lane)
+	if want := e.clock.Now().Add(time.Second); due1.After(want) || !due1.Before(due0) {
+		t.Fatalf("after a notice the timer is due at %v, want by %v (was %v)", due1, want, due0)
+	}
+	for range 5 {
+		e.clock.Add(400 * time.Millisecond)
+		sn.send(notice)
+		if due := server.LiveDue(e.mgr, l.lane); due.After(due1) {
+			t.Fatalf("a later notice postponed the timer from %v to %v", due1, due)
+		}
+	}
+}

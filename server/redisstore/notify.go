@@ -19,7 +19,7 @@ import (
 // Notices are hints, never authority: a receiver re-reads the store before it acts (Lane returns
 // *server.GoneError for a deleted lane), so a lost notice costs latency and a forged one (anyone
 // who can PUBLISH on the Redis) costs a Lane read per lane it names on every node, and one more
-// a second later on a node that holds the lane's event connections; a forged Resync, each
+// within a second on a node that holds the lane's event connections; a forged Resync, each
 // node's re-read of every lane it holds. A [server.Manager] whose read fails or gets no answer
 // within 2 s ends the lane all the same (it fails closed). Lost is never sent: Publish ignores
 // it.
