@@ -181,16 +181,9 @@ func (e *laneVerifiers) kill() {
 
 // verify runs fn with the slot of epoch, made by mk (from the sealed key) when the entry has
 // none. Calls for one lane are serialized.
-func (e *laneVerifiers) verify(epoch uint32, mk func() (*verifySlot, error), check func(*verifySlot) error) error {
+func (e *laneVerifiers) verify(epoch uint32, mk func() (*verifySlot, error), fn func(*verifySlot) error) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	fn := func(s *verifySlot) error {
-		err := check(s)
-		if err == nil && !e.verified.Load() {
-			e.verified.Store(true)
-		}
-		return err
-	}
 	for _, s := range e.slots {
 		if s != nil && s.epoch == epoch {
 			return fn(s)

@@ -299,6 +299,10 @@ func (m *Manager) verify(w http.ResponseWriter, r *http.Request, allowLate, useF
 		return nil, false
 	}
 
+	if !ent.verified.Load() { // the lane may let its address past the throttle (cachedLane)
+		ent.verified.Store(true)
+	}
+
 	// 5. created: in the window, and not before the store's replay memory starts.
 	if err := m.window.CheckCreated(p.Created, now); err != nil {
 		if errors.Is(err, protocol.ErrFuture) {

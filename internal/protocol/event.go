@@ -1,7 +1,5 @@
 package protocol
 
-import ()
-
 // EventType is the kind of a server-to-worker event.
 type EventType uint8
 
